@@ -1,0 +1,9 @@
+"""The node pack.  Importing it registers every node type.
+
+Each stage module declares its nodes with ``declare.node``; the list below is the whole pack.
+"""
+from . import types  # noqa: F401  -- socket types first: declarations check against them
+from .declare import REGISTRY, comfy_mappings
+from . import image  # noqa: F401
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())

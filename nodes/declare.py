@@ -1,0 +1,375 @@
+"""One declaration per node; both hosts' views are derived from it.
+
+A node is a plain function plus a ``NodeSpec``: typed input sockets (take links), parameters
+(literals with type, default, range or choices), typed outputs, a category, a description and a
+version that enters cache keys.  From the spec come
+
+* the executor's schema (``spec.inputs`` / ``spec.params`` / ``spec.outputs``, ``Param.check``), and
+* ComfyUI's V1 class attributes (``comfy_class``): ``INPUT_TYPES``, ``RETURN_TYPES``,
+  ``RETURN_NAMES``, ``FUNCTION``, ``CATEGORY``, ``DESCRIPTION``, ``OUTPUT_NODE``.
+
+Nothing host-specific lives in the stage modules: they only declare.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .errors import UserError
+
+PARAM_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed accepts, and ComfyUI's seed widget range
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+"""Default of a parameter the user must give."""
+
+
+@dataclass(frozen=True)
+class Input:
+    """A socket: its value comes from a link to another node's output."""
+
+    name: str
+    type: str
+    optional: bool = False
+    tooltip: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    type: str
+    tooltip: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A literal (a widget in ComfyUI).  ``check`` turns a user value into the node's value."""
+
+    name: str
+    type: str
+    default: Any = REQUIRED
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    multiline: bool = False
+    tooltip: str = ""
+
+    def __post_init__(self):
+        if self.type not in PARAM_TYPES:
+            raise TypeError(f"parameter {self.name!r}: type must be one of {PARAM_TYPES}")
+        if (self.type == "COMBO") != (self.choices is not None):
+            raise TypeError(f"parameter {self.name!r}: choices go with type COMBO and only with it")
+        if self.default is not REQUIRED:
+            self.check(self.default)  # a bad default is a bug in the declaration
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` as this parameter's Python type, or raise ValueError saying why not."""
+        t = self.type
+        if t == "INT":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise ValueError(f"expected an integer, got {_show(value)}")
+        elif t == "FLOAT":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"expected a number, got {_show(value)}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {value}")
+        elif t == "STRING":
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {_show(value)}")
+        elif t == "BOOLEAN":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {_show(value)}")
+        elif t == "COMBO":
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValueError(f"{_show(value)} is not one of: {', '.join(self.choices)}")
+        if t in ("INT", "FLOAT"):
+            if self.min is not None and value < self.min:
+                raise ValueError(f"{value} is below the minimum {self.min}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"{value} is above the maximum {self.max}")
+        return value
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line string (``--set name=value``) into this parameter's type."""
+        return parse_literal(self.type, text, self.choices)
+
+
+def parse_literal(type_: str, text: str, choices: Iterable[str] | None = None) -> Any:
+    """A command-line string as a value of ``type_``; ValueError when it is not one."""
+    if type_ == "INT":
+        try:
+            return int(text.replace("_", ""), 0)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if type_ == "FLOAT":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {text!r}")
+        return value
+    if type_ == "BOOLEAN":
+        low = text.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if type_ == "COMBO" and choices is not None and text not in choices:
+        raise ValueError(f"{text!r} is not one of: {', '.join(choices)}")
+    return text
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything a host needs to know about one node type."""
+
+    type: str
+    fn: Callable[..., Any]
+    category: str
+    description: str
+    inputs: tuple[Input, ...] = ()
+    params: tuple[Param, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    version: str = "1"
+    display_name: str = ""
+    output_node: bool = False
+    cacheable: bool = True
+    fingerprint: Callable[[dict], Any] | None = None
+    check: Callable[[dict], None] | None = None
+    _by_name: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        names = [s.name for s in self.inputs] + [p.name for p in self.params]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise TypeError(f"node {self.type}: duplicate field names {sorted(dup)}")
+        outs = [o.name for o in self.outputs]
+        if len(set(outs)) != len(outs):
+            raise TypeError(f"node {self.type}: duplicate output names")
+        self._by_name.update({s.name: s for s in self.inputs})
+        self._by_name.update({p.name: p for p in self.params})
+
+    def field(self, name: str) -> Input | Param | None:
+        return self._by_name.get(name)
+
+    def input(self, name: str) -> Input | None:
+        f = self._by_name.get(name)
+        return f if isinstance(f, Input) else None
+
+    def param(self, name: str) -> Param | None:
+        f = self._by_name.get(name)
+        return f if isinstance(f, Param) else None
+
+    def output(self, name: str) -> Output | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def output_index(self, name: str) -> int:
+        return [o.name for o in self.outputs].index(name)
+
+    def call(self, **kwargs) -> tuple:
+        """Run the node function; always returns a tuple with one value per output."""
+        result = self.fn(**kwargs)
+        if len(self.outputs) == 1 and not (isinstance(result, tuple) and len(result) == 1):
+            result = (result,)
+        if result is None:
+            result = ()
+        if not isinstance(result, tuple) or len(result) != len(self.outputs):
+            raise TypeError(f"node {self.type} returned {type(result).__name__}, "
+                            f"expected a tuple of {len(self.outputs)} outputs")
+        return result
+
+    def schema(self) -> dict:
+        """The machine view of this node (for ``unclip nodes --json``), like ComfyUI's object_info."""
+        def param_json(p: Param) -> dict:
+            d = {"name": p.name, "type": p.type}
+            if not p.required:
+                d["default"] = p.default
+            for k in ("min", "max", "step"):
+                if getattr(p, k) is not None:
+                    d[k] = getattr(p, k)
+            if p.choices is not None:
+                d["choices"] = list(p.choices)
+            if p.multiline:
+                d["multiline"] = True
+            if p.tooltip:
+                d["tooltip"] = p.tooltip
+            d["required"] = p.required
+            return d
+
+        return {
+            "type": self.type,
+            "display_name": self.display_name or self.type,
+            "category": self.category,
+            "description": self.description,
+            "version": self.version,
+            "inputs": [{"name": s.name, "type": s.type, "required": not s.optional,
+                        **({"tooltip": s.tooltip} if s.tooltip else {})} for s in self.inputs],
+            "params": [param_json(p) for p in self.params],
+            "outputs": [{"name": o.name, "type": o.type,
+                         **({"tooltip": o.tooltip} if o.tooltip else {})} for o in self.outputs],
+            "output_node": self.output_node,
+            "cacheable": self.cacheable,
+        }
+
+
+REGISTRY: dict[str, NodeSpec] = {}
+
+
+def node(type: str, *, category: str, description: str, inputs: Iterable[Input] = (),
+         params: Iterable[Param] = (), outputs: Iterable[Output] = (), version: str = "1",
+         display_name: str = "", output_node: bool = False, cacheable: bool = True,
+         fingerprint: Callable[[dict], Any] | None = None,
+         check: Callable[[dict], None] | None = None):
+    """Declare a node type.  Decorates the function that does the work and registers the spec.
+
+    ``fingerprint(params)`` returns extra JSON-able cache-key material computed before running
+    (a checkpoint's identity, an input file's hash); it may raise UserError (missing file).
+    ``check(params)`` validates several parameters together; it raises UserError with ``field``.
+    """
+    def wrap(fn):
+        spec = NodeSpec(type=type, fn=fn, category=category, description=description,
+                        inputs=tuple(inputs), params=tuple(params), outputs=tuple(outputs),
+                        version=version, display_name=display_name, output_node=output_node,
+                        cacheable=cacheable, fingerprint=fingerprint, check=check)
+        from .types import SOCKET_TYPES  # registered before any node module is imported
+        for s in (*spec.inputs, *spec.outputs):
+            if s.type not in SOCKET_TYPES:
+                raise TypeError(f"node {type}: unknown socket type {s.type!r}")
+        if type in REGISTRY and REGISTRY[type].fn is not fn:
+            raise TypeError(f"node type {type!r} declared twice")
+        REGISTRY[type] = spec
+        fn.spec = spec
+        return fn
+    return wrap
+
+
+def get(type: str) -> NodeSpec | None:
+    return REGISTRY.get(type)
+
+
+# ---------------------------------------------------------------------------------------------
+# ComfyUI's view
+
+COMFY_PREFIX = "unCLIP "
+"""ComfyUI's node ids are global: ours carry a prefix so that e.g. our LoadImage never shadows
+ComfyUI's own.  The executor uses the bare names."""
+
+_INT_LIMIT = 2**63 - 1
+
+
+def comfy_id(type: str) -> str:
+    return COMFY_PREFIX + type
+
+
+def comfy_input_types(spec: NodeSpec) -> dict:
+    required: dict[str, tuple] = {}
+    optional: dict[str, tuple] = {}
+    for s in spec.inputs:
+        opts = {"tooltip": s.tooltip} if s.tooltip else {}
+        (optional if s.optional else required)[s.name] = (s.type, opts) if opts else (s.type,)
+    for p in spec.params:
+        opts: dict[str, Any] = {}
+        default = p.default
+        if p.required:
+            default = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False,
+                       "COMBO": p.choices[0] if p.choices else ""}[p.type]
+        opts["default"] = default
+        if p.type in ("INT", "FLOAT"):
+            lim = _INT_LIMIT if p.type == "INT" else 1e10
+            opts["min"] = p.min if p.min is not None else -lim
+            opts["max"] = p.max if p.max is not None else lim
+            opts["step"] = p.step if p.step is not None else (1 if p.type == "INT" else 0.01)
+        if p.multiline:
+            opts["multiline"] = True
+        if p.tooltip:
+            opts["tooltip"] = p.tooltip
+        required[p.name] = (list(p.choices), opts) if p.type == "COMBO" else (p.type, opts)
+    out: dict[str, dict] = {"required": required}
+    if optional:
+        out["optional"] = optional
+    if spec.output_node:
+        out["hidden"] = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    return out
+
+
+def comfy_class(spec: NodeSpec) -> type:
+    """A ComfyUI V1 node class for ``spec``."""
+    from . import runtime
+
+    def INPUT_TYPES(cls):
+        return comfy_input_types(spec)
+
+    def run(self, prompt=None, extra_pnginfo=None, **kwargs):
+        with runtime.comfy_host(prompt=prompt, extra_pnginfo=extra_pnginfo):
+            for s in spec.inputs:
+                kwargs.setdefault(s.name, None)
+            result = spec.call(**kwargs)
+        if spec.output_node:
+            ui = runtime.take_ui()
+            return {"ui": ui, "result": result} if ui else result
+        return result
+
+    attrs: dict[str, Any] = {
+        "INPUT_TYPES": classmethod(INPUT_TYPES),
+        "RETURN_TYPES": tuple(o.type for o in spec.outputs),
+        "RETURN_NAMES": tuple(o.name for o in spec.outputs),
+        "OUTPUT_TOOLTIPS": tuple(o.tooltip for o in spec.outputs),
+        "FUNCTION": "run",
+        "CATEGORY": spec.category,
+        "DESCRIPTION": spec.description,
+        "OUTPUT_NODE": spec.output_node,
+        "run": run,
+        "__doc__": spec.description,
+        "__module__": __name__,
+    }
+    if not spec.cacheable:
+        attrs["IS_CHANGED"] = classmethod(lambda cls, **kw: float("nan"))
+    elif spec.fingerprint is not None:
+        def IS_CHANGED(cls, **kw):
+            params = {p.name: kw.get(p.name, p.default) for p in spec.params}
+            try:
+                return json.dumps(spec.fingerprint(params), sort_keys=True, default=str)
+            except UserError as e:  # let VALIDATE/run report it; never crash ComfyUI's cache check
+                return f"error: {e}"
+        attrs["IS_CHANGED"] = classmethod(IS_CHANGED)
+    return type(spec.type, (), attrs)
+
+
+def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
+    classes, names = {}, {}
+    for spec in specs:
+        key = comfy_id(spec.type)
+        classes[key] = comfy_class(spec)
+        names[key] = spec.display_name or spec.type
+    return classes, names
