@@ -1,0 +1,458 @@
+"""Image nodes: load, save, resize, batch, grid, animation.
+
+Images follow ComfyUI: float32 [B, H, W, C] in 0..1 (C = 3, sometimes 4).  Values are never
+changed in place, because the executor caches them.
+
+Saving.  Every saver writes under ``runtime.output_dir()`` only.  A ``prefix`` may name
+subfolders ("a/b/name"; "/" and "\\" both separate) but never an absolute path or a ``..``
+component.  Files are numbered like ComfyUI's (``name_00001_.png``: one more than the highest
+number already there, so nothing is overwritten), encoded to hidden temp files first and then
+published with a hard link (or a rename where links are not supported), so a failed run leaves no
+half-written file.  A saver's ``paths`` output is the absolute paths of the written files, one per
+line.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from . import runtime
+from .declare import Input, Output, Param, node
+from .errors import UserError
+
+CATEGORY = "unCLIP/image"
+SIZE_MAX = 16384
+
+# --- conversions --------------------------------------------------------------------------------
+
+
+def pil_to_tensor(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image [1, H, W, 3], mask [1, H, W]) from a decoded Pillow image.
+
+    The mask is 1 - alpha (ComfyUI's convention: transparent = the area to change), all zeros
+    when the image has no alpha.  16-bit greyscale keeps its precision.
+    """
+    if img.mode.startswith("I;16"):
+        grey = np.asarray(img, dtype=np.float32) / 65535.0
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+        alpha = None
+    elif "A" in img.getbands() or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb, alpha = rgba[..., :3], rgba[..., 3]
+    else:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        alpha = None
+    image = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+    if alpha is None:
+        mask = torch.zeros(image.shape[:3], dtype=torch.float32)
+    else:
+        mask = 1.0 - torch.from_numpy(np.ascontiguousarray(alpha))[None]
+    return image, mask
+
+
+def to_uint8(frame: torch.Tensor) -> np.ndarray:
+    """One frame [H, W, C] as uint8, rounded (not truncated) so 8-bit values round-trip exactly."""
+    return (frame.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
+    """One frame [H, W, C] (C = 1, 3 or 4) as a Pillow image (L, RGB or RGBA)."""
+    arr = to_uint8(frame)
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr)
+
+
+def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
+    """The tensor if it is a ComfyUI IMAGE batch, else a UserError naming ``field``."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] == 0:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise UserError(f"expected an image batch [B, H, W, C], got {shape}", field=field)
+    return image
+
+
+# --- LoadImage ----------------------------------------------------------------------------------
+
+
+def resolve_input_path(path: str) -> Path:
+    """An absolute path; relative paths are taken from the current directory."""
+    if not isinstance(path, str) or not path.strip():
+        raise UserError("give the path of an image file", field="path")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = Path.cwd() / p
+    return p.resolve()
+
+
+def _read_file(path: str) -> tuple[Path, bytes]:
+    p = resolve_input_path(path)
+    if not p.exists():
+        raise UserError(f"no such file: {p}", field="path")
+    if not p.is_file():
+        raise UserError(f"not a file: {p}", field="path")
+    try:
+        return p, p.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None
+
+
+def _open_image(p: Path, data: bytes) -> Image.Image:
+    """Open (header only); a UserError when Pillow does not recognise the file."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise UserError(f"{p} is not an image this tool can read (PNG, JPEG, WebP, ...): {e}",
+                        field="path") from None
+
+
+def _load_fingerprint(params: dict) -> dict:
+    """The file's identity: resolved path and content hash, so editing the file invalidates the
+    cache.  Also catches a missing or unrecognisable file at validation time."""
+    p, data = _read_file(params.get("path", ""))
+    _open_image(p, data)
+    return {"path": str(p), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@node("LoadImage", category=CATEGORY,
+      description="Load a PNG, JPEG or WebP file as an image and a mask (1 - alpha).",
+      params=[Param("path", "STRING", tooltip="Image file; relative paths start at the "
+                                               "current directory.")],
+      outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
+               Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
+                                      "all zeros without alpha")],
+      fingerprint=_load_fingerprint)
+def load_image(path: str):
+    """Only the first frame of an animated file is loaded."""
+    p, data = _read_file(path)
+    img = _open_image(p, data)
+    try:
+        img.seek(0)
+        img = ImageOps.exif_transpose(img)
+        return pil_to_tensor(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(f"cannot decode {p}: {e}", field="path") from None
+
+
+# --- output files -------------------------------------------------------------------------------
+
+_SEP = re.compile(r"[\\/]+")
+
+
+def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
+    """The parts of a saver prefix ("a/b/name" -> ["a", "b", "name"]), or a UserError when it
+    could leave the output folder or names no file."""
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise UserError("give a file name prefix, e.g. 'unclip' or 'runs/cat'", field=field)
+    if any(ord(c) < 32 for c in prefix):
+        raise UserError("the prefix may not contain control characters (newlines, tabs)",
+                        field=field)
+    if prefix[0] in "/\\" or re.match(r"^[A-Za-z]:", prefix) or prefix.startswith("~"):
+        raise UserError(f"{prefix!r} is absolute; give a path relative to the output folder",
+                        field=field)
+    parts = [s for s in _SEP.split(prefix) if s not in ("", ".")]
+    if ".." in parts:
+        raise UserError(f"{prefix!r} contains '..'; files are written inside the output folder "
+                        f"only", field=field)
+    if _SEP.split(prefix)[-1] in ("", "."):
+        raise UserError(f"{prefix!r} names a folder; add a file name after the last '/'",
+                        field=field)
+    return parts
+
+
+def _check_prefix_param(params: dict) -> None:
+    check_prefix(params.get("prefix", ""))
+
+
+def _output_folder(prefix: str) -> tuple[Path, str, str]:
+    """(folder, file stem, subfolder relative to the output dir) for a checked prefix."""
+    parts = check_prefix(prefix)
+    root = runtime.output_dir()
+    if not root.is_absolute():
+        root = Path.cwd() / root
+    folder = root.joinpath(*parts[:-1])
+    real_root = root.resolve()
+    if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
+        raise UserError(f"{prefix!r} leads outside the output folder {real_root}", field="prefix")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, parts[-1], "/".join(parts[:-1])
+
+
+def _next_number(folder: Path, stem: str) -> int:
+    """One more than the highest number used by ``stem_NNNNN_.*`` files in ``folder``."""
+    pat = re.compile(re.escape(stem) + r"_(\d+)_\.[A-Za-z0-9]+")
+    used = [int(m.group(1)) for name in os.listdir(folder) if (m := pat.fullmatch(name))]
+    return max(used, default=0) + 1
+
+
+def _publish(tmp: Path, target: Path) -> bool:
+    """Give the finished temp file its final name unless that name is taken."""
+    try:
+        os.link(tmp, target)  # fails if the target exists: never overwrites
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some network or FAT filesystems)
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+
+
+def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWriter], None]],
+                  ui_key: str = "images") -> list[Path]:
+    """Write one numbered file per writer under the output folder; return their paths.
+
+    All files are encoded to temp files first, then published; on any failure the temp files
+    are removed.  Each written file is listed in ``runtime.host().ui[ui_key]`` for ComfyUI.
+    """
+    folder, stem, subfolder = _output_folder(prefix)
+    temps: list[Path] = []
+    written: list[Path] = []
+    try:
+        for write in writers:
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".unclip-", suffix=".tmp")
+            temps.append(Path(name))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        number = _next_number(folder, stem)
+        for tmp in temps:
+            while True:
+                target = folder / f"{stem}_{number:05d}_.{ext}"
+                number += 1
+                if _publish(tmp, target):
+                    written.append(target)
+                    break
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+    ui = runtime.host().ui.setdefault(ui_key, [])
+    for path in written:
+        ui.append({"filename": path.name, "subfolder": subfolder, "type": "output"})
+    return [p.resolve() for p in written]
+
+
+def _metadata_text() -> dict[str, str]:
+    """The host's metadata as strings (the executor gives "workflow"/"inputs", ComfyUI gives
+    "prompt"/"workflow")."""
+    return {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+            for k, v in runtime.metadata().items()}
+
+
+# --- SaveImage ----------------------------------------------------------------------------------
+
+_PREFIX_TIP = ("File name prefix inside the output folder; may contain subfolders ('runs/cat'); "
+               "files are numbered prefix_00001_.png, prefix_00002_.png, ...")
+
+
+@node("SaveImage", category=CATEGORY,
+      description="Save each image of a batch as a numbered PNG in the output folder, with the "
+                  "workflow in its text chunks.",
+      inputs=[Input("images", "IMAGE")],
+      params=[Param("prefix", "STRING", default="unclip", tooltip=_PREFIX_TIP)],
+      outputs=[Output("paths", "STRING", "absolute paths of the written files, one per line")],
+      output_node=True, cacheable=False, check=_check_prefix_param)
+def save_image(images: torch.Tensor, prefix: str = "unclip"):
+    check_image(images, "images")
+    info = PngImagePlugin.PngInfo()
+    for key, value in _metadata_text().items():
+        info.add_text(key, value)  # Pillow picks iTXt by itself for non-Latin-1 text
+
+    def writer(frame):
+        return lambda f: tensor_to_pil(frame).save(f, format="PNG", pnginfo=info, compress_level=4)
+
+    paths = write_outputs(prefix, "png", [writer(frame) for frame in images])
+    return "\n".join(str(p) for p in paths)
+
+
+# --- SaveAnimation ------------------------------------------------------------------------------
+
+
+@node("SaveAnimation", category=CATEGORY,
+      description="Save the frames of a batch as one animated GIF or WebP in the output folder.",
+      inputs=[Input("images", "IMAGE", "the frames, in order")],
+      params=[Param("prefix", "STRING", default="unclip_anim", tooltip=_PREFIX_TIP),
+              Param("format", "COMBO", default="webp", choices=("gif", "webp"),
+                    tooltip="webp is lossless; gif has 256 colours and 10 ms time steps"),
+              Param("fps", "FLOAT", default=8.0, min=0.1, max=100.0, step=0.1),
+              Param("loop", "BOOLEAN", default=True, tooltip="repeat forever; off = play once")],
+      outputs=[Output("paths", "STRING", "absolute path of the written file")],
+      output_node=True, cacheable=False, check=_check_prefix_param)
+def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: str = "webp",
+                   fps: float = 8.0, loop: bool = True):
+    """The host metadata (e.g. "workflow", or per-frame values under "frames") is embedded as
+    one JSON object: the GIF comment, or the WebP EXIF ImageDescription tag."""
+    check_image(images, "images")
+    frames = [tensor_to_pil(f[..., :3]) for f in images]
+    duration = max(1, round(1000.0 / fps))
+    meta = json.dumps(_metadata_text(), sort_keys=True)  # ASCII: safe in both containers
+    opts: dict = {"save_all": True, "append_images": frames[1:], "duration": duration}
+    if format == "gif":
+        opts.update(format="GIF", comment=meta.encode("ascii"))
+        if loop:
+            opts["loop"] = 0  # without a loop extension a GIF plays once
+    else:
+        exif = Image.Exif()
+        exif[0x010E] = meta  # ImageDescription
+        opts.update(format="WEBP", lossless=True, loop=0 if loop else 1, exif=exif)
+    paths = write_outputs(prefix, format, [lambda f: frames[0].save(f, **opts)])
+    runtime.host().ui["animated"] = (True,)
+    return "\n".join(str(p) for p in paths)
+
+
+# --- ResizeImage --------------------------------------------------------------------------------
+
+RESIZE_METHODS = ("bicubic", "bilinear", "nearest", "lanczos", "area")
+
+
+def target_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
+    """(width, height); a 0 follows the aspect ratio of the other side."""
+    if width <= 0 and height <= 0:
+        raise UserError("give a width or a height (0 keeps the aspect ratio)", field="width")
+    if width <= 0:
+        width = max(1, round(w * height / h))
+    if height <= 0:
+        height = max(1, round(h * width / w))
+    return width, height
+
+
+def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic",
+           crop: str = "none") -> torch.Tensor:
+    """Resize an IMAGE batch to exactly width x height (float all the way, clamped to 0..1).
+
+    crop="center" first cuts the source to the target's aspect ratio (keeping the middle), so
+    nothing is stretched; "none" stretches.
+    """
+    _, h, w, _ = image.shape
+    x = image.float()
+    if crop == "center":
+        if w * height > h * width:  # source too wide
+            cw = max(1, round(h * width / height))
+            x0 = (w - cw) // 2
+            x = x[:, :, x0:x0 + cw]
+        elif w * height < h * width:  # source too tall
+            ch = max(1, round(w * height / width))
+            y0 = (h - ch) // 2
+            x = x[:, y0:y0 + ch]
+    if tuple(x.shape[1:3]) == (height, width):
+        return x.contiguous()
+    x = x.movedim(-1, 1)  # [B, C, h, w]
+    if method == "lanczos":
+        out = _lanczos(x, width, height)
+    elif method in ("bicubic", "bilinear"):
+        out = F.interpolate(x, size=(height, width), mode=method, align_corners=False,
+                            antialias=True)
+    elif method == "nearest":
+        out = F.interpolate(x, size=(height, width), mode="nearest-exact")
+    elif method == "area":
+        out = F.interpolate(x, size=(height, width), mode="area")
+    else:
+        raise UserError(f"unknown method {method!r}; one of {', '.join(RESIZE_METHODS)}",
+                        field="method")
+    return out.clamp(0, 1).movedim(1, -1).contiguous()
+
+
+def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Torch has no Lanczos filter; Pillow's works on float ("F") planes, so use it per plane."""
+    b, c = x.shape[:2]
+    planes = x.detach().cpu().reshape(b * c, *x.shape[2:]).numpy()
+    out = np.stack([np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.LANCZOS))
+                    for p in planes])
+    return torch.from_numpy(out).reshape(b, c, height, width).to(x.device)
+
+
+def _check_size(params: dict) -> None:
+    if params.get("width", 0) <= 0 and params.get("height", 0) <= 0:
+        raise UserError("give a width or a height (0 keeps the aspect ratio)", field="width")
+
+
+@node("ResizeImage", category=CATEGORY,
+      description="Resize images to a given size (Lanczos, bicubic, bilinear, area or nearest).",
+      inputs=[Input("image", "IMAGE")],
+      params=[Param("width", "INT", default=512, min=0, max=SIZE_MAX,
+                    tooltip="0 = follow the height, keeping the aspect ratio"),
+              Param("height", "INT", default=512, min=0, max=SIZE_MAX,
+                    tooltip="0 = follow the width, keeping the aspect ratio"),
+              Param("method", "COMBO", default="bicubic", choices=RESIZE_METHODS,
+                    tooltip="bicubic/bilinear are antialiased; area is best for downscaling by "
+                            "integer factors"),
+              Param("crop", "COMBO", default="none", choices=("none", "center"),
+                    tooltip="center: cut the middle to the new aspect ratio instead of "
+                            "stretching")],
+      outputs=[Output("image", "IMAGE")], check=_check_size)
+def resize_image(image: torch.Tensor, width: int = 512, height: int = 512,
+                 method: str = "bicubic", crop: str = "none"):
+    check_image(image)
+    _, h, w, _ = image.shape
+    return resize(image, *target_size(w, h, width, height), method=method, crop=crop)
+
+
+# --- ImageBatch ---------------------------------------------------------------------------------
+
+
+@node("ImageBatch", category=CATEGORY,
+      description="Join up to four image batches into one; later ones are resized (center crop) "
+                  "to the first one's size.",
+      inputs=[Input("image_a", "IMAGE"), Input("image_b", "IMAGE", optional=True),
+              Input("image_c", "IMAGE", optional=True), Input("image_d", "IMAGE", optional=True)],
+      outputs=[Output("image", "IMAGE")])
+def image_batch(image_a: torch.Tensor, image_b=None, image_c=None, image_d=None):
+    """A differing size is resized (bicubic, center crop) rather than rejected, as in ComfyUI's
+    ImageBatch; a differing channel count (RGB vs RGBA) is a UserError."""
+    check_image(image_a, "image_a")
+    _, h, w, c = image_a.shape
+    parts = [image_a.float()]
+    for name, img in (("image_b", image_b), ("image_c", image_c), ("image_d", image_d)):
+        if img is None:
+            continue
+        check_image(img, name)
+        if img.shape[-1] != c:
+            raise UserError(f"{name} has {img.shape[-1]} channels but image_a has {c}", field=name)
+        parts.append(resize(img, w, h, "bicubic", "center"))
+    return torch.cat(parts) if len(parts) > 1 else image_a
+
+
+# --- ImageGrid ----------------------------------------------------------------------------------
+
+
+def grid(images: torch.Tensor, columns: int = 0, padding: int = 0,
+         background: float = 1.0) -> torch.Tensor:
+    """All frames of a batch on one sheet [1, H', W', C], row by row.
+
+    columns=0 picks ceil(sqrt(B)); padding is the gap between cells (not around the sheet).
+    """
+    b, h, w, c = images.shape
+    cols = columns if columns > 0 else math.ceil(math.sqrt(b))
+    cols = min(cols, b)
+    rows = math.ceil(b / cols)
+    sheet = torch.full((1, rows * h + (rows - 1) * padding, cols * w + (cols - 1) * padding, c),
+                       float(background), dtype=torch.float32)
+    for i, frame in enumerate(images):
+        y, x = (i // cols) * (h + padding), (i % cols) * (w + padding)
+        sheet[0, y:y + h, x:x + w] = frame
+    return sheet
+
+
+@node("ImageGrid", category=CATEGORY,
+      description="Lay out a batch as one contact sheet image.",
+      inputs=[Input("images", "IMAGE")],
+      params=[Param("columns", "INT", default=0, min=0, max=1024,
+                    tooltip="0 = about square (ceil of the square root of the batch size)"),
+              Param("padding", "INT", default=0, min=0, max=1024, tooltip="gap between cells"),
+              Param("background", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
+                    tooltip="grey level of gaps and empty cells")],
+      outputs=[Output("image", "IMAGE", "[1, H', W', C]")])
+def image_grid(images: torch.Tensor, columns: int = 0, padding: int = 0, background: float = 1.0):
+    check_image(images, "images")
+    return grid(images, columns, padding, background)
