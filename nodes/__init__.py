@@ -5,5 +5,6 @@ Each stage module declares its nodes with ``declare.node``; the list below is th
 from . import types  # noqa: F401  -- socket types first: declarations check against them
 from .declare import REGISTRY, comfy_mappings
 from . import image  # noqa: F401
+from . import mask  # noqa: F401
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())

@@ -335,9 +335,9 @@ def comfy_class(spec: NodeSpec) -> type:
             for s in spec.inputs:
                 kwargs.setdefault(s.name, None)
             result = spec.call(**kwargs)
-        if spec.output_node:
-            ui = runtime.take_ui()
-            return {"ui": ui, "result": result} if ui else result
+            ui = runtime.take_ui() if spec.output_node else None  # inside: the run's own host
+        if ui:
+            return {"ui": ui, "result": result}
         return result
 
     attrs: dict[str, Any] = {

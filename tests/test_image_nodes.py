@@ -60,7 +60,7 @@ def test_load_jpeg_matches_pillow_decode_and_has_zero_mask(tmp_path):
     path = tmp_path / "a.jpg"
     Image.fromarray(arr).save(path, quality=90)
     image, mask = LOAD.call(path=str(path))
-    decoded = np.asarray(Image.open(path).convert("RGB"))
+    decoded = np.array(Image.open(path).convert("RGB"))
     assert torch.equal((image[0] * 255).round().to(torch.uint8), torch.from_numpy(decoded))
     assert mask.shape == (1, 5, 7) and not mask.any()
 
