@@ -172,7 +172,8 @@ def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
 
 
 def _check_prefix_param(params: dict) -> None:
-    check_prefix(params.get("prefix", ""))
+    if "prefix" in params:  # absent = the (valid) default
+        check_prefix(params["prefix"])
 
 
 def _output_folder(prefix: str) -> tuple[Path, str, str]:
@@ -373,7 +374,7 @@ def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 
 def _check_size(params: dict) -> None:
-    if params.get("width", 0) <= 0 and params.get("height", 0) <= 0:
+    if params.get("width", 512) <= 0 and params.get("height", 512) <= 0:
         raise UserError("give a width or a height (0 keeps the aspect ratio)", field="width")
 
 
