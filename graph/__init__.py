@@ -1,0 +1,14 @@
+"""The headless executor: YAML workflow -> validation -> DAG -> cached run, and the `unclip` CLI.
+
+Python API::
+
+    from unclip_nodes.graph import run_workflow
+    result = run_workflow("workflows/text_to_image.yaml", {"seed": 3}, out_dir="out")
+    result.outputs["image"], result.report
+"""
+from .cache import Cache, CacheWarning, MemoryTier
+from .run import RunInterrupted, RunResult, NodeRecord, run_workflow
+from .validate import Resolved, load
+
+__all__ = ["Cache", "CacheWarning", "MemoryTier", "NodeRecord", "Resolved", "RunInterrupted",
+           "RunResult", "load", "run_workflow"]

@@ -1,0 +1,208 @@
+"""The ``unclip`` command: run / validate workflows, list node types, manage the cache.
+
+User mistakes (UserError) are printed to stderr as ``file:line:col: node, field: message`` and
+end with exit code 2 and no traceback; Ctrl-C stops a run cleanly with exit code 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+from ..nodes import declare
+from ..nodes.errors import UserError, UserErrors
+from .cache import Cache, CacheWarning, default_dir
+from .run import RunInterrupted, RunResult, describe, execute, write_report
+from .validate import load
+
+EXIT_USER, EXIT_INTERRUPTED = 2, 130
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CacheWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except UserError as e:
+            print(str(e), file=sys.stderr)
+            if isinstance(e, UserErrors):
+                print(f"{len(e.errors)} problems found", file=sys.stderr)
+            return EXIT_USER
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="unclip", description="Run unCLIP node workflows.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def workflow_args(p):
+        p.add_argument("workflow", help="workflow YAML file (or the name of a shipped preset)")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a workflow input (repeatable)")
+
+    def cache_dir_arg(p):
+        p.add_argument("--cache-dir", type=Path, default=None,
+                       help=f"disk cache folder (default {default_dir()})")
+
+    run = sub.add_parser("run", help="validate and run a workflow")
+    workflow_args(run)
+    run.add_argument("--out", type=Path, default=Path("output"), help="output folder (./output)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--report", type=Path, help="also write the run report as JSON here")
+    cache_dir_arg(run)
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a workflow without running anything")
+    workflow_args(val)
+    val.set_defaults(func=cmd_validate)
+
+    nodes = sub.add_parser("nodes", help="list the node types")
+    nodes.add_argument("--json", action="store_true", help="machine-readable schemas")
+    nodes.set_defaults(func=cmd_nodes)
+
+    cache = sub.add_parser("cache", help="inspect or clear the disk cache")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache_dir_arg(cache)
+    cache.set_defaults(func=cmd_cache)
+    return ap
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def workflow_path(arg: str) -> Path:
+    """The file itself, else a shipped preset of that name (``text_to_image``)."""
+    path = Path(arg)
+    if path.exists() or path.parent != Path("."):
+        return path
+    for cand in (WORKFLOWS / arg, WORKFLOWS / f"{arg}.yaml"):
+        if cand.is_file():
+            return cand
+    return path
+
+
+def parse_sets(sets: list[str]) -> dict[str, str]:
+    out = {}
+    for item in sets:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise UserError(f"--set {item!r}: write --set NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def cmd_validate(args) -> int:
+    rs = load(workflow_path(args.workflow), parse_sets(args.sets))
+    print(f"{rs.workflow.file}: ok ({len(rs.nodes)} nodes, outputs: "
+          f"{', '.join(rs.outputs) or 'none'})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    rs = load(workflow_path(args.workflow), parse_sets(args.sets))
+    cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
+    stop = _CtrlC()
+    try:
+        with stop:
+            result = execute(rs, out_dir=args.out, device=args.device, cache=cache,
+                             progress=True, interrupted=stop.pressed)
+    except RunInterrupted as e:
+        print_summary(e.result)
+        if args.report:
+            write_report(e.result, args.report)
+        print("interrupted: finished nodes are cached", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_summary(result)
+    if args.report:
+        write_report(result, args.report)
+    return 0
+
+
+class _CtrlC:
+    """First Ctrl-C asks the run to stop at the next step; a second one stops it at once."""
+
+    def __init__(self):
+        self.flag = False
+
+    def pressed(self) -> bool:
+        return self.flag
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        print("\nstopping after the current step (Ctrl-C again to stop now)", file=sys.stderr)
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+
+def print_summary(result: RunResult) -> None:
+    rows = [("node", "type", "status", "seconds")]
+    rows += [(r.node, r.type, r.status, f"{r.seconds:.2f}") for r in result.report]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.rjust(w) if i == 3 else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    print(f"total {result.seconds:.2f} s")
+    for name, value in result.outputs.items():
+        print(f"output {name}: {json.dumps(describe(value))}")
+    for f in result.files:
+        print(f"wrote {f}")
+
+
+def cmd_nodes(args) -> int:
+    specs = sorted(declare.REGISTRY.values(), key=lambda s: (s.category, s.type))
+    if args.json:
+        print(json.dumps({s.type: s.schema() for s in specs}, indent=2))
+        return 0
+    category = None
+    for s in specs:
+        if s.category != category:
+            category = s.category
+            print(f"\n{category}")
+        print(f"  {s.type}: {s.description}")
+        for label, items in (("inputs", [_input_text(i) for i in s.inputs]),
+                             ("params", [_param_text(p) for p in s.params]),
+                             ("outputs", [f"{o.name} {o.type}" for o in s.outputs])):
+            if items:
+                print(f"      {label + ':':9}{', '.join(items)}")
+    return 0
+
+
+def _input_text(i) -> str:
+    return f"{i.name} {i.type}" + (" (optional)" if i.optional else "")
+
+
+def _param_text(p) -> str:
+    text = f"{p.name} " + ("|".join(p.choices) if p.choices else p.type)
+    if p.min is not None or p.max is not None:
+        text += f" [{'' if p.min is None else p.min}..{'' if p.max is None else p.max}]"
+    return text + (" (required)" if p.required else f" = {json.dumps(p.default)}")
+
+
+def cmd_cache(args) -> int:
+    cache = Cache(args.cache_dir)
+    disk = cache.disk
+    if args.action == "clear":
+        n = disk.clear()
+        print(f"removed {n} entries from {disk.root}")
+        return 0
+    entries, size = disk.info()
+    print(f"path: {disk.root}\nentries: {entries}\nbytes: {size} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Run a validated workflow: plan backwards from what is asked, then execute forwards.
+
+Planning walks the needed nodes in reverse topological order.  A node is run only when one of
+its outputs is demanded (by a requested workflow output or by a node that runs) and not every
+demanded output is in the cache; a node that runs demands all of its inputs.  So cached values
+cut the graph: upstream of a hit nothing runs, and a fully cached re-run loads no model.
+Uncacheable nodes (savers) always run.  Each finished node's outputs go to the cache at once, so
+a run stopped by Ctrl-C keeps what it finished.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from tqdm import tqdm
+
+from ..nodes import runtime
+from ..nodes.errors import UserError
+from ..nodes.runtime import Host, Interrupted, Progress
+from ..nodes.types import SOCKET_TYPES
+from . import dag
+from .cache import MISS, Cache, compute_keys, output_key, versions
+from .validate import Resolved, load
+
+RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class NodeRecord:
+    node: str
+    type: str
+    status: str = NOT_NEEDED
+    seconds: float = 0.0
+    key: str | None = None
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, Any]
+    report: list[NodeRecord]
+    inputs: dict[str, Any]
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        return [f for r in self.report for f in r.files]
+
+    def status(self) -> dict[str, str]:
+        return {r.node: r.status for r in self.report}
+
+    def to_json(self) -> dict:
+        return {"status": INTERRUPTED if self.interrupted else "finished",
+                "seconds": round(self.seconds, 4), "inputs": self.inputs,
+                "nodes": [asdict(r) | {"seconds": round(r.seconds, 4)} for r in self.report],
+                "files": self.files,
+                "outputs": {k: describe(v) for k, v in self.outputs.items()}}
+
+
+class RunInterrupted(Interrupted):
+    """The run was stopped; ``result`` tells what finished (and is cached)."""
+
+    def __init__(self, result: RunResult):
+        super().__init__("interrupted")
+        self.result = result
+
+
+def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, *,
+                 out_dir: str | Path | None = None, device: str = "auto",
+                 cache: Cache | None = None, report: str | Path | None = None,
+                 progress: bool = False, interrupted: Callable[[], bool] | None = None
+                 ) -> RunResult:
+    """Validate and run a workflow (a YAML path or a mapping).
+
+    ``cache``: None = the default cache (shared memory tier + user cache dir), ``Cache.off()``
+    for none.  ``report``: also write the run report there as JSON.  ``progress``: tqdm bars.
+    Raises UserError(s) for mistakes, RunInterrupted when ``interrupted()`` turns true.
+    """
+    resolved = load(source, overrides)
+    try:
+        result = execute(resolved, out_dir=out_dir, device=device, cache=cache,
+                         progress=progress, interrupted=interrupted)
+    except RunInterrupted as e:
+        if report:
+            write_report(e.result, report)
+        raise
+    if report:
+        write_report(result, report)
+    return result
+
+
+def check_device(device: str) -> None:
+    try:
+        dev = runtime.resolve_device(device) if device != "auto" else None
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device}: not a device (use auto, cpu or cuda)",
+                        field="device") from None
+    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available here", field="device")
+
+
+def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = None,
+            progress: bool = False, interrupted: Callable[[], bool] | None = None) -> RunResult:
+    check_device(device)
+    cache = cache if cache is not None else Cache()
+    interrupted = interrupted or (lambda: False)
+    t_start = time.perf_counter()
+    targets = {n for n, _ in rs.outputs.values()}
+    targets |= {nid for nid, rn in rs.nodes.items() if rn.spec.output_node}
+    order = dag.order(rs.graph, dag.needed(rs.graph, targets))
+    keys = compute_keys(rs.nodes, order)
+    records = {nid: NodeRecord(nid, rs.nodes[nid].spec.type, key=keys.get(nid))
+               for nid in dag.order(rs.graph)}
+    values: dict[tuple[str, str], Any] = {}
+    to_run = _plan(rs, order, keys, cache, values, records)
+
+    def finish(stopped: bool) -> RunResult:
+        outs = {name: values[ref] for name, ref in rs.outputs.items() if ref in values}
+        return RunResult(outs, list(records.values()), dict(rs.inputs),
+                         time.perf_counter() - t_start, stopped)
+
+    uses: dict[tuple[str, str], int] = {}
+    for nid in to_run:
+        for ref in rs.nodes[nid].links.values():
+            uses[ref] = uses.get(ref, 0) + 1
+    pinned = set(rs.outputs.values())
+    current = [""]
+    host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
+                metadata={"workflow": rs.workflow.text, "inputs": rs.inputs_json()},
+                progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
+    bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
+               disable=None if progress else True)
+    try:
+        with runtime.use_host(host):
+            for nid in to_run:
+                if interrupted():
+                    raise Interrupted()
+                current[0] = nid
+                bar.set_postfix_str(nid)
+                _run_node(rs, nid, keys, cache, values, records[nid])
+                bar.update()
+                for ref in rs.nodes[nid].links.values():
+                    uses[ref] -= 1
+                    if uses[ref] == 0 and ref not in pinned:
+                        values.pop(ref, None)
+    except (Interrupted, KeyboardInterrupt):
+        raise RunInterrupted(finish(True)) from None
+    finally:
+        bar.close()
+    return finish(False)
+
+
+def _plan(rs: Resolved, order: list[str], keys: dict, cache: Cache, values: dict,
+          records: dict[str, NodeRecord]) -> list[str]:
+    """Decide which nodes run; load the demanded outputs of the others from the cache."""
+    demand: dict[str, set[str]] = {nid: set() for nid in order}
+    for nid, out in rs.outputs.values():
+        demand[nid].add(out)
+    run: list[str] = []
+    for nid in reversed(order):
+        rn, rec = rs.nodes[nid], records[nid]
+        wanted = demand[nid] | ({o.name for o in rn.spec.outputs} if rn.spec.output_node else set())
+        if not wanted and not rn.spec.output_node:
+            continue  # NOT_NEEDED
+        if wanted and keys[nid] is not None:
+            t0, tiers, found = time.perf_counter(), set(), {}
+            for out in sorted(wanted):
+                stype = SOCKET_TYPES[rn.spec.output(out).type]
+                value, tier = cache.get(output_key(keys[nid], out), stype)
+                if value is MISS:
+                    break
+                found[(nid, out)] = value
+                tiers.add(tier)
+            else:
+                values.update(found)
+                rec.status = DISK_HIT if "disk" in tiers else MEMORY_HIT
+                rec.seconds = time.perf_counter() - t0
+                continue
+        run.append(nid)
+        for src, out in rn.links.values():
+            demand[src].add(out)
+    return run[::-1]
+
+
+def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
+              rec: NodeRecord) -> None:
+    rn = rs.nodes[nid]
+    linked = {name: values[ref] for name, ref in rn.links.items()}
+    kwargs = {s.name: None for s in rn.spec.inputs} | linked | rn.params
+    before = {name: versions(v) for name, v in linked.items()}
+    rec.status = INTERRUPTED
+    t0 = time.perf_counter()
+    try:
+        result = rn.spec.call(**kwargs)
+    except UserError as e:
+        raise e.located(**rn.where(rs.workflow.file, e.field)) from e
+    rec.seconds = time.perf_counter() - t0
+    changed = [name for name, v in linked.items() if versions(v) != before[name]]
+    if changed:
+        for name in changed:  # the shared value is spoiled: never serve it again
+            src, out = rn.links[name]
+            if keys[src] is not None:
+                cache.memory.drop(output_key(keys[src], out))
+        raise RuntimeError(f"node '{nid}' ({rn.spec.type}) changed its input(s) "
+                           f"{', '.join(changed)} in place; node functions must not mutate "
+                           "their inputs (cached values are shared)")
+    rec.status = RAN
+    key = keys[nid]
+    for out, value in zip(rn.spec.outputs, result):
+        values[(nid, out.name)] = value
+        if key is not None:
+            cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
+        if rn.spec.output_node and out.type == "STRING" and isinstance(value, str):
+            rec.files += [line for line in value.splitlines() if line.strip()]
+
+
+class _Bar(Progress):
+    """tqdm bar for runtime.steps loops inside a node."""
+
+    def __init__(self, node: str, enabled: bool):
+        self.node, self.enabled, self.bar = node, enabled, None
+
+    def start(self, total: int, desc: str) -> None:
+        self.bar = tqdm(total=total, desc=f"{self.node}: {desc}" if desc else self.node,
+                        unit="step", leave=False, file=sys.stderr, position=1,
+                        disable=None if self.enabled else True)
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def describe(value: Any) -> Any:
+    """A short JSON-able account of an output value (for reports)."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return type(value).__name__
+
+
+def write_report(result: RunResult, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)

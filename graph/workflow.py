@@ -1,0 +1,350 @@
+"""Workflow documents: YAML (or a Python mapping) -> a ``Workflow`` whose every piece knows its place.
+
+Parsing keeps PyYAML's node marks so that later checks can say ``file:line:column``.  This module
+only checks the *shape* of the document (which keys, which kinds of values); what the names mean
+(node types, links, parameter values) is ``validate``'s job.  Shape problems are collected in an
+``Problems`` list rather than raised one by one, so the user sees all of them at once.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ..nodes.errors import UserError, UserErrors
+
+TOP_KEYS = ("description", "inputs", "nodes", "outputs")
+NODE_KEYS = ("type", "links", "params")
+INPUT_KEYS = ("type", "default", "description")
+INPUT_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+MISSING = object()
+"""Default of a workflow input that must be given with ``--set``."""
+
+
+@dataclass(frozen=True)
+class At:
+    """A value and where it was written (1-based line and column; None for Python mappings)."""
+
+    value: Any
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass
+class WorkflowInput:
+    name: str
+    type: str
+    default: Any          # MISSING when the workflow has none
+    description: str
+    at: At                # the name's place
+    default_at: At
+
+
+@dataclass
+class NodeDecl:
+    id: str
+    type: At
+    links: dict[str, At] = field(default_factory=dict)
+    params: dict[str, At] = field(default_factory=dict)
+    at: At = At(None)     # the id's place
+
+
+@dataclass
+class Workflow:
+    file: str | None
+    text: str             # the YAML source (a dump of the mapping for API callers)
+    description: str = ""
+    inputs: dict[str, WorkflowInput] = field(default_factory=dict)
+    nodes: dict[str, NodeDecl] = field(default_factory=dict)
+    outputs: dict[str, At] = field(default_factory=dict)
+
+
+class Problems:
+    """Collects user mistakes so that validation reports all of them at once."""
+
+    def __init__(self, file: str | None):
+        self.file = file
+        self.errors: list[UserError] = []
+
+    def add(self, message: str, at: At | None = None, *, node: str | None = None,
+            field: str | None = None) -> None:
+        at = at or At(None)
+        self.errors.append(UserError(message, file=self.file, line=at.line, column=at.column,
+                                     node=node, field=field))
+
+    def extend(self, errors: Iterable[UserError]) -> None:
+        self.errors.extend(errors)
+
+    def raise_any(self) -> None:
+        if not self.errors:
+            return
+        big = float("inf")
+        errs = sorted(self.errors, key=lambda e: (e.line or big, e.column or 0))
+        raise errs[0] if len(errs) == 1 else UserErrors(errs)
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for a close name, else ''."""
+    cands = [c for c in candidates if isinstance(c, str)]
+    close = difflib.get_close_matches(str(name), cands, n=3, cutoff=0.6)
+    close += [c for c in cands if c.lower() == str(name).lower() and c not in close]
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{c}'" for c in close[:3]) + "?)"
+
+
+def show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def read(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
+    """Parse a workflow file (path) or a mapping.  Shape problems are collected, not raised,
+    except those that leave nothing to check (unreadable file, YAML syntax, not a mapping)."""
+    if isinstance(source, Mapping):
+        file, text, tree = None, _dump(source), _Tree.from_python(source)
+    else:
+        path = Path(source)
+        file = str(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"workflow file not found: {file}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read workflow file {file}: {e}") from None
+        tree = _Tree.from_yaml(text, file)
+    problems = Problems(file)
+    wf = Workflow(file=file, text=text)
+    _read_top(tree, wf, problems)
+    return wf, problems
+
+
+def _dump(mapping: Mapping) -> str:
+    try:
+        return yaml.safe_dump(dict(mapping), sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError:
+        return repr(dict(mapping))
+
+
+class _Tree:
+    """A uniform view of YAML nodes (with marks) and plain Python values (without)."""
+
+    def __init__(self, kind: str, value: Any, at: At, loader=None):
+        self.kind = kind      # "map" | "seq" | "scalar"
+        self.raw = value
+        self.at = at
+        self._loader = loader
+
+    @classmethod
+    def from_yaml(cls, text: str, file: str | None) -> "_Tree":
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            msg = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
+            raise UserError(f"YAML syntax error: {msg}", file=file,
+                            line=mark.line + 1 if mark else None,
+                            column=mark.column + 1 if mark else None) from None
+        except yaml.YAMLError as e:
+            raise UserError(f"YAML syntax error: {e}", file=file) from None
+        if node is None:
+            raise UserError("the workflow is empty", file=file)
+        return cls._wrap(node, loader)
+
+    @classmethod
+    def _wrap(cls, node, loader) -> "_Tree":
+        at = At(None, node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            return cls("map", node, at, loader)
+        if isinstance(node, yaml.SequenceNode):
+            return cls("seq", node, at, loader)
+        return cls("scalar", node, at, loader)
+
+    @classmethod
+    def from_python(cls, value: Any) -> "_Tree":
+        if isinstance(value, Mapping):
+            return cls("map", value, At(None))
+        if isinstance(value, (list, tuple)):
+            return cls("seq", value, At(None))
+        return cls("scalar", value, At(None))
+
+    def items(self, problems: Problems, what: str, node: str | None = None
+              ) -> list[tuple[str, At, "_Tree"]]:
+        """The (key, key place, value) pairs of a mapping whose keys must be text."""
+        out: list[tuple[str, At, _Tree]] = []
+        seen: dict[str, At] = {}
+        if self._loader is None:
+            pairs = [(k, At(k), _Tree.from_python(v)) for k, v in self.raw.items()]
+        else:
+            try:
+                self._loader.flatten_mapping(self.raw)  # honours YAML merge keys (<<: *anchor)
+            except yaml.YAMLError as e:
+                problems.add(f"cannot merge into {what}: {getattr(e, 'problem', e)}", self.at,
+                             node=node)
+                return out
+            pairs = []
+            for knode, vnode in self.raw.value:
+                k = _Tree._wrap(knode, self._loader)
+                pairs.append((k.value(problems), k.at, _Tree._wrap(vnode, self._loader)))
+        for key, kat, val in pairs:
+            kat = At(key, kat.line, kat.column)
+            if not isinstance(key, str):
+                problems.add(f"keys of {what} must be text, got {show(key)}", kat, node=node)
+                continue
+            if key in seen:
+                first = f" (first given at line {seen[key].line})" if seen[key].line else ""
+                problems.add(f"'{key}' is given twice in {what}{first}", kat, node=node)
+                continue
+            seen[key] = kat
+            out.append((key, kat, val))
+        return out
+
+    def value(self, problems: Problems) -> Any:
+        """The plain Python value (PyYAML's safe construction for YAML nodes)."""
+        if self._loader is None:
+            return self.raw
+        try:
+            return self._loader.construct_object(self.raw, deep=True)
+        except Exception as e:  # noqa: BLE001 -- any failure to build a user value is their YAML
+            problems.add(f"cannot read this value: {getattr(e, 'problem', None) or e}", self.at)
+            return BAD
+
+
+BAD = object()
+"""Placeholder for a value that could not be read (already reported)."""
+
+
+def _check_keys(problems: Problems, items, allowed: tuple[str, ...], what: str,
+                node: str | None = None) -> dict[str, tuple[At, _Tree]]:
+    got: dict[str, tuple[At, _Tree]] = {}
+    for key, kat, val in items:
+        if key not in allowed:
+            problems.add(f"unknown key '{key}' in {what}{suggest(key, allowed)}; "
+                         f"allowed: {', '.join(allowed)}", kat, node=node, field=key)
+        else:
+            got[key] = (kat, val)
+    return got
+
+
+def _expect_map(tree: _Tree, problems: Problems, what: str, node: str | None = None,
+                field: str | None = None) -> bool:
+    if tree.kind == "map":
+        return True
+    problems.add(f"{what} must be a mapping (name: value), got {_kind(tree, problems)}", tree.at,
+                 node=node, field=field)
+    return False
+
+
+def _kind(tree: _Tree, problems: Problems) -> str:
+    if tree.kind == "seq":
+        return "a list"
+    return show(tree.value(problems))
+
+
+def _read_top(tree: _Tree, wf: Workflow, p: Problems) -> None:
+    if not _expect_map(tree, p, "a workflow"):
+        p.raise_any()
+    top = _check_keys(p, tree.items(p, "the workflow"), TOP_KEYS, "the workflow")
+    if "description" in top:
+        kat, val = top["description"]
+        desc = val.value(p)
+        if isinstance(desc, str):
+            wf.description = desc
+        elif desc is not BAD:
+            p.add(f"description must be text, got {show(desc)}", val.at, field="description")
+    if "inputs" in top:
+        _read_inputs(top["inputs"][1], wf, p)
+    if "nodes" not in top:
+        p.add("the workflow has no 'nodes'", tree.at)
+    else:
+        _read_nodes(top["nodes"][1], wf, p)
+    if "outputs" in top:
+        val = top["outputs"][1]
+        if _expect_map(val, p, "outputs", field="outputs"):
+            for name, kat, v in val.items(p, "outputs"):
+                ref = v.value(p)
+                wf.outputs[name] = At(ref, v.at.line, v.at.column)
+
+
+def _read_inputs(tree: _Tree, wf: Workflow, p: Problems) -> None:
+    if not _expect_map(tree, p, "inputs", field="inputs"):
+        return
+    for name, kat, val in tree.items(p, "inputs"):
+        if not NAME.match(name):
+            p.add(f"workflow input name '{name}' must be a name (letters, digits, _)", kat,
+                  field=name)
+            continue
+        if not _expect_map(val, p, f"workflow input '{name}'", field=name):
+            continue
+        got = _check_keys(p, val.items(p, f"workflow input '{name}'"), INPUT_KEYS,
+                          f"workflow input '{name}'")
+        if "type" not in got:
+            p.add(f"workflow input '{name}' needs a type ({', '.join(INPUT_TYPES)})", kat,
+                  field=name)
+            continue
+        tat, tval = got["type"]
+        typ = tval.value(p)
+        if typ not in INPUT_TYPES:
+            p.add(f"workflow input '{name}': type must be one of {', '.join(INPUT_TYPES)}, "
+                  f"got {show(typ)}{suggest(str(typ).upper(), INPUT_TYPES)}", tval.at, field=name)
+            continue
+        default, dat = MISSING, kat
+        if "default" in got:
+            dtree = got["default"][1]
+            default, dat = dtree.value(p), dtree.at
+            if default is BAD:
+                continue
+        desc = ""
+        if "description" in got:
+            d = got["description"][1].value(p)
+            desc = d if isinstance(d, str) else ""
+        wf.inputs[name] = WorkflowInput(name, typ, default, desc, At(name, kat.line, kat.column),
+                                        At(default, dat.line, dat.column))
+
+
+def _read_nodes(tree: _Tree, wf: Workflow, p: Problems) -> None:
+    if not _expect_map(tree, p, "nodes", field="nodes"):
+        return
+    items = tree.items(p, "nodes")
+    if not items:
+        p.add("'nodes' is empty: a workflow needs at least one node", tree.at)
+    for nid, kat, val in items:
+        if not NODE_ID.match(nid):
+            p.add(f"node id '{nid}' must be a name (letters, digits, _ or -)", kat, node=nid)
+            continue
+        if not _expect_map(val, p, f"node '{nid}'", node=nid):
+            continue
+        got = _check_keys(p, val.items(p, f"node '{nid}'", node=nid), NODE_KEYS, f"node '{nid}'",
+                          node=nid)
+        decl = NodeDecl(id=nid, type=At(None, kat.line, kat.column), at=kat)
+        if "type" not in got:
+            p.add("the node has no 'type'", kat, node=nid)
+        else:
+            t = got["type"][1]
+            decl.type = At(t.value(p), t.at.line, t.at.column)
+        for section in ("links", "params"):
+            if section not in got:
+                continue
+            sect = got[section][1]
+            if not _expect_map(sect, p, f"'{section}' of node '{nid}'", node=nid, field=section):
+                continue
+            target = decl.links if section == "links" else decl.params
+            for name, fat, v in sect.items(p, f"'{section}' of node '{nid}'", node=nid):
+                target[name] = At(v.value(p), v.at.line or fat.line, v.at.column or fat.column)
+        wf.nodes[nid] = decl
