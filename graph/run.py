@@ -28,7 +28,7 @@ from .cache import MISS, Cache, compute_keys, output_key, versions
 from .validate import Resolved, load
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
-INTERRUPTED = "interrupted"
+INTERRUPTED, NOT_RUN = "interrupted", "not run"  # only after Ctrl-C
 
 
 @dataclass
@@ -184,6 +184,7 @@ def _plan(rs: Resolved, order: list[str], keys: dict, cache: Cache, values: dict
                 rec.seconds = time.perf_counter() - t0
                 continue
         run.append(nid)
+        rec.status = NOT_RUN
         for src, out in rn.links.values():
             demand[src].add(out)
     return run[::-1]
@@ -201,7 +202,8 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
         result = rn.spec.call(**kwargs)
     except UserError as e:
         raise e.located(**rn.where(rs.workflow.file, e.field)) from e
-    rec.seconds = time.perf_counter() - t0
+    finally:
+        rec.seconds = time.perf_counter() - t0
     changed = [name for name, v in linked.items() if versions(v) != before[name]]
     if changed:
         for name in changed:  # the shared value is spoiled: never serve it again

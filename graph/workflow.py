@@ -194,9 +194,9 @@ class _Tree:
         else:
             try:
                 self._loader.flatten_mapping(self.raw)  # honours YAML merge keys (<<: *anchor)
-            except yaml.YAMLError as e:
-                problems.add(f"cannot merge into {what}: {getattr(e, 'problem', e)}", self.at,
-                             node=node)
+            except (yaml.YAMLError, RecursionError) as e:  # a bad or self-including merge
+                problems.add(f"cannot merge into {what}: {getattr(e, 'problem', None) or e}",
+                             self.at, node=node)
                 return out
             pairs = []
             for knode, vnode in self.raw.value:

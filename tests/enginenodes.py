@@ -103,10 +103,11 @@ def _size_check(params):
 
 
 def _file_fingerprint(params):
-    p = Path(params["path"])
-    if not p.is_file():
-        raise UserError(f"file not found: {p}", field="path")
-    return {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+    try:
+        st = Path(params["path"]).stat()
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        raise UserError(f"file not found: {params['path']}", field="path") from None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 @node("TestRange", category=CAT, description="A constant with a cross-field check.",
@@ -137,3 +138,10 @@ def mutate(image):
       outputs=[Output("image", "IMAGE")])
 def fail(image, text):
     raise UserError(f"cannot use {text!r}", field="text")
+
+
+@node("TestLength", category=CAT, description="Length of a text (e.g. of a saver's paths).",
+      inputs=[Input("text", "STRING")], outputs=[Output("length", "INT")])
+def length(text):
+    log("TestLength")
+    return len(text)
