@@ -8,6 +8,7 @@ only checks the *shape* of the document (which keys, which kinds of values); wha
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ INPUT_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 MISSING = object()
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both keep marks
 """Default of a workflow input that must be given with ``--set``."""
 
 
@@ -135,10 +137,11 @@ def read(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
 
 
 def _dump(mapping: Mapping) -> str:
+    """The mapping as text for PNG metadata: JSON, which is also YAML, and far quicker to write."""
     try:
-        return yaml.safe_dump(dict(mapping), sort_keys=False, allow_unicode=True)
-    except yaml.YAMLError:
-        return repr(dict(mapping))
+        return json.dumps(mapping, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):  # keys JSON cannot take, circular values
+        return repr(mapping)
 
 
 class _Tree:
@@ -152,9 +155,14 @@ class _Tree:
 
     @classmethod
     def from_yaml(cls, text: str, file: str | None) -> "_Tree":
-        loader = yaml.SafeLoader(text)
         try:
+            loader = _Loader(text)
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as e:  # a character YAML does not allow
+            pos = e.position
+            raise UserError(f"YAML syntax error: character {e.character:#x} is not allowed",
+                            file=file, line=text.count("\n", 0, pos) + 1,
+                            column=pos - text.rfind("\n", 0, pos)) from None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             msg = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
