@@ -1,4 +1,4 @@
-"""Workflow documents: YAML (or a Python mapping) -> a ``Workflow`` whose every piece knows its place.
+"""Workflow documents: YAML (or a Python mapping) -> a ``Workflow`` whose pieces know their place.
 
 Parsing keeps PyYAML's node marks so that later checks can say ``file:line:column``.  This module
 only checks the *shape* of the document (which keys, which kinds of values); what the names mean

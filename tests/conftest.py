@@ -12,7 +12,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 # The CLI with the engine's test nodes registered, as a fresh process would run it.
-CLI = "import sys, enginenodes; from unclip_nodes.graph.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = ("import sys, enginenodes; from unclip_nodes.graph.cli import main; "
+       "sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.fixture

@@ -61,8 +61,8 @@ def test_keys_change_with_node_version_and_fingerprint(wf_path, tmp_path, monkey
     (tmp_path / "data.txt").write_text("hello, longer")  # size (and mtime) change
     assert keys_of(wf_path)[0]["read"] != base["read"]
     spec = declare.get("TestScale")
-    monkeypatch.setitem(declare.REGISTRY, "TestScale", type(spec)(**{
-        f: getattr(spec, f) for f in spec.__dataclass_fields__ if f != "_by_name"} | {"version": "2"}))
+    fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__ if f != "_by_name"}
+    monkeypatch.setitem(declare.REGISTRY, "TestScale", type(spec)(**fields | {"version": "2"}))
     keys, _ = keys_of(wf_path)
     assert keys["scale"] != base["scale"] and keys["noise"] == base["noise"]
 

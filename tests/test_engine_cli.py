@@ -15,8 +15,8 @@ def test_nodes_lists_types_grouped_by_category_with_their_fields(capsys):
     assert "  TestAdd: Add two images (b optional).\n" in block
     assert "      inputs:  a IMAGE, b IMAGE (optional)\n" in block
     assert "      outputs: image IMAGE, total FLOAT\n" in block
-    assert "      params:  seed INT [0..] = 0, size INT [1..64] = 4, channels rgb|gray = \"rgb\"\n" \
-        in block
+    assert ('      params:  seed INT [0..] = 0, size INT [1..64] = 4, channels rgb|gray = "rgb"\n'
+            in block)
     assert "      params:  path STRING (required)\n" in block
 
 

@@ -50,7 +50,8 @@ FUZZ = settings(max_examples=int(os.environ.get("ENGINE_FUZZ_EXAMPLES", 150)), d
 
 
 @FUZZ
-@given(doc=document, sets=overrides, cut=st.none() | st.tuples(st.integers(0, 400), st.integers(0, 5), text))
+@given(doc=document, sets=overrides,
+       cut=st.none() | st.tuples(st.integers(0, 400), st.integers(0, 5), text))
 def test_random_yaml_documents_give_only_user_errors(tmp_path, doc, sets, cut):
     src = yaml.safe_dump(doc, allow_unicode=True, default_flow_style=None, sort_keys=False)
     if cut is not None:  # damage the text: a slice removed, something else put in
@@ -70,8 +71,9 @@ def test_random_python_mappings_give_only_user_errors(doc, sets):
 
 @FUZZ
 @given(src=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
-       | st.sampled_from(["&a [*a]", "a: &a {<<: *a}", "nodes: &n {x: *n}", "!!python/object:os.system x",
-                          "nodes: {a: {type: !!int x}}", "? [1]\n: 2", "a: 1\n---\nb: 2", "- 1", ""]),
+       | st.sampled_from(["&a [*a]", "a: &a {<<: *a}", "nodes: &n {x: *n}", "- 1", "",
+                          "!!python/object:os.system x", "nodes: {a: {type: !!int x}}",
+                          "? [1]\n: 2", "a: 1\n---\nb: 2"]),
        sets=overrides)
 def test_random_text_gives_only_user_errors(tmp_path, src, sets):
     path = tmp_path / "fuzz.yaml"

@@ -105,7 +105,8 @@ def test_second_run_in_a_new_process_has_the_same_keys_is_all_disk_hits_and_call
 
 
 def test_unlinked_optional_input_arrives_as_none(engine_cache):
-    wf = {"nodes": {"n": {"type": "TestNoise"}, "a": {"type": "TestAdd", "links": {"a": "n.image"}}},
+    wf = {"nodes": {"n": {"type": "TestNoise"},
+                    "a": {"type": "TestAdd", "links": {"a": "n.image"}}},
           "outputs": {"total": "a.total", "image": "n.image"}}
     out = run_workflow(wf, cache=engine_cache).outputs
     assert out["total"] == pytest.approx(float(out["image"].sum()))
@@ -117,15 +118,22 @@ def test_nodes_below_an_uncacheable_node_get_no_cache_key(write_workflow):
     assert keys["save"] is None and keys["count"] is None and keys["apply"] is not None
 
 
-def test_node_user_error_at_run_time_is_located_at_its_field(write_workflow, engine_cache, cli):
-    path = write_workflow("outputs: {x: f.image}\nnodes:\n  f: {type: TestFail, params: {text: oops}}\n")
+def test_node_user_error_at_run_time_is_located_at_its_field(write_workflow, engine_cache,
+                                                             capsys, tmp_path, monkeypatch):
+    from unclip_nodes.graph.cli import main
+    path = write_workflow("outputs: {x: f.image}\nnodes:\n"
+                          "  f: {type: TestFail, params: {text: oops}}\n")
     with pytest.raises(UserError) as info:
         run_workflow(path, cache=engine_cache)
     assert str(info.value) == f"{path}:3:38: node 'f', field 'text': cannot use 'oops'"
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "--no-cache"]) == 2
+    assert capsys.readouterr().err == f"{path}:3:38: node 'f', field 'text': cannot use 'oops'\n"
 
 
 def test_node_that_mutates_its_input_is_caught_and_the_spoiled_value_dropped(engine_cache):
-    wf = {"nodes": {"n": {"type": "TestNoise"}, "m": {"type": "TestMutate", "links": {"image": "n.image"}}},
+    wf = {"nodes": {"n": {"type": "TestNoise"},
+                    "m": {"type": "TestMutate", "links": {"image": "n.image"}}},
           "outputs": {"x": "m.image"}}
     with pytest.raises(RuntimeError, match="changed its input.*in place"):
         run_workflow(wf, cache=engine_cache)
@@ -199,6 +207,7 @@ def test_ctrl_c_exits_130_and_the_next_run_reuses_finished_nodes(write_workflow,
     again = subprocess.run(cmd + ["--set", "steps=1", "--report", str(tmp_path / "r.json")],
                            env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    status = {r["node"]: r["status"] for r in json.loads((tmp_path / "r.json").read_text())["nodes"]}
+    report = json.loads((tmp_path / "r.json").read_text())
+    status = {r["node"]: r["status"] for r in report["nodes"]}
     assert status["scale"] == "disk hit" and status["noise"] == "not needed"
     assert status["apply"] == "ran"
