@@ -6,5 +6,10 @@ from . import types  # noqa: F401  -- socket types first: declarations check aga
 from .declare import REGISTRY, comfy_mappings
 from . import image  # noqa: F401
 from . import mask  # noqa: F401
+from . import loaders  # noqa: F401
+from . import clip  # noqa: F401
+from . import prior  # noqa: F401
+from . import decoder  # noqa: F401
+from . import upsample  # noqa: F401
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())

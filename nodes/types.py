@@ -112,12 +112,17 @@ class TextEmbeds:
     hidden_states: [B, L, W] last hidden state of the text encoder.
     attention_mask: [B, L] bool, True for real tokens.
     prompts: the prompts, for metadata and error messages.
+    uncond_*: optional unconditional branch for classifier-free guidance (the empty prompt as
+    CLIPTextEncode encodes it), one row that serves every prompt, or one row per prompt.
     """
 
     text_embeds: torch.Tensor
     hidden_states: torch.Tensor
     attention_mask: torch.Tensor
     prompts: tuple[str, ...] = ()
+    uncond_text_embeds: torch.Tensor | None = None
+    uncond_hidden_states: torch.Tensor | None = None
+    uncond_attention_mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""The upsampler: a diffusion super-resolution stage (64 -> 256 px in Karlo).
+
+An unconditional UNet denoises full-resolution noise stacked with the low-resolution image,
+upscaled bicubically (antialiased).  No guidance.  Karlo trains a separate UNet for the last step
+(``super_res_last``); every other step uses ``super_res_first``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import runtime
+from .declare import SEED_MAX, Input, Output, Param, node
+from .decoder import from_image, to_image
+from .errors import UserError
+from .loaders import UpsamplerModel
+from .sampling import Sampler, StepCallback, UnCLIPSampler, make_generator, noise
+
+
+def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
+                     generator: torch.Generator, sampler: Sampler,
+                     x_T: torch.Tensor | None = None,
+                     callback: StepCallback | None = None) -> torch.Tensor:
+    """Sample a high-resolution image given ``low_res`` [B, C, h, w] in [-1, 1]; returns
+    [B, C, S, S] float32 (not clamped).  Draws: x_T (unless given), then one per step but the
+    last.  ``callback(i, t, prev_t, x) -> x`` runs after each step."""
+    device, dtype = first.device, first.dtype
+    channels, size = first.config.in_channels // 2, first.config.sample_size
+    timesteps = sampler.timesteps(steps)
+    if x_T is None:
+        x = noise((low_res.shape[0], channels, size, size), generator, device)
+    else:
+        x = x_T.to(device=device, dtype=torch.float32)
+    x = x * sampler.init_noise_sigma
+    cond = F.interpolate(low_res.to(device, torch.float32), size=[size, size], mode="bicubic",
+                         align_corners=False, antialias=True)
+    for i in runtime.steps(len(timesteps), "upsampler"):
+        t = timesteps[i]
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        unet = last if prev_t is None else first
+        out = unet(sample=torch.cat([x, cond], dim=1).to(dtype), timestep=t).sample.float()
+        x = sampler.step(out, t, prev_t, x, generator)
+        if callback is not None:
+            x = callback(i, t, prev_t, x)
+    return x
+
+
+@node("Upsample", category="unCLIP/sampling",
+      description="Upscale images with the checkpoint's diffusion upsampler (the last step uses "
+                  "super_res_last, as Karlo does).",
+      inputs=[Input("upsampler", "UNCLIP_UPSAMPLER"), Input("image", "IMAGE")],
+      params=[Param("steps", "INT", default=7, min=2, max=1000),
+              Param("seed", "INT", default=0, min=0, max=SEED_MAX)],
+      outputs=[Output("image", "IMAGE")])
+def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
+    if upsampler is None:
+        raise UserError("no upsampler is linked (the checkpoint has none)", field="upsampler")
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise UserError(f"expected IMAGE [B, H, W, C] with 1, 3 or 4 channels, got shape "
+                        f"{tuple(image.shape)}", field="image")
+    channels = int(upsampler.config("super_res_first").get("in_channels", 6)) // 2
+    if channels != 3:
+        raise UserError(f"this upsampler works on {channels}-channel images, not RGB",
+                        field="upsampler")
+    with torch.inference_mode():
+        x = sample_upsampler(upsampler.first, upsampler.last, from_image(image), steps=steps,
+                             generator=make_generator(seed),
+                             sampler=UnCLIPSampler(upsampler.scheduler_config))
+    return to_image(x)
