@@ -156,9 +156,10 @@ class DiskTier:
     def _entries(self, key: str) -> list[Path]:
         shard = self.objects / key[:2]
         try:
-            return sorted(shard.glob(f"{key}.*{SUFFIX}"))
+            names = os.listdir(shard)
         except OSError:
             return []
+        return [shard / n for n in sorted(names) if n.startswith(key + ".") and n.endswith(SUFFIX)]
 
     def get(self, key: str, stype: SocketType) -> Any:
         for path in self._entries(key):
@@ -179,10 +180,11 @@ class DiskTier:
         data = st_save(tensors, metadata={"unclip": header})
         path = self.objects / key[:2] / f"{key}.{sha256(data)}{SUFFIX}"
         try:
-            if not path.exists():
+            others = self._entries(key)
+            if path not in others:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_atomic(path, data)
-            for old in self._entries(key):
+            for old in others:
                 if old != path:
                     old.unlink(missing_ok=True)
         except OSError as e:

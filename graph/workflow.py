@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from ..nodes.declare import _show as show  # how parameter errors name a value; same wording
 from ..nodes.errors import UserError, UserErrors
 
 TOP_KEYS = ("description", "inputs", "nodes", "outputs")
@@ -99,18 +100,6 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(f"'{c}'" for c in close[:3]) + "?)"
-
-
-def show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return f"a {type(value).__name__}"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -213,7 +202,9 @@ class _Tree:
         for key, kat, val in pairs:
             kat = At(key, kat.line, kat.column)
             if not isinstance(key, str):
-                problems.add(f"keys of {what} must be text, got {show(key)}", kat, node=node)
+                hint = f" (write '{key}' in quotes)" if isinstance(key, (int, float)) else ""
+                problems.add(f"keys of {what} must be text, got {show(key)}{hint}", kat,
+                             node=node)
                 continue
             if key in seen:
                 first = f" (first given at line {seen[key].line})" if seen[key].line else ""
