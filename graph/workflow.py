@@ -93,13 +93,20 @@ class Problems:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for a close name, else ''."""
+    """' (did you mean 'x'?)' for a close name (spelling, case, or words in another order)."""
+    name = str(name)
     cands = [c for c in candidates if isinstance(c, str)]
-    close = difflib.get_close_matches(str(name), cands, n=3, cutoff=0.6)
-    close += [c for c in cands if c.lower() == str(name).lower() and c not in close]
+    same = [c for c in cands if c.lower() == name.lower() or _words(c) == _words(name)]
+    close = same + [c for c in difflib.get_close_matches(name, cands, n=3, cutoff=0.6)
+                    if c not in same]
     if not close:
         return ""
     return " (did you mean " + " or ".join(f"'{c}'" for c in close[:3]) + "?)"
+
+
+def _words(name: str) -> list[str]:
+    """'ImageResize' and 'resize_image' -> ['image', 'resize']."""
+    return sorted(w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", name))
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -166,3 +166,11 @@ def test_cli_set_without_equals_is_a_user_error(write_workflow, capsys):
     from unclip_nodes.graph.cli import main
     assert main(["validate", str(write_workflow(GOOD)), "--set", "seed"]) == 2
     assert "write --set NAME=VALUE" in capsys.readouterr().err
+
+
+def test_suggestions_catch_typos_case_and_words_in_another_order():
+    from unclip_nodes.graph.workflow import suggest
+    assert suggest("ImageResize", ["LoadImage", "ResizeImage"]) == " (did you mean 'ResizeImage'?)"
+    assert suggest("testscale", ["TestScale", "TestSave"]).startswith(" (did you mean 'TestScale'")
+    assert suggest("Lodimage", ["LoadImage"]) == " (did you mean 'LoadImage'?)"
+    assert suggest("Sampler", ["LoadImage", "TestScale"]) == ""
