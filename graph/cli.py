@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(e, UserErrors):
                 print(f"{len(e.errors)} problems found", file=sys.stderr)
             return EXIT_USER
+        except KeyboardInterrupt:  # outside a run's own handling (e.g. while validating)
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
