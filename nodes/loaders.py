@@ -181,13 +181,14 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
             hint = f"; {root.name}/ looks like one component folder, give its parent directory"
         raise _err(f"{root} is not {kind}: missing {what}{hint}")
 
-    wanted = set()
-    for stage in stages:
-        req, opt = STAGES[stage]
-        wanted.update(req)
-        wanted.update(p for p in opt if p in present)
     if layout:
-        wanted |= present  # the full loader checks every component it finds
+        wanted = set(present)  # the full loader checks every component it finds
+    else:
+        wanted = set()
+        for stage in stages:
+            req, opt = STAGES[stage]
+            wanted.update(req)
+            wanted.update(p for p in opt if p in present)
 
     parts: dict[str, dict] = {}
     files: dict[str, list] = {}
