@@ -49,14 +49,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a workflow input (repeatable)")
 
     def cache_dir_arg(p):
-        p.add_argument("--cache-dir", type=Path, default=None,
+        p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                        help=f"disk cache folder (default {default_dir()})")
 
     run = sub.add_parser("run", help="validate and run a workflow")
     workflow_args(run)
-    run.add_argument("--out", type=Path, default=Path("output"), help="output folder (./output)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--report", type=Path, help="also write the run report as JSON here")
+    run.add_argument("--out", type=Path, default=Path("output"), metavar="DIR",
+                     help="output folder (./output)")
+    run.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                     help="where the models run (also cuda:N)")
+    run.add_argument("--report", type=Path, metavar="FILE.json",
+                     help="also write the run report as JSON here")
     cache_dir_arg(run)
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     run.set_defaults(func=cmd_run)

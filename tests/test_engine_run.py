@@ -170,6 +170,7 @@ def test_report_file_lists_status_seconds_key_and_files(write_workflow, engine_c
 def test_cli_run_prints_the_table_and_exits_0(write_workflow, tmp_path, capsys, monkeypatch):
     from unclip_nodes.graph.cli import main
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert main(["run", str(write_workflow(CHAIN)), "--no-cache", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["node", "type", "status", "seconds"]
