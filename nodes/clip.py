@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .declare import Input, Output, Param, node
 from .errors import UserError
 from .loaders import ClipTextModel, ClipVisionModel
+from .sampling import plain
 from .types import ImageEmbeds, TextEmbeds
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def encode_prompts(clip: ClipTextModel, prompts: list[str]) -> TextEmbeds:
                     return_tensors="pt")
         with torch.inference_mode():
             out = clip.text_encoder(batch.input_ids.to(clip.device))
-        return (out.text_embeds.float().cpu(), out.last_hidden_state.float().cpu(),
-                batch.attention_mask.bool())
+        return plain(out.text_embeds), plain(out.last_hidden_state), batch.attention_mask.bool()
 
     embeds, hidden, mask = encode(prompts)
     u_embeds, u_hidden, u_mask = encode([""] * len(prompts))
@@ -122,7 +122,7 @@ def encode_images(vision: ClipVisionModel, image: torch.Tensor) -> ImageEmbeds:
     pixels = clip_preprocess(image, vision.preprocess)
     with torch.inference_mode():
         out = vision.image_encoder(pixels.to(device=vision.device, dtype=vision.dtype))
-    return ImageEmbeds(image_embeds=out.image_embeds.float().cpu())
+    return ImageEmbeds(image_embeds=plain(out.image_embeds))
 
 
 @node("CLIPTextEncode", category="unCLIP/conditioning",

@@ -18,7 +18,7 @@ from . import runtime
 from .declare import SEED_MAX, Input, Output, Param, node
 from .errors import UserError
 from .loaders import DecoderModel
-from .sampling import Sampler, StepCallback, UnCLIPSampler, make_generator, noise
+from .sampling import Sampler, StepCallback, UnCLIPSampler, make_generator, noise, plain
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -103,7 +103,7 @@ def sample_decoder(decoder, text_proj, image_embeds: torch.Tensor,
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] in [-1, 1] -> IMAGE [B, H, W, C] float32 in 0..1 on the CPU."""
-    return (x.float() * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous()
+    return plain((x.float() * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)).contiguous()
 
 
 def from_image(image: torch.Tensor) -> torch.Tensor:

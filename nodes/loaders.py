@@ -353,8 +353,15 @@ def _read_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dty
         return CLIPTokenizer.from_pretrained(str(d), **common)
     if part in ("text_encoder", "image_encoder"):
         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+        from transformers.utils import logging as hf_logging
         cls = CLIPTextModelWithProjection if part == "text_encoder" else CLIPVisionModelWithProjection
-        model = cls.from_pretrained(str(d), use_safetensors=safe, dtype=dtype, **common)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per component would drown the run's own
+        try:
+            model = cls.from_pretrained(str(d), use_safetensors=safe, dtype=dtype, **common)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
     else:
         from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
         from .textproj import UnCLIPTextProjModel

@@ -15,7 +15,7 @@ from .declare import SEED_MAX, Input, Output, Param, node
 from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .loaders import PriorModel
-from .sampling import Sampler, UnCLIPSampler, make_generator, noise
+from .sampling import Sampler, UnCLIPSampler, make_generator, noise, plain
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -119,4 +119,4 @@ def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None,
                          sampler=UnCLIPSampler(prior.scheduler_config))
     if candidates > 1:
         z = best_candidates(z, text.text_embeds, candidates)
-    return ImageEmbeds(image_embeds=z.cpu().contiguous())
+    return ImageEmbeds(image_embeds=plain(z).contiguous())

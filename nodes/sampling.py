@@ -26,6 +26,14 @@ None after the last step) on the new sample ``x`` and returns the sample to cont
 the known region of an image pasted back in).  It must not modify ``x`` in place."""
 
 
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """A float32 CPU copy that is an ordinary tensor (not an inference-mode one), for values that
+    leave a node: the executor checks version counters to catch in-place edits of cached values,
+    and inference tensors have none."""
+    t = t.detach().float().cpu()
+    return t.clone() if t.is_inference() else t
+
+
 def make_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
 
