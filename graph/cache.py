@@ -183,7 +183,7 @@ class DiskTier:
             others = self._entries(key)
             if path not in others:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, data)
+                write_atomic(path, data)
             for old in others:
                 if old != path:
                     old.unlink(missing_ok=True)
@@ -222,7 +222,8 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return t if t.untyped_storage().nbytes() == t.nbytes else t.clone()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a part (temp file + rename)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

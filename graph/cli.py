@@ -113,6 +113,8 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     rs = load(workflow_path(args.workflow), parse_sets(args.sets))
+    if args.report and args.report.is_dir():  # say so before the run, not after it
+        raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
     cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
     stop = _CtrlC()
     try:

@@ -24,7 +24,7 @@ from ..nodes.errors import UserError
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
-from .cache import MISS, Cache, compute_keys, output_key, versions
+from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
 from .validate import Resolved, load
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
@@ -255,7 +255,10 @@ def describe(value: Any) -> Any:
 
 def write_report(result: RunResult, path: str | Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text.encode())
+    except OSError as e:
+        raise UserError(f"--report {path}: cannot write it ({e.strerror or e})",
+                        field="report") from None
