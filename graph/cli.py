@@ -108,6 +108,9 @@ def cmd_validate(args) -> int:
     rs = load(workflow_path(args.workflow), parse_sets(args.sets))
     print(f"{rs.workflow.file}: ok ({len(rs.nodes)} nodes, outputs: "
           f"{', '.join(rs.outputs) or 'none'})")
+    for name, wi in rs.workflow.inputs.items():  # what --set can change
+        about = f"  {wi.description}" if wi.description else ""
+        print(f"  --set {name}=  {wi.type} = {json.dumps(rs.inputs[name])}{about}")
     return 0
 
 

@@ -159,7 +159,9 @@ def test_cli_validate_exits_2_with_located_messages_and_no_traceback(write_workf
 def test_cli_validate_accepts_a_good_workflow(write_workflow, capsys):
     from unclip_nodes.graph.cli import main
     assert main(["validate", str(write_workflow(GOOD)), "--set", "seed=5"]) == 0
-    assert "ok (2 nodes, outputs: image)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok (2 nodes, outputs: image)" in out
+    assert "  --set seed=  INT = 5  Noise seed." in out
 
 
 def test_cli_set_without_equals_is_a_user_error(write_workflow, capsys):
