@@ -120,8 +120,9 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
             p.add(f"node type must be text, got {show(t)}", decl.type, node=nid, field="type")
     links = _check_links(wf, decl, spec, edges, p)
     params = _check_params(wf, decl, spec, inputs, p) if spec else {}
-    if spec is None or len(p.errors) > start:
-        return None
+    unresolved = spec is not None and any(n not in params for n in decl.params if spec.param(n))
+    if spec is None or len(p.errors) > start or unresolved:
+        return None  # the hooks below would only see holes (already reported elsewhere)
     rn = ResolvedNode(nid, spec, params, links, None, decl)
     for hook in ("check", "fingerprint"):
         fn = getattr(spec, hook)

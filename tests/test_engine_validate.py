@@ -176,3 +176,18 @@ def test_suggestions_catch_typos_case_and_words_in_another_order():
     assert suggest("testscale", ["TestScale", "TestSave"]).startswith(" (did you mean 'TestScale'")
     assert suggest("Lodimage", ["LoadImage"]) == " (did you mean 'LoadImage'?)"
     assert suggest("Sampler", ["LoadImage", "TestScale"]) == ""
+
+
+def test_a_missing_input_value_is_reported_once_not_again_by_the_node_checks(write_workflow):
+    text = """
+    inputs:
+      path: {type: STRING}
+    outputs: {text: read.text}
+    nodes:
+      read: {type: TestReadFile, params: {path: $path}}
+    """
+    with pytest.raises(UserError) as info:
+        load(write_workflow(text))
+    assert str(info.value).endswith("workflow input 'path' has no default: give it with --set "
+                                    "path=...")
+    assert "file not found" not in str(info.value)
