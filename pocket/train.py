@@ -198,24 +198,30 @@ def budget_loop(minutes: float, log: Log, name: str, every: int = 25):
 
 
 # ------------------------------------------------------------------------------------------ stages
-def train_clip(out: Path, minutes: float, seed: int, log: Log) -> dict:
+def train_clip(out: Path, minutes: float, seed: int, log: Log, resume: bool = False) -> dict:
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
     from ..nodes.tokenizer import save_clip_tokenizer
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tok = save_clip_tokenizer(out / "tokenizer", world.vocabulary(), model_max_length=MAX_LENGTH)
-    text = CLIPTextModelWithProjection(text_config(tok))
-    vision = CLIPVisionModelWithProjection(vision_config())
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+    if resume and (out / "text_encoder").exists() and (out / "image_encoder").exists():
+        _, text, vision = load_clip(out)     # continue an earlier CLIP stage (``--resume-clip``)
+        text.train(), vision.train()
+        rng = np.random.default_rng(seed + 100)
+        log("clip: continuing from the saved towers")
+    else:
+        text = CLIPTextModelWithProjection(text_config(tok))
+        vision = CLIPVisionModelWithProjection(vision_config())
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0 if not resume else 15.0)))
     params = list(text.parameters()) + list(vision.parameters()) + [logit_scale]
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
     train_caps = [world.caption(*c) for c in world.TRAIN_COMBOS]
     cap_index = {c: i for i, c in enumerate(train_caps)}
     ids = tok(train_caps, padding="max_length", max_length=MAX_LENGTH, return_tensors="pt").input_ids
-    batch, losses, t0 = 128, [], time.time()
+    batch, losses, t0 = 64, [], time.time()
     for step in budget_loop(minutes, log, "clip", every=50):
-        lr = 1e-3 * min(1.0, (step + 1) / 50)
+        lr = 2e-3 * min(1.0, (step + 1) / 50)
         for g in opt.param_groups:
             g["lr"] = lr
         # half the batch drawn at 64 px and reduced bicubically, as the variation path may feed it
@@ -254,8 +260,10 @@ def train_clip(out: Path, minutes: float, seed: int, log: Log) -> dict:
         pred = (img @ txt.T).argmax(1)
         right = np.array([all_caps[p] == c for p, c in zip(pred.tolist(), caps)])
         held = np.array([tuple(c.split()[i] for i in (1, 2, 5)) in world.HELD_OUT for c in caps])
+        per_attr = {k: float(np.mean([all_caps[p].split()[i] == c.split()[i] for p, c in zip(pred.tolist(), caps)]))
+                    for k, i in (("colour", 1), ("shape", 2), ("background", 5))}
     stats = {"steps": len(losses), "seconds": round(time.time() - t0), "batch": batch,
-             "final_loss": float(np.mean(losses[-50:])),
+             "final_loss": float(np.mean(losses[-50:])), "retrieval_acc_by_attribute": per_attr,
              "retrieval_acc_seen": float(right[~held].mean()), "retrieval_acc_heldout": float(right[held].mean())}
     log(f"clip: done {stats}")
     text.save_pretrained(out / "text_encoder")
@@ -491,6 +499,8 @@ def main(argv=None):
     p.add_argument("--prior-minutes", type=float, default=5.0)
     p.add_argument("--decoder-minutes", type=float, default=35.0)
     p.add_argument("--upsampler-minutes", type=float, default=14.0)
+    p.add_argument("--resume-clip", action="store_true",
+                   help="continue training the saved CLIP towers instead of starting afresh")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log", default=None, help="also append the log to this file")
     a = p.parse_args(argv)
@@ -513,7 +523,10 @@ def main(argv=None):
             continue
         fn, minutes = fns[s]
         log(f"== stage {s}: budget {minutes} min")
-        stats = fn(out, minutes, a.seed + i, log)
+        extra = {"resume": True} if s == "clip" and a.resume_clip else {}
+        stats = fn(out, minutes, a.seed + i, log, **extra)
+        if extra and s in record:
+            stats["previous"] = record[s]
         stats["budget_minutes"] = minutes
         record[s] = stats
         record_path.write_text(json.dumps(record, indent=2) + "\n")
