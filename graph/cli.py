@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
-from .cache import Cache, CacheWarning, default_dir
+from .cache import Cache, CacheWarning, default_dir, write_atomic
+from .comfy import load_source, to_api, to_ui, unsaved_outputs
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from .validate import load
 
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def workflow_args(p):
-        p.add_argument("workflow", help="workflow YAML file (or the name of a shipped preset)")
+        p.add_argument("workflow", help="workflow YAML file (or the name of a shipped preset), a "
+                       "ComfyUI API-format .json, or a .png saved by SaveImage")
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                        help="override a workflow input (repeatable)")
 
@@ -67,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a workflow without running anything")
     workflow_args(val)
     val.set_defaults(func=cmd_validate)
+
+    exp = sub.add_parser("export", help="write a workflow as ComfyUI JSON")
+    fmt = exp.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--comfy-api", dest="format", action="store_const", const="api",
+                     help="the API format (what ComfyUI's /prompt takes)")
+    fmt.add_argument("--comfy-ui", dest="format", action="store_const", const="ui",
+                     help="the UI workflow (open it in ComfyUI, or drop it on the canvas)")
+    workflow_args(exp)
+    exp.add_argument("-o", "--output", type=Path, metavar="FILE",
+                     help="write it there (default: standard output)")
+    exp.set_defaults(func=cmd_export)
 
     nodes = sub.add_parser("nodes", help="list the node types")
     nodes.add_argument("--json", action="store_true", help="machine-readable schemas")
@@ -105,7 +118,7 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
 
 
 def cmd_validate(args) -> int:
-    rs = load(workflow_path(args.workflow), parse_sets(args.sets))
+    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
     print(f"{rs.workflow.file}: ok ({len(rs.nodes)} nodes, outputs: "
           f"{', '.join(rs.outputs) or 'none'})")
     for name, wi in rs.workflow.inputs.items():  # what --set can change
@@ -115,7 +128,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    rs = load(workflow_path(args.workflow), parse_sets(args.sets))
+    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
     if args.report and args.report.is_dir():  # say so before the run, not after it
         raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
     cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
@@ -133,6 +146,29 @@ def cmd_run(args) -> int:
     print_summary(result)
     if args.report:
         write_report(result, args.report)
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Validate, then write ComfyUI's JSON; workflow inputs become the values they resolve to."""
+    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
+    doc = to_api(rs) if args.format == "api" else to_ui(rs)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    for out in unsaved_outputs(rs):
+        print(f"note: workflow output {out} is not saved by any node; ComfyUI runs only what "
+              "its output nodes need", file=sys.stderr)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    if args.output.is_dir():
+        raise UserError(f"-o {args.output}: is a folder; give a file name", field="output")
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.output, text.encode())
+    except OSError as e:
+        raise UserError(f"-o {args.output}: cannot write it ({e.strerror or e})",
+                        field="output") from None
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

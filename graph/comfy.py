@@ -1,0 +1,455 @@
+"""ComfyUI's two workflow formats, to and from our validated workflows.
+
+* ``to_api(rs)``: the API format that ComfyUI's ``POST /prompt`` takes and that its images carry
+  in the ``prompt`` text chunk: ``{"<id>": {"class_type": "unCLIP <Type>", "inputs": {name:
+  literal | ["<source id>", output index]}}}``.  Workflow inputs are already resolved to values.
+* ``to_ui(rs)``: the UI (LiteGraph, schema 0.4) workflow the front end opens and that images
+  carry in the ``workflow`` chunk, laid out automatically: the column is the node's layer in the
+  DAG (longest path from a source), nodes are stacked within a column.
+* ``load_source(path, overrides)``: what ``unclip run/validate/export`` accept besides our YAML:
+  an API-format JSON file that uses our nodes, and a PNG written by our SaveImage (its YAML chunk,
+  else its API ``prompt`` chunk).
+
+Node ids are the same in both formats: the YAML ids when they are all plain numbers (a workflow
+that came from ComfyUI keeps its ids), else 1, 2, ... in file order.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..nodes import declare
+from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
+from ..nodes.errors import UserError, UserErrors
+from .validate import Resolved, load
+from .workflow import NODE_ID, suggest
+
+PROMPT, WORKFLOW, YAML_TEXT, INPUTS = "prompt", "workflow", "unclip_workflow", "unclip_inputs"
+"""PNG text chunks: ComfyUI's API JSON and UI JSON (what ComfyUI itself writes and reads back),
+then ours: the workflow text as written and the values of its inputs for this run."""
+
+SEED_WIDGETS = ("seed", "noise_seed")  # INT widgets the front end gives a control_after_generate
+UI_VERSION = 0.4
+_PRIMITIVE = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+# --- what ComfyUI sees of a node -----------------------------------------------------------------
+
+def _slots(spec: NodeSpec) -> tuple[list[str], list[str]]:
+    """(socket names, widget names) in the order ComfyUI builds them: required, then optional."""
+    types = comfy_input_types(spec)
+    names = [*types.get("required", {}), *types.get("optional", {})]
+    sockets = [n for n in names if spec.input(n) is not None]
+    widgets = [n for n in names if spec.param(n) is not None]
+    return sockets, widgets
+
+
+def _input_order(spec: NodeSpec) -> list[str]:
+    types = comfy_input_types(spec)
+    return [n for n in (*types.get("required", {}), *types.get("optional", {}))
+            if spec.field(n) is not None]
+
+
+def node_ids(rs: Resolved) -> dict[str, str]:
+    """Our node id -> the ComfyUI id (a decimal string)."""
+    ids = [nid for nid in rs.workflow.nodes if nid in rs.nodes]
+    if all(re.fullmatch(r"[1-9][0-9]*", nid) for nid in ids):
+        return {nid: nid for nid in ids}
+    return {nid: str(i) for i, nid in enumerate(ids, 1)}
+
+
+def to_api(rs: Resolved) -> dict[str, dict]:
+    """The workflow in ComfyUI's API format (what /prompt takes)."""
+    ids = node_ids(rs)
+    out: dict[str, dict] = {}
+    for nid, cid in ids.items():
+        rn = rs.nodes[nid]
+        inputs: dict[str, Any] = {}
+        for name in _input_order(rn.spec):
+            if name in rn.links:
+                src, out_name = rn.links[name]
+                inputs[name] = [ids[src], rs.nodes[src].spec.output_index(out_name)]
+            elif name in rn.params:
+                inputs[name] = rn.params[name]
+        out[cid] = {"inputs": inputs, "class_type": comfy_id(rn.spec.type),
+                    "_meta": {"title": nid}}
+    return out
+
+
+# --- the UI workflow -------------------------------------------------------------------------------
+
+_SLOT_H, _WIDGET_H, _TEXT_H, _TITLE_H = 20, 24, 110, 30
+_GAP_X, _GAP_Y, _MARGIN = 80, 50, 50
+
+
+def _node_size(spec: NodeSpec, title: str) -> list[int]:
+    """About what LiteGraph computes (title bar excluded), a little generous so nothing clips."""
+    sockets, widgets = _slots(spec)
+    rows = max(len(sockets), len(spec.outputs), 1)
+    height = rows * _SLOT_H + 10
+    for name in widgets:
+        p = spec.param(name)
+        height += _TEXT_H if p.multiline else _WIDGET_H
+        if p.type == "INT" and name in SEED_WIDGETS:
+            height += _WIDGET_H
+    slot_text = max((len(a) + len(b) for a, b in _pairs(sockets, [o.name for o in spec.outputs])),
+                    default=0)
+    width = max(320 if widgets else 240, 8 * len(title) + 60, 8 * slot_text + 80)
+    return [width, height]
+
+
+def _pairs(a: list[str], b: list[str]):
+    for i in range(max(len(a), len(b))):
+        yield (a[i] if i < len(a) else ""), (b[i] if i < len(b) else "")
+
+
+def layers(rs: Resolved) -> dict[str, int]:
+    """Each node's layer: the length of the longest path from a node without inputs."""
+    from . import dag
+    layer: dict[str, int] = {}
+    for nid in dag.order(rs.graph):
+        layer[nid] = max((layer[p] + 1 for p in rs.graph.predecessors(nid)), default=0)
+    return layer
+
+
+def to_ui(rs: Resolved) -> dict:
+    """The workflow as a ComfyUI front-end (LiteGraph) document with an automatic layout."""
+    from . import dag
+    ids = node_ids(rs)
+    file_index = {nid: i for i, nid in enumerate(ids)}
+    topo = {nid: i for i, nid in enumerate(n for n in dag.order(rs.graph) if n in ids)}
+    layer = layers(rs)
+    entries: dict[str, dict] = {}
+    for nid, cid in ids.items():
+        rn = rs.nodes[nid]
+        sockets, widgets = _slots(rn.spec)
+        values: list[Any] = []
+        for name in widgets:
+            values.append(rn.params[name])
+            if rn.spec.param(name).type == "INT" and name in SEED_WIDGETS:
+                values.append("fixed")  # the same seed next time, as the workflow says
+        title = comfy_id(rn.spec.type)
+        entries[nid] = {
+            "id": int(cid), "type": comfy_id(rn.spec.type), "pos": [0, 0],
+            "size": _node_size(rn.spec, title), "flags": {}, "order": topo[nid], "mode": 0,
+            "inputs": [{"name": s, "type": rn.spec.input(s).type, "link": None} for s in sockets],
+            "outputs": [{"name": o.name, "type": o.type, "links": [], "slot_index": i}
+                        for i, o in enumerate(rn.spec.outputs)],
+            "properties": {"Node name for S&R": comfy_id(rn.spec.type)},
+            "widgets_values": values,
+        }
+    links: list[list] = []
+    for nid in ids:
+        rn = rs.nodes[nid]
+        for slot, inp in enumerate(entries[nid]["inputs"]):
+            if inp["name"] not in rn.links:
+                continue
+            src, out_name = rn.links[inp["name"]]
+            out_slot = rs.nodes[src].spec.output_index(out_name)
+            link_id = len(links) + 1
+            links.append([link_id, int(ids[src]), out_slot, int(ids[nid]), slot, inp["type"]])
+            inp["link"] = link_id
+            entries[src]["outputs"][out_slot]["links"].append(link_id)
+
+    note = _note_text(rs)
+    y0 = _MARGIN
+    nodes = list(entries.values())
+    if note:
+        note_id = max((int(c) for c in ids.values()), default=0) + 1
+        nodes.append({"id": note_id, "type": "Note", "pos": [_MARGIN, _MARGIN], "size": [400, 160],
+                      "flags": {}, "order": len(entries), "mode": 0, "inputs": [], "outputs": [],
+                      "properties": {}, "widgets_values": [note], "color": "#432",
+                      "bgcolor": "#653"})
+        y0 += 160 + _TITLE_H + _GAP_Y
+    # columns by layer; within a column, order by where the sources sit, then by file order
+    columns: dict[int, list[str]] = {}
+    for nid in ids:
+        columns.setdefault(layer[nid], []).append(nid)
+    row: dict[str, float] = {}
+    x = _MARGIN
+    for k in sorted(columns):
+        col = sorted(columns[k], key=lambda n: (
+            _mean([row[p] for p in rs.graph.predecessors(n) if p in row], file_index[n]),
+            file_index[n]))
+        y = y0 if k == 0 else _MARGIN
+        for i, nid in enumerate(col):
+            e = entries[nid]
+            e["pos"] = [x, y + _TITLE_H]
+            y += e["size"][1] + _TITLE_H + _GAP_Y
+            row[nid] = i
+        x += max(entries[n]["size"][0] for n in col) + _GAP_X
+    return {
+        "last_node_id": max((n["id"] for n in nodes), default=0),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+        "version": UI_VERSION,
+    }
+
+
+def _mean(xs: list[float], default: float) -> float:
+    return sum(xs) / len(xs) if xs else default
+
+
+def _note_text(rs: Resolved) -> str:
+    """The workflow's description and where its inputs went (ComfyUI has no workflow inputs)."""
+    parts = []
+    if rs.workflow.description:
+        parts.append(rs.workflow.description.strip())
+    uses: dict[str, list[str]] = {}
+    for nid, decl in rs.workflow.nodes.items():
+        for field, at in decl.params.items():
+            v = at.value
+            if isinstance(v, str) and v.startswith("$") and not v.startswith("$$"):
+                uses.setdefault(v[1:], []).append(f"{nid}.{field}")
+    if rs.workflow.inputs:
+        lines = ["Workflow inputs, as exported:"]
+        for name in rs.workflow.inputs:
+            where = ", ".join(uses.get(name, [])) or "unused"
+            lines.append(f"  {name} = {json.dumps(rs.inputs.get(name), ensure_ascii=False)}"
+                         f"  ({where})")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def png_metadata(rs: Resolved) -> dict[str, str]:
+    """The text chunks our savers write for a headless run, as ComfyUI's SaveImage would (the
+    ``prompt`` and ``workflow`` JSON) plus our own workflow text and input values."""
+    return {PROMPT: json.dumps(to_api(rs)), WORKFLOW: json.dumps(to_ui(rs)),
+            YAML_TEXT: rs.workflow.text, INPUTS: rs.inputs_json()}
+
+
+def unsaved_outputs(rs: Resolved) -> list[str]:
+    """Named workflow outputs that no output node consumes: ComfyUI would not compute them."""
+    saved = {ref for rn in rs.nodes.values() if rn.spec.output_node for ref in rn.links.values()}
+    return [f"{name} ({src}.{out})" for name, (src, out) in rs.outputs.items()
+            if (src, out) not in saved and not rs.nodes[src].spec.output_node]
+
+
+# --- reading ComfyUI's formats -----------------------------------------------------------------------
+
+def is_api(data: Any) -> bool:
+    """Whether a JSON document is an API-format prompt (every value a node with class_type)."""
+    return (isinstance(data, dict) and bool(data)
+            and any(isinstance(v, dict) and "class_type" in v for v in data.values()))
+
+
+def is_ui(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def _is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int)
+            and not isinstance(value[1], bool))
+
+
+def api_to_mapping(api: Mapping, file: str | None = None) -> dict:
+    """An API-format prompt as our workflow mapping ("unCLIP X" -> X, links -> "id.output").
+
+    Problems that only the API format can have are raised here (all at once), each naming the
+    node id and field; everything else is left to the usual validation.
+    """
+    errors: list[UserError] = []
+
+    def err(msg: str, node: str | None = None, field: str | None = None) -> None:
+        errors.append(UserError(msg, file=file, node=node, field=field))
+
+    safe = _safe_ids([str(k) for k in api])
+    specs: dict[str, NodeSpec | None] = {}
+    for key, entry in api.items():
+        key = str(key)
+        ct = entry.get("class_type") if isinstance(entry, dict) else None
+        specs[key] = None
+        if not isinstance(entry, dict):
+            err(f"a node must be an object with class_type and inputs, got {type(entry).__name__}",
+                node=key)
+        elif not isinstance(ct, str):
+            err("the node has no class_type", node=key, field="class_type")
+        elif not ct.startswith(COMFY_PREFIX):
+            ours = f" (ours is '{comfy_id(ct)}')" if declare.get(ct) else ""
+            err(f"'{ct}' is not a node of this pack{ours}; the headless executor runs only the "
+                f"'{COMFY_PREFIX}...' nodes", node=key, field="class_type")
+        elif declare.get(ct[len(COMFY_PREFIX):]) is None:
+            err(f"unknown class_type '{ct}'"
+                f"{suggest(ct, [comfy_id(t) for t in declare.REGISTRY])}", node=key,
+                field="class_type")
+        else:
+            specs[key] = declare.get(ct[len(COMFY_PREFIX):])
+    nodes: dict[str, dict] = {}
+    for key, entry in api.items():
+        key = str(key)
+        spec = specs[key]
+        if spec is None:
+            continue
+        inputs = entry.get("inputs", {})
+        if not isinstance(inputs, dict):
+            err(f"'inputs' must be an object, got {type(inputs).__name__}", node=key,
+                field="inputs")
+            continue
+        links, params = {}, {}
+        for name, value in inputs.items():
+            if isinstance(value, dict) and "__value__" in value:  # how ComfyUI wraps list values
+                value = value["__value__"]
+            elif _is_link(value):
+                src, index = str(value[0]), value[1]
+                if src not in specs:
+                    err(f"linked to node '{src}', which is not in the workflow", node=key,
+                        field=name)
+                    continue
+                if spec.param(name) is not None:
+                    err(f"'{name}' is a widget; the headless executor takes it as a value, not as "
+                        f"a link from node '{src}'", node=key, field=name)
+                    continue
+                src_spec = specs[src]
+                if src_spec is None:
+                    continue  # reported on that node
+                if not 0 <= index < len(src_spec.outputs):
+                    names = ", ".join(f"{i}: {o.name}" for i, o in enumerate(src_spec.outputs))
+                    err(f"linked to output {index} of node '{src}' ({comfy_id(src_spec.type)}), "
+                        f"which has outputs {names or 'none'}", node=key, field=name)
+                    continue
+                links[name] = f"{safe[src]}.{src_spec.outputs[index].name}"
+                continue
+            elif isinstance(value, list):
+                err("a linked input must be [\"<node id>\", <output index>], got "
+                    f"{json.dumps(value)[:60]}", node=key, field=name)
+                continue
+            if isinstance(value, str) and value.startswith("$"):
+                value = "$" + value  # a literal, not one of our $input references
+            params[name] = value
+        nodes[safe[key]] = {"type": spec.type, "links": links, "params": params}
+    if errors:
+        raise errors[0] if len(errors) == 1 else UserErrors(errors)
+    where = f" {file}" if file else ""
+    return {"description": f"Converted from the ComfyUI API-format workflow{where}.",
+            "nodes": nodes}
+
+
+def _safe_ids(keys: list[str]) -> dict[str, str]:
+    """ComfyUI ids that our format cannot take as they are (a subgraph's '12:5') get '_'s."""
+    out: dict[str, str] = {}
+    taken = {k for k in keys if NODE_ID.match(k)}
+    for k in keys:
+        if NODE_ID.match(k):
+            out[k] = k
+            continue
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", k) or "node"
+        base = base if NODE_ID.match(base) else "n" + base
+        cand, i = base, 2
+        while cand in taken:
+            cand, i = f"{base}_{i}", i + 1
+        taken.add(cand)
+        out[k] = cand
+    return out
+
+
+def load_api(api: Mapping, overrides: Mapping[str, Any] | None = None, *,
+             file: str | None = None) -> Resolved:
+    """Validate an API-format prompt as one of our workflows."""
+    mapping = api_to_mapping(api, file)
+    rs = _relocated(lambda: load(mapping, overrides), None, file)
+    rs.workflow.file = file
+    return rs
+
+
+def _relocated(fn, old: str | None, new: str | None):
+    """Run ``fn``; user errors located in ``old`` (a temp file, a mapping) name ``new``."""
+    try:
+        return fn()
+    except UserError as e:
+        errs = e.errors if isinstance(e, UserErrors) else [e]
+        for x in errs:
+            if x.file == old:
+                x.file = new
+        if isinstance(e, UserErrors):
+            raise UserErrors(errs) from None
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"workflow file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"JSON syntax error: {e.msg}", file=str(path), line=e.lineno,
+                        column=e.colno) from None
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text chunks of a PNG file (a UserError when it is not one)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise UserError(f"{path} is a {img.format} image; workflows are read from PNG "
+                                "files written by SaveImage")
+            img.load()  # text chunks after the image data are read only now
+            return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
+    except FileNotFoundError:
+        raise UserError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"cannot read {path} as a PNG image: {e}") from None
+
+
+def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved:
+    """The workflow a PNG was made with: our YAML chunk with the input values of that run
+    (``--set`` still overrides them), else ComfyUI's API ``prompt`` chunk."""
+    text = png_text(path)
+    if YAML_TEXT in text:
+        label = f"{path}[{YAML_TEXT}]"
+        stored: dict[str, Any] = {}
+        if INPUTS in text:
+            try:
+                stored = json.loads(text[INPUTS])
+            except json.JSONDecodeError as e:
+                raise UserError(f"the {INPUTS} chunk is not valid JSON: {e.msg}",
+                                file=str(path)) from None
+            if not isinstance(stored, dict):
+                raise UserError(f"the {INPUTS} chunk must be a JSON object", file=str(path))
+        with tempfile.TemporaryDirectory(prefix="unclip-png-") as tmp:
+            wf_path = Path(tmp) / "workflow.yaml"
+            wf_path.write_text(text[YAML_TEXT], encoding="utf-8")
+            rs = _relocated(lambda: load(wf_path, {**stored, **(overrides or {})}),
+                            str(wf_path), label)
+        rs.workflow.file = label
+        return rs
+    if PROMPT in text:
+        label = f"{path}[{PROMPT}]"
+        try:
+            api = json.loads(text[PROMPT])
+        except json.JSONDecodeError as e:
+            raise UserError(f"the {PROMPT} chunk is not valid JSON: {e.msg}",
+                            file=str(path)) from None
+        if not is_api(api):
+            raise UserError(f"the {PROMPT} chunk is not an API-format workflow", file=str(path))
+        return load_api(api, overrides, file=label)
+    raise UserError(f"{path} carries no workflow (no {YAML_TEXT} or {PROMPT} text chunk); "
+                    "only PNGs saved by SaveImage (ours or ComfyUI's) do")
+
+
+def load_source(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved:
+    """Validate what the CLI was given: a YAML workflow, an API-format JSON file or a PNG."""
+    suffix = path.suffix.lower()
+    if suffix == ".png" and path.is_file():
+        return load_png(path, overrides)
+    if suffix == ".json" and path.is_file():
+        data = read_json(path)
+        if isinstance(data, dict) and is_api(data.get("prompt")):  # a saved /prompt request
+            data = data["prompt"]
+        if is_api(data):
+            return load_api(data, overrides, file=str(path))
+        if is_ui(data):
+            raise UserError("this is a ComfyUI UI workflow; the headless executor runs the API "
+                            "format: in ComfyUI use Workflow > Export (API), or `unclip export "
+                            "--comfy-api` on the YAML", file=str(path))
+    return load(path, overrides)  # YAML, or JSON in our own format (JSON is YAML)
