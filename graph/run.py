@@ -25,6 +25,7 @@ from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
 from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
+from .comfy import INPUTS, png_metadata
 from .validate import Resolved, load
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
@@ -48,6 +49,7 @@ class RunResult:
     inputs: dict[str, Any]
     seconds: float
     interrupted: bool = False
+    extra: dict = field(default_factory=dict)  # more report sections (e.g. "sweep")
 
     @property
     def files(self) -> list[str]:
@@ -61,7 +63,7 @@ class RunResult:
                 "seconds": round(self.seconds, 4), "inputs": self.inputs,
                 "nodes": [asdict(r) | {"seconds": round(r.seconds, 4)} for r in self.report],
                 "files": self.files,
-                "outputs": {k: describe(v) for k, v in self.outputs.items()}}
+                "outputs": {k: describe(v) for k, v in self.outputs.items()}, **self.extra}
 
 
 class RunInterrupted(Interrupted):
@@ -133,7 +135,7 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     pinned = set(rs.outputs.values())
     current = [""]
     host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
-                metadata={"workflow": rs.workflow.text, "inputs": rs.inputs_json()},
+                metadata=png_metadata(rs),  # ComfyUI's prompt/workflow + ours
                 progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
@@ -144,6 +146,8 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
                     raise Interrupted()
                 current[0] = nid
                 bar.set_postfix_str(nid)
+                if rs.node_inputs:  # a sweep: each saver records its own combination
+                    host.metadata[INPUTS] = rs.inputs_json(nid)
                 _run_node(rs, nid, keys, cache, values, records[nid])
                 bar.update()
                 for ref in rs.nodes[nid].links.values():
@@ -201,7 +205,7 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
     try:
         result = rn.spec.call(**kwargs)
     except UserError as e:
-        raise e.located(**rn.where(rs.workflow.file, e.field)) from e
+        raise rn.locate(e, rs.workflow.file) from e
     finally:
         rec.seconds = time.perf_counter() - t0
     changed = [name for name, v in linked.items() if versions(v) != before[name]]

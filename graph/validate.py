@@ -7,7 +7,7 @@ calls only the declarations' ``check`` and ``fingerprint`` hooks, which must be 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,7 +17,7 @@ from ..nodes import declare
 from ..nodes.declare import NodeSpec, Param, parse_literal
 from ..nodes.errors import UserError
 from . import dag
-from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, read, show,
+from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, place, read, show,
                        suggest)
 
 
@@ -32,8 +32,15 @@ class ResolvedNode:
 
     def where(self, file: str | None, field: str | None = None) -> dict:
         """Location keywords for a UserError about this node (or one of its fields)."""
-        at = self.decl.params.get(field) or self.decl.links.get(field) or self.decl.at
+        at = self._at(field)
         return {"file": file, "line": at.line, "column": at.column, "node": self.id}
+
+    def locate(self, err: UserError, file: str | None) -> UserError:
+        """``err`` placed at this node (or its field), in the preset file it came from if any."""
+        return place(err, self._at(err.field), file, node=self.id)
+
+    def _at(self, field: str | None) -> At:
+        return self.decl.params.get(field) or self.decl.links.get(field) or self.decl.at
 
 
 @dataclass
@@ -43,14 +50,30 @@ class Resolved:
     nodes: dict[str, ResolvedNode]
     outputs: dict[str, tuple[str, str]]
     graph: nx.DiGraph
+    node_inputs: dict[str, dict] = field(default_factory=dict)
+    """Per node id, the workflow inputs its saved files should record when they differ from
+    ``inputs`` (a sweep's savers)."""
 
-    def inputs_json(self) -> str:
-        return json.dumps(self.inputs, sort_keys=True, ensure_ascii=False)
+    def inputs_json(self, node: str | None = None) -> str:
+        values = self.node_inputs.get(node, self.inputs) if node is not None else self.inputs
+        return json.dumps(values, sort_keys=True, ensure_ascii=False)
 
 
 def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None) -> Resolved:
     """Parse and validate ``source``; raise UserError(s) naming every problem."""
+    wf, p = read_expanded(source)
+    return resolve(wf, p, overrides)
+
+
+def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
+    """Parse ``source`` and expand its preset nodes inline; problems are collected in ``p``."""
+    from .preset import expand
     wf, p = read(source)
+    return expand(wf, p), p
+
+
+def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = None) -> Resolved:
+    """Validate an expanded workflow with ``overrides``; raise every problem (``p``'s too)."""
     inputs = _resolve_inputs(wf, overrides or {}, p)
     nodes: dict[str, ResolvedNode] = {}
     edges: list[tuple[str, str]] = []
@@ -78,6 +101,10 @@ def _spec(decl: NodeDecl) -> NodeSpec | None:
 def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, wi in wf.inputs.items():
+        if wi.socket:
+            p.add(f"workflow input '{name}' is a {wi.type} socket: only a workflow used as a "
+                  f"preset (type: preset:...) can have one, and its user links it", wi.at,
+                  field=name)
         if wi.default is MISSING:
             continue
         try:
@@ -86,8 +113,8 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
             p.add(f"default of workflow input '{name}' ({wi.type}): {e}", wi.default_at, field=name)
     for name, raw in overrides.items():
         wi = wf.inputs.get(name)
-        if wi is None:
-            known = ", ".join(wf.inputs) or "none"
+        if wi is None or wi.socket:
+            known = ", ".join(n for n, i in wf.inputs.items() if not i.socket) or "none"
             p.errors.append(UserError(f"--set {name}: the workflow has no input '{name}'"
                                       f"{suggest(name, wf.inputs)}; its inputs: {known}",
                                       field=name))
@@ -98,7 +125,7 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
         except ValueError as e:
             p.errors.append(UserError(f"--set {name}={raw}: {e}", field=name))
     for name, wi in wf.inputs.items():
-        if wi.default is MISSING and name not in overrides:
+        if wi.default is MISSING and name not in overrides and not wi.socket:
             p.add(f"workflow input '{name}' has no default: give it with --set {name}=...", wi.at,
                   field=name)
     return values
@@ -132,7 +159,7 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
             result = fn(dict(params))
         except UserError as e:
             for err in getattr(e, "errors", [e]):
-                p.extend([err.located(**rn.where(wf.file, err.field))])
+                p.extend([rn.locate(err, wf.file)])
             return None
         if hook == "fingerprint":
             rn.fingerprint = result
@@ -178,6 +205,13 @@ def _link_target(wf: Workflow, at: At, p: Problems, **where) -> tuple[str, str] 
     ref = at.value
     if ref is BAD:
         return None
+    if isinstance(ref, str) and ref.startswith("$") and NAME.match(ref[1:]):
+        wi = wf.inputs.get(ref[1:])
+        if wi is None or not wi.socket:
+            p.add(f"a link takes '<node id>.<output name>'; {ref!r} would need a socket-typed "
+                  f"workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only presets have",
+                  at, **where)
+        return None  # a socket input outside a preset is reported on the input
     if not isinstance(ref, str) or "." not in ref or ref.startswith(".") or ref.endswith("."):
         hint = ""
         if isinstance(ref, str) and ref in wf.nodes:

@@ -23,6 +23,8 @@ TOP_KEYS = ("description", "inputs", "nodes", "outputs")
 NODE_KEYS = ("type", "links", "params")
 INPUT_KEYS = ("type", "default", "description")
 INPUT_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+"""Value inputs (``--set``, parameters).  Any registered socket type (IMAGE, MASK, ...) is also
+accepted: such an input is linked, so only a workflow used as a preset can have one."""
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 MISSING = object()
@@ -31,12 +33,24 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present;
 
 
 @dataclass(frozen=True)
+class Origin:
+    """The file a value was written in when that is a preset, and the chain of nodes using it
+    (innermost use first, e.g. ``("a.yaml:12:3 node 'up'",)``); ``order`` sorts by those uses."""
+
+    file: str | None
+    via: tuple[str, ...] = ()
+    order: tuple = ()
+
+
+@dataclass(frozen=True)
 class At:
-    """A value and where it was written (1-based line and column; None for Python mappings)."""
+    """A value and where it was written (1-based line and column; None for Python mappings).
+    ``origin`` is set for values that come from a preset file."""
 
     value: Any
     line: int | None = None
     column: int | None = None
+    origin: Origin | None = None
 
 
 @dataclass
@@ -47,6 +61,11 @@ class WorkflowInput:
     description: str
     at: At                # the name's place
     default_at: At
+
+    @property
+    def socket(self) -> bool:
+        """A linked input (IMAGE, MASK, ...) rather than a value: only presets have them."""
+        return self.type not in INPUT_TYPES
 
 
 @dataclass
@@ -68,18 +87,76 @@ class Workflow:
     outputs: dict[str, At] = field(default_factory=dict)
 
 
+class PresetError(UserError):
+    """A mistake inside a preset: placed in the preset's file and naming the node(s) that use
+    it -- ``b.yaml:7:5 (used by a.yaml:12:3 node 'up'): node 'up/dec', field 'x': ...``."""
+
+    def __init__(self, message: str, *, via: tuple[str, ...] = (), order: tuple = (), **where):
+        super().__init__(message, **where)
+        self.via = tuple(via)
+        self.order = tuple(order)
+
+    def located(self, **where) -> "PresetError":
+        err = super().located(**where)
+        err.via, err.order = self.via, self.order
+        return err
+
+    def where(self) -> str:
+        text = super().where()
+        if not self.via:
+            return text
+        pos, sep, who = text.partition(": ") if self.file else ("", "", text)
+        used = " (used by " + ", used by ".join(self.via) + ")"
+        return f"{pos}{used}{sep}{who}" if pos else f"{used.strip()}: {who}"
+
+
+def error_at(message: str, at: At | None, file: str | None, **who) -> UserError:
+    """A UserError placed at ``at``: in its preset file (with the using nodes) when it has an
+    origin, else in ``file``."""
+    at = at or At(None)
+    o = at.origin
+    if o is None:
+        return UserError(message, file=file, line=at.line, column=at.column, **who)
+    return PresetError(message, file=o.file, line=at.line, column=at.column, via=o.via,
+                       order=o.order, **who)
+
+
+def place(err: UserError, at: At | None, file: str | None, **who) -> UserError:
+    """``err`` (raised by a node's hook or function) with the unknown parts of its location
+    taken from ``at`` -- in the preset file, naming its users, when ``at`` is in one."""
+    if isinstance(err, UserErrors):
+        return UserErrors([place(e, at, file, **who) for e in err.errors])
+    at = at or At(None)
+    if at.origin is None or err.file is not None:
+        return err.located(file=file, line=at.line, column=at.column, **who)
+    line, column = (err.line, err.column) if err.line is not None else (at.line, at.column)
+    new = PresetError(err.message, file=at.origin.file, line=line, column=column,
+                      via=at.origin.via, order=at.origin.order,
+                      node=err.node if err.node is not None else who.get("node"),
+                      field=err.field if err.field is not None else who.get("field"))
+    new.__cause__ = err.__cause__
+    return new
+
+
+def _order(e: UserError) -> tuple:
+    big = float("inf")
+    return tuple(big if v is None else v for v in (*getattr(e, "order", ()), e.line, e.column))
+
+
 class Problems:
     """Collects user mistakes so that validation reports all of them at once."""
 
-    def __init__(self, file: str | None):
+    def __init__(self, file: str | None, origin: Origin | None = None):
         self.file = file
+        self.origin = origin  # set while reading a preset file
         self.errors: list[UserError] = []
 
     def add(self, message: str, at: At | None = None, *, node: str | None = None,
             field: str | None = None) -> None:
         at = at or At(None)
-        self.errors.append(UserError(message, file=self.file, line=at.line, column=at.column,
-                                     node=node, field=field))
+        if at.origin is None and self.origin is not None:
+            at = At(at.value, at.line, at.column, self.origin)
+        self.errors.append(error_at(message, at, self.file, node=node, field=field))
 
     def extend(self, errors: Iterable[UserError]) -> None:
         self.errors.extend(errors)
@@ -87,8 +164,14 @@ class Problems:
     def raise_any(self) -> None:
         if not self.errors:
             return
-        big = float("inf")
-        errs = sorted(self.errors, key=lambda e: (e.line or big, e.column or 0))
+        errs, seen = [], set()
+        for e in sorted(self.errors, key=_order):
+            if isinstance(e, PresetError):  # the same mistake seen through two uses of a preset
+                key = (e.file, e.line, e.column, e.field, e.message)
+                if key in seen:
+                    continue
+                seen.add(key)
+            errs.append(e)
         raise errs[0] if len(errs) == 1 else UserErrors(errs)
 
 
@@ -111,9 +194,11 @@ def _words(name: str) -> list[str]:
 
 # --- reading ------------------------------------------------------------------------------------
 
-def read(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
+def read(source: str | Path | Mapping, origin: Origin | None = None
+         ) -> tuple[Workflow, Problems]:
     """Parse a workflow file (path) or a mapping.  Shape problems are collected, not raised,
-    except those that leave nothing to check (unreadable file, YAML syntax, not a mapping)."""
+    except those that leave nothing to check (unreadable file, YAML syntax, not a mapping).
+    ``origin``: the file is a preset; its places (and problems) carry the chain of users."""
     if isinstance(source, Mapping):
         file, text, tree = None, _dump(source), _Tree.from_python(source)
     else:
@@ -126,10 +211,26 @@ def read(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read workflow file {file}: {e}") from None
         tree = _Tree.from_yaml(text, file)
-    problems = Problems(file)
+    problems = Problems(file, origin)
     wf = Workflow(file=file, text=text)
     _read_top(tree, wf, problems)
+    if origin is not None:
+        _stamp(wf, origin)
     return wf, problems
+
+
+def _stamp(wf: Workflow, origin: Origin) -> None:
+    """Mark every place in ``wf`` as written in the preset file ``origin`` describes."""
+    def s(at: At) -> At:
+        return At(at.value, at.line, at.column, origin)
+
+    for wi in wf.inputs.values():
+        wi.at, wi.default_at = s(wi.at), s(wi.default_at)
+    for d in wf.nodes.values():
+        d.type, d.at = s(d.type), s(d.at)
+        d.links = {k: s(v) for k, v in d.links.items()}
+        d.params = {k: s(v) for k, v in d.params.items()}
+    wf.outputs = {k: s(v) for k, v in wf.outputs.items()}
 
 
 def _dump(mapping: Mapping) -> str:
@@ -236,6 +337,11 @@ BAD = object()
 """Placeholder for a value that could not be read (already reported)."""
 
 
+def _socket_types() -> dict:
+    from ..nodes.types import SOCKET_TYPES
+    return SOCKET_TYPES
+
+
 def _check_keys(problems: Problems, items, allowed: tuple[str, ...], what: str,
                 node: str | None = None) -> dict[str, tuple[At, _Tree]]:
     got: dict[str, tuple[At, _Tree]] = {}
@@ -301,16 +407,22 @@ def _read_inputs(tree: _Tree, wf: Workflow, p: Problems) -> None:
         got = _check_keys(p, val.items(p, f"workflow input '{name}'"), INPUT_KEYS,
                           f"workflow input '{name}'")
         if "type" not in got:
-            p.add(f"workflow input '{name}' needs a type ({', '.join(INPUT_TYPES)})", kat,
-                  field=name)
+            p.add(f"workflow input '{name}' needs a type ({', '.join(INPUT_TYPES)}, or a socket "
+                  "type such as IMAGE in a preset)", kat, field=name)
             continue
         tat, tval = got["type"]
         typ = tval.value(p)
-        if typ not in INPUT_TYPES:
-            p.add(f"workflow input '{name}': type must be one of {', '.join(INPUT_TYPES)}, "
-                  f"got {show(typ)}{suggest(str(typ).upper(), INPUT_TYPES)}", tval.at, field=name)
+        if not isinstance(typ, str) or typ not in (*INPUT_TYPES, *_socket_types()):
+            p.add(f"workflow input '{name}': type must be one of {', '.join(INPUT_TYPES)} or a "
+                  f"socket type, got {show(typ)}"
+                  f"{suggest(str(typ).upper(), (*INPUT_TYPES, *_socket_types()))}", tval.at,
+                  field=name)
             continue
         default, dat = MISSING, kat
+        if "default" in got and typ not in INPUT_TYPES:
+            p.add(f"workflow input '{name}' ({typ}) is linked, so it takes no default",
+                  got["default"][1].at, field=name)
+            continue
         if "default" in got:
             dtree = got["default"][1]
             default, dat = dtree.value(p), dtree.at
