@@ -56,6 +56,7 @@ def _input_order(spec: NodeSpec) -> list[str]:
 def node_ids(rs: Resolved) -> dict[str, str]:
     """Our node id -> the ComfyUI id (a decimal string)."""
     ids = [nid for nid in rs.workflow.nodes if nid in rs.nodes]
+    ids += [nid for nid in rs.nodes if nid not in rs.workflow.nodes]  # made by expansion
     if all(re.fullmatch(r"[1-9][0-9]*", nid) for nid in ids):
         return {nid: nid for nid in ids}
     return {nid: str(i) for i, nid in enumerate(ids, 1)}

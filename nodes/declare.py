@@ -297,6 +297,8 @@ def comfy_input_types(spec: NodeSpec) -> dict:
     optional: dict[str, tuple] = {}
     for s in spec.inputs:
         opts = {"tooltip": s.tooltip} if s.tooltip else {}
+        if s.type in PARAM_TYPES:  # a socket, never a widget, even for ComfyUI's widget types
+            opts["forceInput"] = True
         (optional if s.optional else required)[s.name] = (s.type, opts) if opts else (s.type,)
     for p in spec.params:
         opts: dict[str, Any] = {}
@@ -371,5 +373,5 @@ def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
     for spec in specs:
         key = comfy_id(spec.type)
         classes[key] = comfy_class(spec)
-        names[key] = spec.display_name or spec.type
+        names[key] = spec.display_name or key  # "unCLIP Decoder": ours, in ComfyUI's search
     return classes, names

@@ -245,8 +245,10 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
 
 
 def _metadata_text() -> dict[str, str]:
-    """The host's metadata as strings (the executor gives "workflow"/"inputs", ComfyUI gives
-    "prompt"/"workflow")."""
+    """The host's metadata as strings.  Both hosts give ComfyUI's "prompt" (API JSON) and
+    "workflow" (UI JSON), so ComfyUI opens the graph of an image dropped on it; the executor adds
+    "unclip_workflow" (the workflow text) and "unclip_inputs" (its input values), from which
+    ``unclip run IMAGE.png`` runs it again."""
     return {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
             for k, v in runtime.metadata().items()}
 

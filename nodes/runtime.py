@@ -124,6 +124,15 @@ def _comfy_interrupted() -> bool:
     return False
 
 
+def _comfy_metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata: its savers then write no text chunks, nor do ours."""
+    try:
+        from comfy.cli_args import args  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    return bool(getattr(args, "disable_metadata", False))
+
+
 @contextlib.contextmanager
 def comfy_host(prompt=None, extra_pnginfo=None) -> Iterator[Host]:
     """A Host backed by ComfyUI when it is importable, else the default one (tests, scripts)."""
@@ -136,10 +145,11 @@ def comfy_host(prompt=None, extra_pnginfo=None) -> Iterator[Host]:
         return
     import json
     meta = {}
-    if prompt is not None:
-        meta["prompt"] = json.dumps(prompt)
-    for k, v in (extra_pnginfo or {}).items():
-        meta[k] = json.dumps(v)
+    if not _comfy_metadata_disabled():  # what ComfyUI's SaveImage writes: prompt, then workflow
+        if prompt is not None:
+            meta["prompt"] = json.dumps(prompt)
+        for k, v in (extra_pnginfo or {}).items():
+            meta[k] = json.dumps(v)
     h = Host(device=str(mm.get_torch_device()), output_dir=Path(folder_paths.get_output_directory()),
              metadata=meta, progress=_ComfyProgress, interrupted=_comfy_interrupted)
     with use_host(h):

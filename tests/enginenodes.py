@@ -92,7 +92,7 @@ def save(image, prefix):
     out = runtime.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{prefix}.txt"
-    path.write_text(f"{float(image.sum()):.6f}\n{runtime.metadata().get('inputs', '')}\n")
+    path.write_text(f"{float(image.sum()):.6f}\n{runtime.metadata().get('unclip_inputs', '')}\n")
     return str(path.resolve())
 
 

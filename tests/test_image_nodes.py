@@ -20,7 +20,8 @@ ANIM = REGISTRY["SaveAnimation"]
 @pytest.fixture
 def host(tmp_path):
     h = runtime.Host(output_dir=tmp_path / "out",
-                     metadata={"workflow": "nodes: {a: 1}", "inputs": json.dumps({"seed": 3}),
+                     metadata={"unclip_workflow": "nodes: {a: 1}",
+                               "unclip_inputs": json.dumps({"seed": 3}),
                                "note": "caf\u00e9 \u2603"})
     with runtime.use_host(h):
         yield h
