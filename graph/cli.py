@@ -15,8 +15,9 @@ from pathlib import Path
 from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
 from .cache import Cache, CacheWarning, default_dir, write_atomic
-from .comfy import load_source, to_api, to_ui, unsaved_outputs
+from .comfy import is_api, is_ui, load_source, to_api, to_ui, unsaved_outputs
 from .run import RunInterrupted, RunResult, describe, execute, write_report
+from . import sweep
 from .validate import load
 
 EXIT_USER, EXIT_INTERRUPTED = 2, 130
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="also write the run report as JSON here")
     cache_dir_arg(run)
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    run.add_argument("--sweep", dest="sweeps", action="append", default=[],
+                     metavar="NAME=VALUES",
+                     help="run for each value of an input: a,b,c or 0..7 (integers) or @file (one "
+                          "value per line); several --sweep make every combination; shared work "
+                          "runs once, and a contact sheet is written")
+    run.add_argument("--zip", action="store_true",
+                     help="pair the --sweep lists by position instead of combining them")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running anything")
@@ -128,7 +136,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
+    plan = _sweep_plan(args)
+    rs = plan.resolved if plan else load_source(workflow_path(args.workflow), parse_sets(args.sets))
     if args.report and args.report.is_dir():  # say so before the run, not after it
         raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
     cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
@@ -139,14 +148,47 @@ def cmd_run(args) -> int:
                              progress=True, interrupted=stop.pressed)
     except RunInterrupted as e:
         print_summary(e.result)
+        if plan:
+            e.result.extra["sweep"] = sweep.describe(plan, None)
         if args.report:
             write_report(e.result, args.report)
         print("interrupted: finished nodes are cached", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(result)
+    if plan:
+        sheet = sweep.contact_sheet(plan, result, args.out)
+        result.extra["sweep"] = sweep.describe(plan, sheet)
+        print(f"sweep: {len(plan.combinations)} runs, "
+              f"{sum(r.status == 'ran' for r in result.report)} nodes ran")
+        if sheet:
+            print(f"wrote {sheet}")
     if args.report:
         write_report(result, args.report)
     return 0
+
+
+def _sweep_plan(args):
+    """The combined graph of ``--sweep`` (None without one)."""
+    if not args.sweeps:
+        if args.zip:
+            raise UserError("--zip pairs the values of several --sweep; give them", field="zip")
+        return None
+    path = workflow_path(args.workflow)
+    if path.suffix.lower() in (".png", ".json") and _is_comfy(path):
+        raise UserError(f"{path}: --sweep runs our YAML workflows, not ComfyUI's formats or "
+                        "images; give this one's inputs with --set", field="sweep")
+    sweeps = [sweep.parse_sweep(s) for s in args.sweeps]
+    return sweep.plan_sweep(path, sweeps, zip=args.zip, overrides=parse_sets(args.sets))
+
+
+def _is_comfy(path: Path) -> bool:
+    if path.suffix.lower() == ".png":
+        return path.is_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (is_api(data) or is_ui(data) or is_api(data.get("prompt")))
 
 
 def cmd_export(args) -> int:

@@ -25,7 +25,7 @@ from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
 from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
-from .comfy import INPUTS, png_metadata
+from .comfy import png_metadata
 from .validate import Resolved, load
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
@@ -133,9 +133,16 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
         for ref in rs.nodes[nid].links.values():
             uses[ref] = uses.get(ref, 0) + 1
     pinned = set(rs.outputs.values())
+    metas: dict[int, dict] = {}
+
+    def part_meta(part: Resolved) -> dict:
+        if id(part) not in metas:
+            metas[id(part)] = png_metadata(part)
+        return metas[id(part)]
+
     current = [""]
     host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
-                metadata=png_metadata(rs),  # ComfyUI's prompt/workflow + ours
+                metadata={} if rs.parts else png_metadata(rs),  # ComfyUI's prompt/workflow + ours
                 progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
@@ -146,8 +153,8 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
                     raise Interrupted()
                 current[0] = nid
                 bar.set_postfix_str(nid)
-                if rs.node_inputs:  # a sweep: each saver records its own combination
-                    host.metadata[INPUTS] = rs.inputs_json(nid)
+                if nid in rs.parts and rs.nodes[nid].spec.output_node:
+                    host.metadata = part_meta(rs.parts[nid])  # a sweep: each file, its own run
                 _run_node(rs, nid, keys, cache, values, records[nid])
                 bar.update()
                 for ref in rs.nodes[nid].links.values():

@@ -50,13 +50,12 @@ class Resolved:
     nodes: dict[str, ResolvedNode]
     outputs: dict[str, tuple[str, str]]
     graph: nx.DiGraph
-    node_inputs: dict[str, dict] = field(default_factory=dict)
-    """Per node id, the workflow inputs its saved files should record when they differ from
-    ``inputs`` (a sweep's savers)."""
+    parts: dict[str, "Resolved"] = field(default_factory=dict)
+    """A sweep's combined graph: per node id, the single run it belongs to.  Savers record that
+    run's workflow and inputs, so each saved file can be run again on its own."""
 
-    def inputs_json(self, node: str | None = None) -> str:
-        values = self.node_inputs.get(node, self.inputs) if node is not None else self.inputs
-        return json.dumps(values, sort_keys=True, ensure_ascii=False)
+    def inputs_json(self) -> str:
+        return json.dumps(self.inputs, sort_keys=True, ensure_ascii=False)
 
 
 def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None) -> Resolved:
