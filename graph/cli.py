@@ -18,6 +18,7 @@ from .cache import Cache, CacheWarning, default_dir, write_atomic
 from .comfy import is_api, is_ui, load_source, to_api, to_ui, unsaved_outputs
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from . import sweep
+from .preset import user_dirs
 from .validate import load
 
 EXIT_USER, EXIT_INTERRUPTED = 2, 130
@@ -105,13 +106,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def workflow_path(arg: str) -> Path:
-    """The file itself, else a shipped preset of that name (``text_to_image``)."""
+    """The file itself, else a preset of that name (``text_to_image``): shipped in workflows/
+    (or workflows/presets/), else in a folder of $UNCLIP_PRESETS -- where ``preset:NAME`` looks."""
     path = Path(arg)
     if path.exists() or path.parent != Path("."):
         return path
-    for cand in (WORKFLOWS / arg, WORKFLOWS / f"{arg}.yaml"):
-        if cand.is_file():
-            return cand
+    for folder in (WORKFLOWS, WORKFLOWS / "presets", *user_dirs()):
+        for cand in (folder / arg, folder / f"{arg}.yaml"):
+            if cand.is_file():
+                return cand
     return path
 
 
