@@ -68,6 +68,10 @@ def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
     if text.text_embeds.shape[-1] != dim:
         raise UserError(f"text embeddings have width {text.text_embeds.shape[-1]} but this prior "
                         f"takes {dim}; encode with the prior's own CLIP", field=field)
+    width = cfg.get("embedding_dim", 768)
+    if cfg.get("encoder_hid_proj_type", "linear") is not None and text.hidden_states.shape[-1] != width:
+        raise UserError(f"text hidden states have width {text.hidden_states.shape[-1]} but this "
+                        f"prior reads {width}; encode with the prior's own CLIP", field=field)
     length = prior.num_embeddings
     if text.hidden_states.shape[1] != length:
         raise UserError(f"text embeddings have {text.hidden_states.shape[1]} tokens but this prior "

@@ -230,3 +230,12 @@ def test_the_pocket_checkpoint_loads_and_samples_with_no_special_case():
     big = upsample.upsample_node(up, img, steps=2, seed=0)
     assert big.shape[1] == up.sample_size
     assert clip.clip_image_encode(vision, big).image_embeds.shape == z.image_embeds.shape
+
+
+def test_tiny_command_writes_a_checkpoint_that_loads(tmp_path, capsys):
+    from unclip_nodes.nodes import tiny
+    assert tiny.main([str(tmp_path / "mine"), "--no-image-encoder"]) == 0
+    assert "mine" in capsys.readouterr().out
+    clip_text, vision, pri, dec, up = load(tmp_path / "mine")
+    assert vision is None and pri is not None
+    assert REGISTRY["LoadUnCLIP"].fingerprint(dict(PARAMS, path=str(tmp_path / "mine")))

@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
-from stages_util import HAVE_REFERENCE, load, needs_reference, one_thread, tiny_checkpoint  # noqa: F401
+from stages_util import load, needs_reference, one_thread, tiny_checkpoint  # noqa: F401
 from unclip_nodes.nodes import clip, decoder, prior, upsample
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.errors import UserError

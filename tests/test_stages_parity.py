@@ -94,7 +94,7 @@ def _test_images(batch: int) -> list[PIL.Image.Image]:
 
 
 def _as_image(pils) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.asarray(p)).float() / 255.0 for p in pils])
+    return torch.stack([torch.from_numpy(np.array(p)).float() / 255.0 for p in pils])
 
 
 @needs_reference
