@@ -184,6 +184,7 @@ def _key(path: Path) -> str:
 
 def _flatten(wf: Workflow, ctx: _Ctx, origin: Origin | None) -> Workflow:
     """Expand the preset nodes of ``wf`` (whose places carry ``origin`` when it is a preset)."""
+    prefix = origin.prefix if origin else ""  # messages name nodes by their final ids
     uses: dict[str, _Use] = {}
     broken: set[str] = set()
     for nid, decl in wf.nodes.items():
@@ -236,7 +237,7 @@ def _flatten(wf: Workflow, ctx: _Ctx, origin: Origin | None) -> Workflow:
         elif nid in uses:
             nodes.update(_bind(wf, uses[nid], set(uses) | broken, redirect, source_type, ctx))
         else:
-            links = {k: redirect(v, node=nid, field=k) for k, v in decl.links.items()}
+            links = {k: redirect(v, node=prefix + nid, field=k) for k, v in decl.links.items()}
             nodes[nid] = replace(decl, links=links)
     outputs = {k: redirect(v, field=k) for k, v in wf.outputs.items()}
     return replace(wf, nodes=nodes, outputs=outputs)
@@ -245,27 +246,28 @@ def _flatten(wf: Workflow, ctx: _Ctx, origin: Origin | None) -> Workflow:
 def _load(wf: Workflow, decl: NodeDecl, ctx: _Ctx, origin: Origin | None) -> _Use | None:
     """Read and expand the preset ``decl`` names, or report why it cannot be used."""
     nid, here = decl.id, origin.file if origin else wf.file
+    prefix = origin.prefix if origin else ""
     if ctx.too_big:
         return None
     base = Path(here).parent if here else Path.cwd()
     ref = decl.type.value[len(PREFIX):].strip()
     path, why = locate(ref, base)
     if path is None:
-        ctx.add(why, decl.type, node=nid, field="type")
+        ctx.add(why, decl.type, node=prefix + nid, field="type")
         return None
     key = _key(path)
     keys = [k for k, _ in ctx.stack]
     if key in keys:
         chain = [shown for _, shown in ctx.stack[keys.index(key):]] + [str(path)]
-        ctx.add("presets use each other in a cycle: " + " -> ".join(chain), decl.type, node=nid,
-                field="type")
+        ctx.add("presets use each other in a cycle: " + " -> ".join(chain), decl.type,
+                node=prefix + nid, field="type")
         return None
     big = float("inf")
     use_at = f"{here}:{decl.at.line}:{decl.at.column}" if here and decl.at.line else here
     entry = f"{use_at} node '{nid}'" if use_at else f"node '{nid}'"
     use_origin = Origin(str(path), (entry, *(origin.via if origin else ())),
                         (*(origin.order if origin else ()), decl.at.line or big,
-                         decl.at.column or 0))
+                         decl.at.column or 0), f"{prefix}{nid}/")
     try:
         child, cp = read(path, use_origin)
     except UserError as e:  # unreadable file, YAML syntax: nothing inside to check
@@ -281,7 +283,7 @@ def _load(wf: Workflow, decl: NodeDecl, ctx: _Ctx, origin: Origin | None) -> _Us
     if ctx.nodes > MAX_NODES:
         ctx.too_big = True
         ctx.add(f"presets expand to more than {MAX_NODES} nodes here; a preset is probably used "
-                "many times over at several levels", decl.type, node=nid, field="type")
+                "many times over at several levels", decl.type, node=prefix + nid, field="type")
         return None
     outer_stack = ctx.stack
     ctx.stack = (*outer_stack, (key, str(path)))
@@ -328,6 +330,7 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
     """The preset's nodes for one use: ids prefixed, ``$input`` replaced by what it is given."""
     decl, child, label = use.decl, use.child, use.label
     nid = decl.id
+    who = use.origin.prefix[:-1]  # the using node's final id, for messages
     values: dict[str, At] = {}
     sockets: dict[str, At] = {}
     value_names = [n for n, i in child.inputs.items() if not i.socket]
@@ -336,41 +339,41 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
         wi = child.inputs.get(name)
         if wi is None:
             ctx.add(f"preset {label} has no input '{name}'{suggest(name, value_names)}; its "
-                    f"inputs: {', '.join(value_names) or 'none'}", at, node=nid, field=name)
+                    f"inputs: {', '.join(value_names) or 'none'}", at, node=who, field=name)
         elif wi.socket:
-            ctx.add(f"'{name}' is a {wi.type} input of preset {label}, not a value: link it "
-                    "under 'links' as '<node>.<output>'", at, node=nid, field=name)
+            ctx.add(f"'{name}' is a socket input ({wi.type}) of preset {label}, not a value: "
+                    "link it under 'links' as '<node>.<output>'", at, node=who, field=name)
         else:
-            values[name] = _value(wf, wi, at, label, ctx, nid)
+            values[name] = _value(wf, wi, at, label, ctx, who)
     for name, at in decl.links.items():
-        wi = child.inputs.get(name)
+        wi, written = child.inputs.get(name), at.value
         if _plain_link(at.value, presets):
-            target = _link_target(wf, at, ctx.p, node=nid, field=name)
-            if target is None or _upstream_output(wf, *target, at, ctx.p, node=nid,
+            target = _link_target(wf, at, ctx.p, node=who, field=name)
+            if target is None or _upstream_output(wf, *target, at, ctx.p, node=who,
                                                   field=name) is None:
                 at = replace(at, value=BAD)  # reported (or its node's type is)
-        at = redirect(at, node=nid, field=name)
+        at = redirect(at, node=who, field=name)
         if wi is None:
             ctx.add(f"preset {label} has no socket input '{name}'{suggest(name, socket_names)}; "
-                    f"its socket inputs: {', '.join(socket_names) or 'none'}", at, node=nid,
+                    f"its socket inputs: {', '.join(socket_names) or 'none'}", at, node=who,
                     field=name)
         elif not wi.socket:
             ctx.add(f"'{name}' is a value input ({wi.type}) of preset {label}: put its value "
-                    "under 'params'", at, node=nid, field=name)
+                    "under 'params'", at, node=who, field=name)
         else:
             got = source_type(at.value)
             if got is not None and got != wi.type:
-                ctx.add(f"type mismatch: '{at.value}' gives {got} but input '{name}' of preset "
-                        f"{label} takes {wi.type}", at, node=nid, field=name)
+                ctx.add(f"type mismatch: '{written}' gives {got} but input '{name}' of preset "
+                        f"{label} takes {wi.type}", at, node=who, field=name)
                 at = replace(at, value=BAD)
             sockets[name] = at
     for name, wi in child.inputs.items():
         if wi.socket and name not in decl.links:
             ctx.add(f"missing input '{name}' ({wi.type}) of preset {label}: link it under "
-                    "'links' as '<node>.<output>'", decl.at, node=nid, field=name)
+                    "'links' as '<node>.<output>'", decl.at, node=who, field=name)
         elif not wi.socket and name not in decl.params and wi.default is MISSING:
             ctx.add(f"missing parameter '{name}' ({wi.type}) of preset {label}, which has no "
-                    "default for it", decl.at, node=nid, field=name)
+                    "default for it", decl.at, node=who, field=name)
 
     def sub_link(cid: str, name: str, at: At) -> At:
         ref = at.value
@@ -381,8 +384,8 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
                         f"socket inputs: {', '.join(socket_names) or 'none'}", at, node=cid,
                         field=name)
             elif not wi.socket:
-                ctx.add(f"'{ref}' is a {wi.type} value, not a socket: use it under 'params'", at,
-                        node=cid, field=name)
+                ctx.add(f"'{ref}' is a value input ({wi.type}), not a socket: use it under "
+                        "'params'", at, node=cid, field=name)
             else:
                 return sockets.get(ref[1:], replace(at, value=BAD))
             return replace(at, value=BAD)
@@ -400,7 +403,7 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
             ctx.add(f"undefined workflow input '{v}'{suggest(v[1:], child.inputs)}; defined: "
                     f"{', '.join(child.inputs) or 'none'}", at, node=cid, field=name)
         elif wi.socket:
-            ctx.add(f"'{v}' is a {wi.type} socket input: link it under 'links', not 'params'",
+            ctx.add(f"'{v}' is a socket input ({wi.type}): link it under 'links', not 'params'",
                     at, node=cid, field=name)
         elif wi.name in values:
             return values[wi.name]
@@ -413,9 +416,10 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
     out: dict[str, NodeDecl] = {}
     for cid, cd in child.nodes.items():
         new = f"{nid}/{cid}"
+        full = use.origin.prefix + cid
         out[new] = NodeDecl(new, cd.type,
-                            {k: sub_link(new, k, v) for k, v in cd.links.items()},
-                            {k: sub_param(new, k, v) for k, v in cd.params.items()}, cd.at)
+                            {k: sub_link(full, k, v) for k, v in cd.links.items()},
+                            {k: sub_param(full, k, v) for k, v in cd.params.items()}, cd.at)
     return out
 
 
@@ -437,8 +441,8 @@ def _value(wf: Workflow, wi: WorkflowInput, at: At, label: str, ctx: _Ctx, nid: 
             ctx.add(f"undefined workflow input '{v}'{suggest(v[1:], wf.inputs)}; defined: "
                     f"{', '.join(wf.inputs) or 'none'}", at, node=nid, field=wi.name)
         elif outer.socket:
-            ctx.add(f"'{v}' is a {outer.type} socket input: link it under 'links'", at, node=nid,
-                    field=wi.name)
+            ctx.add(f"'{v}' is a socket input ({outer.type}): link it under 'links'", at,
+                    node=nid, field=wi.name)
         elif outer.type != wi.type and (outer.type, wi.type) != ("INT", "FLOAT"):
             ctx.add(f"input '{wi.name}' of preset {label} takes {wi.type} but '{v}' is "
                     f"{outer.type}", at, node=nid, field=wi.name)

@@ -101,8 +101,8 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
     values: dict[str, Any] = {}
     for name, wi in wf.inputs.items():
         if wi.socket:
-            p.add(f"workflow input '{name}' is a {wi.type} socket: only a workflow used as a "
-                  f"preset (type: preset:...) can have one, and its user links it", wi.at,
+            p.add(f"workflow input '{name}' is a socket ({wi.type}): only a workflow used as a "
+                  "preset (type: preset:...) can have one, and its user links it", wi.at,
                   field=name)
         if wi.default is MISSING:
             continue

@@ -40,6 +40,7 @@ class Origin:
     file: str | None
     via: tuple[str, ...] = ()
     order: tuple = ()
+    prefix: str = ""      # what the preset's node ids get in the end: 'up/' or 'up/inner/'
 
 
 @dataclass(frozen=True)
