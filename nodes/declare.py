@@ -321,8 +321,13 @@ def comfy_input_types(spec: NodeSpec) -> dict:
     if optional:
         out["optional"] = optional
     if spec.output_node:
-        out["hidden"] = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+        out["hidden"] = dict(_COMFY_HIDDEN)
     return out
+
+
+_COMFY_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+"""What ComfyUI passes to output nodes besides their inputs: the API prompt and the PNG extras
+(the UI workflow), which savers write as text chunks."""
 
 
 def comfy_class(spec: NodeSpec) -> type:
@@ -332,8 +337,17 @@ def comfy_class(spec: NodeSpec) -> type:
     def INPUT_TYPES(cls):
         return comfy_input_types(spec)
 
-    def run(self, prompt=None, extra_pnginfo=None, **kwargs):
-        with runtime.comfy_host(prompt=prompt, extra_pnginfo=extra_pnginfo):
+    hidden = _COMFY_HIDDEN if spec.output_node else {}
+    clash = [n for n in hidden if spec.field(n) is not None]
+    if clash:
+        raise TypeError(f"node {spec.type}: an output node cannot have a field named "
+                        f"{clash[0]!r}: ComfyUI passes its hidden input of that name")
+
+    def run(self, **kwargs):
+        # Hidden inputs come as keywords like the others, and only to the nodes that declare
+        # them: a node's own "prompt" widget must stay the node's.
+        extra = {n: kwargs.pop(n, None) for n in hidden}
+        with runtime.comfy_host(**extra):
             for s in spec.inputs:
                 kwargs.setdefault(s.name, None)
             result = spec.call(**kwargs)
