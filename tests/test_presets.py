@@ -5,6 +5,7 @@ import enginenodes  # noqa: F401  -- registers the Test* node types
 import pytest
 import torch
 
+from stages_util import tiny_checkpoint  # noqa: F401
 from unclip_nodes.graph import Cache, MemoryTier, load, run_workflow
 from unclip_nodes.graph import cli, preset
 from unclip_nodes.graph.cache import compute_keys
@@ -294,3 +295,25 @@ def test_cli_validate_reports_preset_mistakes_with_exit_2(files, tmp_path, cli):
     assert done.stderr.startswith("b.yaml:2:38 (used by a.yaml:2:3 node 'up'): node 'up/n', "
                                   "field 'sed': TestNoise has no parameter 'sed' (did you mean "
                                   "'seed'?)")
+
+
+def test_shipped_upscale_preset_equals_the_upsample_node_written_out(tiny_checkpoint, tmp_path):
+    """``preset:upscale`` (workflows/presets/) links a real IMAGE through its socket input."""
+    src = {"type": "TestNoise", "params": {"seed": 4, "size": 32}}
+    via_preset = {"nodes": {"src": src, "up": {
+        "type": "preset:upscale", "links": {"image": "src.image"},
+        "params": {"model": str(tiny_checkpoint), "steps": 2, "seed": 6}}},
+        "outputs": {"image": "up.image"}}
+    by_hand = {"nodes": {"src": src,
+                         "m": {"type": "LoadUnCLIPUpsampler",
+                               "params": {"path": str(tiny_checkpoint)}},
+                         "u": {"type": "Upsample", "links": {"upsampler": "m.upsampler",
+                                                             "image": "src.image"},
+                               "params": {"steps": 2, "seed": 6}}},
+               "outputs": {"image": "u.image"}}
+    c = Cache(tmp_path / "c", memory=MemoryTier())
+    first = run_workflow(via_preset, cache=c)
+    assert first.outputs["image"].shape == (1, 64, 64, 3)
+    again = run_workflow(by_hand, cache=c)  # the same cache keys: nothing runs again
+    assert again.status() == {"src": "not needed", "m": "not needed", "u": "memory hit"}
+    assert torch.equal(again.outputs["image"], first.outputs["image"])
