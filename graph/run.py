@@ -147,7 +147,8 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
     try:
-        with runtime.use_host(host):
+        base = runtime.workflow_folder(rs.workflow.file)  # for relative file parameters
+        with runtime.use_host(host), runtime.use_base_dir(base):
             for nid in to_run:
                 if interrupted():
                     raise Interrupted()

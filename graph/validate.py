@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import networkx as nx
 
-from ..nodes import declare
+from ..nodes import declare, runtime
 from ..nodes.declare import NodeSpec, Param, parse_literal
 from ..nodes.errors import UserError
 from . import dag
@@ -76,10 +76,11 @@ def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = Non
     inputs = _resolve_inputs(wf, overrides or {}, p)
     nodes: dict[str, ResolvedNode] = {}
     edges: list[tuple[str, str]] = []
-    for decl in wf.nodes.values():
-        rn = _check_node(wf, decl, inputs, edges, p)
-        if rn is not None:
-            nodes[rn.id] = rn
+    with runtime.use_base_dir(runtime.workflow_folder(wf.file)):  # relative file parameters
+        for decl in wf.nodes.values():
+            rn = _check_node(wf, decl, inputs, edges, p)
+            if rn is not None:
+                nodes[rn.id] = rn
     outputs = _check_outputs(wf, p)
     if not wf.outputs and not any(_spec(d) and _spec(d).output_node for d in wf.nodes.values()):
         p.add("nothing to run: name some 'outputs' or add an output node (a saver)")

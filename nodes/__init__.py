@@ -11,5 +11,8 @@ from . import clip  # noqa: F401
 from . import prior  # noqa: F401
 from . import decoder  # noqa: F401
 from . import upsample  # noqa: F401
+from . import inpaint  # noqa: F401
+from . import interpolate  # noqa: F401
+from . import invert  # noqa: F401
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())

@@ -87,12 +87,14 @@ def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
 
 
 def resolve_input_path(path: str) -> Path:
-    """An absolute path; relative paths are taken from the current directory."""
+    """An absolute path.  A relative path is taken from the current directory; when nothing is
+    there, from the folder of the workflow file being run (``runtime.base_dir``), if any."""
     if not isinstance(path, str) or not path.strip():
         raise UserError("give the path of an image file", field="path")
     p = Path(path).expanduser()
     if not p.is_absolute():
-        p = Path.cwd() / p
+        here, base = Path.cwd() / p, runtime.base_dir()
+        p = base / p if base is not None and not here.exists() and (base / p).exists() else here
     return p.resolve()
 
 
@@ -128,7 +130,8 @@ def _load_fingerprint(params: dict) -> dict:
 @node("LoadImage", category=CATEGORY,
       description="Load a PNG, JPEG or WebP file as an image and a mask (1 - alpha).",
       params=[Param("path", "STRING", tooltip="Image file; relative paths start at the "
-                                               "current directory.")],
+                                               "current directory, else at the workflow "
+                                               "file's folder.")],
       outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
                Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
                                       "all zeros without alpha")],
@@ -244,13 +247,22 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
     return [p.resolve() for p in written]
 
 
-def _metadata_text() -> dict[str, str]:
-    """The host's metadata as strings.  Both hosts give ComfyUI's "prompt" (API JSON) and
+_FRAMES = Input("frames", "STRING", optional=True,
+                 tooltip="per-image values (e.g. a path's thetas), stored in the metadata as "
+                         "'frames'")
+
+
+def _metadata_text(frames: str | None = None) -> dict[str, str]:
+    """The host's metadata as strings, plus ``frames`` (per-image values such as a path's
+    thetas) when given.  Both hosts give ComfyUI's "prompt" (API JSON) and
     "workflow" (UI JSON), so ComfyUI opens the graph of an image dropped on it; the executor adds
     "unclip_workflow" (the workflow text) and "unclip_inputs" (its input values), from which
     ``unclip run IMAGE.png`` runs it again."""
-    return {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
             for k, v in runtime.metadata().items()}
+    if frames is not None:
+        meta["frames"] = str(frames)
+    return meta
 
 
 # --- SaveImage ----------------------------------------------------------------------------------
@@ -262,14 +274,14 @@ _PREFIX_TIP = ("File name prefix inside the output folder; may contain subfolder
 @node("SaveImage", category=CATEGORY,
       description="Save each image of a batch as a numbered PNG in the output folder, with the "
                   "workflow in its text chunks.",
-      inputs=[Input("images", "IMAGE")],
+      inputs=[Input("images", "IMAGE"), _FRAMES],
       params=[Param("prefix", "STRING", default="unclip", tooltip=_PREFIX_TIP)],
       outputs=[Output("paths", "STRING", "absolute paths of the written files, one per line")],
       output_node=True, cacheable=False, check=_check_prefix_param)
-def save_image(images: torch.Tensor, prefix: str = "unclip"):
+def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None = None):
     check_image(images, "images")
     info = PngImagePlugin.PngInfo()
-    for key, value in _metadata_text().items():
+    for key, value in _metadata_text(frames).items():
         info.add_text(key, value)  # Pillow picks iTXt by itself for non-Latin-1 text
 
     def writer(frame):
@@ -284,7 +296,7 @@ def save_image(images: torch.Tensor, prefix: str = "unclip"):
 
 @node("SaveAnimation", category=CATEGORY,
       description="Save the frames of a batch as one animated GIF or WebP in the output folder.",
-      inputs=[Input("images", "IMAGE", "the frames, in order")],
+      inputs=[Input("images", "IMAGE", "the frames, in order"), _FRAMES],
       params=[Param("prefix", "STRING", default="unclip_anim", tooltip=_PREFIX_TIP),
               Param("format", "COMBO", default="webp", choices=("gif", "webp"),
                     tooltip="webp is lossless; gif has 256 colours and 10 ms time steps"),
@@ -293,14 +305,14 @@ def save_image(images: torch.Tensor, prefix: str = "unclip"):
       outputs=[Output("paths", "STRING", "absolute path of the written file")],
       output_node=True, cacheable=False, check=_check_prefix_param)
 def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: str = "webp",
-                   fps: float = 8.0, loop: bool = True):
+                   fps: float = 8.0, loop: bool = True, frames: str | None = None):
     """The host metadata (e.g. "workflow", or per-frame values under "frames") is embedded as
     one JSON object: the GIF comment, or the WebP EXIF ImageDescription tag."""
     check_image(images, "images")
-    frames = [tensor_to_pil(f[..., :3]) for f in images]
+    meta = json.dumps(_metadata_text(frames), sort_keys=True)  # ASCII: safe in both containers
+    pictures = [tensor_to_pil(f[..., :3]) for f in images]
     duration = max(1, round(1000.0 / fps))
-    meta = json.dumps(_metadata_text(), sort_keys=True)  # ASCII: safe in both containers
-    opts: dict = {"save_all": True, "append_images": frames[1:], "duration": duration}
+    opts: dict = {"save_all": True, "append_images": pictures[1:], "duration": duration}
     if format == "gif":
         opts.update(format="GIF", comment=meta.encode("ascii"))
         if loop:
@@ -309,7 +321,7 @@ def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: st
         exif = Image.Exif()
         exif[0x010E] = meta  # ImageDescription
         opts.update(format="WEBP", lossless=True, loop=0 if loop else 1, exif=exif)
-    paths = write_outputs(prefix, format, [lambda f: frames[0].save(f, **opts)])
+    paths = write_outputs(prefix, format, [lambda f: pictures[0].save(f, **opts)])
     runtime.host().ui["animated"] = (True,)
     return "\n".join(str(p) for p in paths)
 

@@ -101,6 +101,34 @@ def steps(total: int, desc: str = "") -> Iterator[int]:
         bar.close()
 
 
+_BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("unclip_base_dir",
+                                                                       default=None)
+
+
+def base_dir() -> Path | None:
+    """The folder of the workflow file being validated or run (None for a workflow given as a
+    mapping, and inside ComfyUI): where file parameters look when a relative path is not found
+    from the current directory, so shipped workflows find their sample files from anywhere."""
+    return _BASE_DIR.get()
+
+
+@contextlib.contextmanager
+def use_base_dir(folder: str | Path | None) -> Iterator[None]:
+    token = _BASE_DIR.set(Path(folder) if folder is not None else None)
+    try:
+        yield
+    finally:
+        _BASE_DIR.reset(token)
+
+
+def workflow_folder(file: str | None) -> Path | None:
+    """The folder of a workflow file, or None when ``file`` names no file on disk."""
+    if not file:
+        return None
+    p = Path(file)
+    return p.resolve().parent if p.is_file() else None
+
+
 def take_ui() -> dict:
     h = host()
     ui, h.ui = h.ui, {}

@@ -94,3 +94,98 @@ class UnCLIPSampler:
 
 def uses_learned_variance(scheduler_config: dict) -> bool:
     return scheduler_config.get("variance_type", "fixed_small_log") == "learned_range"
+
+
+# --- editing support: alphas, re-noising, DDIM ---------------------------------------------------
+
+def _alpha_bar(alphas_cumprod: torch.Tensor, t: int | None) -> torch.Tensor:
+    """alpha_bar at timestep ``t``; None (or a negative t) is the clean image, alpha_bar = 1."""
+    if t is None or t < 0:
+        return torch.tensor(1.0, dtype=torch.float64)
+    return alphas_cumprod[int(t)].double()
+
+
+def renoise(alphas_cumprod: torch.Tensor, x_prev: torch.Tensor, prev_t: int | None, t: int,
+            eps: torch.Tensor) -> torch.Tensor:
+    """One forward jump q(x_t | x_prev): the sample at ``prev_t`` diffused back up to ``t``
+    (RePaint's resampling).  ``eps`` is fresh standard noise."""
+    ratio = float(_alpha_bar(alphas_cumprod, t) / _alpha_bar(alphas_cumprod, prev_t))
+    return ratio ** 0.5 * x_prev + (1.0 - ratio) ** 0.5 * eps
+
+
+def _unclip_renoise(self, x_prev, prev_t, t, eps):
+    return renoise(self.scheduler.alphas_cumprod, x_prev, prev_t, t, eps)
+
+
+UnCLIPSampler.renoise = _unclip_renoise  # defined here to keep the editing helpers together
+
+
+class DDIMSampler:
+    """DDIM (Song et al. 2021) over the model's own training schedule (the alphas_cumprod of its
+    UnCLIPScheduler config).  eta = 0 is deterministic (what DDIM inversion undoes); eta = 1
+    adds as much noise per step as DDPM's posterior.  The model's predicted variance, if any, is
+    ignored.  x_0 predictions are clipped only when ``clip_sample`` is asked for: clipping is not
+    invertible, and eta = 0 decoding of an inverted latent must retrace the inversion."""
+
+    def __init__(self, config: dict, eta: float = 0.0, clip_sample: bool = False):
+        from diffusers import UnCLIPScheduler
+        sched = UnCLIPScheduler.from_config(config)
+        self.alphas_cumprod = sched.alphas_cumprod.clone()
+        self.num_train_timesteps = int(sched.config.num_train_timesteps)
+        self.prediction_type = sched.config.prediction_type
+        self.clip_range = float(sched.config.clip_sample_range) if clip_sample else None
+        self.init_noise_sigma = 1.0
+        self.eta = float(eta)
+
+    def timesteps(self, steps: int) -> list[int]:
+        """Evenly spaced from 0 ("leading", as diffusers' DDIMScheduler): the noisiest step is
+        T - T/steps, not T - 1.  With Karlo's cosine schedule alpha_bar(T - 1) is ~1e-9, and a
+        deterministic step from there divides the model's error by its square root, which would
+        make inversion useless."""
+        if steps < 2 or steps > self.num_train_timesteps:
+            raise UserError(f"steps must be between 2 and {self.num_train_timesteps} for this model, "
+                            f"got {steps}", field="steps")
+        ratio = self.num_train_timesteps // steps
+        return [i * ratio for i in reversed(range(steps))]
+
+    def predict(self, model_output: torch.Tensor, t: int, x: torch.Tensor):
+        """(x_0, eps) predicted from the model's output at timestep ``t``."""
+        out = model_output[:, :x.shape[1]]
+        a = _alpha_bar(self.alphas_cumprod, t)
+        sa, sb = float(a.sqrt()), float((1 - a).sqrt())
+        if self.prediction_type == "epsilon":
+            eps = out
+            x0 = (x - sb * eps) / sa
+        else:  # "sample"
+            x0 = out
+            eps = (x - sa * x0) / sb
+        if self.clip_range is not None:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
+            eps = (x - sa * x0) / sb
+        return x0, eps
+
+    def step(self, model_output, t, prev_t, x, generator):
+        x0, eps = self.predict(model_output, t, x)
+        a_t, a_prev = _alpha_bar(self.alphas_cumprod, t), _alpha_bar(self.alphas_cumprod, prev_t)
+        sigma = 0.0
+        if self.eta > 0 and prev_t is not None:
+            sigma = self.eta * float(((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt())
+        direction = max(float(1 - a_prev) - sigma ** 2, 0.0) ** 0.5
+        x_prev = float(a_prev.sqrt()) * x0 + direction * eps
+        if sigma > 0:
+            x_prev = x_prev + sigma * noise(x.shape, generator, x.device)
+        return x_prev
+
+    def invert_step(self, model_output, t, next_t, x):
+        """The eta = 0 update run backwards: x at level ``t`` (None = clean) -> x at ``next_t``,
+        with the model output evaluated at x.  DDIM inversion chains these."""
+        x0, eps = self.predict(model_output, 0 if t is None else t, x)
+        a_next = _alpha_bar(self.alphas_cumprod, next_t)
+        return float(a_next.sqrt()) * x0 + float((1 - a_next).sqrt()) * eps
+
+    def add_noise(self, x0, eps, t):
+        a = _alpha_bar(self.alphas_cumprod, t)
+        return float(a.sqrt()) * x0 + float((1 - a).sqrt()) * eps
+
+    def renoise(self, x_prev, prev_t, t, eps):
+        return renoise(self.alphas_cumprod, x_prev, prev_t, t, eps)

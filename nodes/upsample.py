@@ -20,10 +20,11 @@ from .sampling import Sampler, StepCallback, UnCLIPSampler, make_generator, nois
 def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
                      generator: torch.Generator, sampler: Sampler,
                      x_T: torch.Tensor | None = None,
-                     callback: StepCallback | None = None) -> torch.Tensor:
+                     callback: StepCallback | None = None, resample: int = 1) -> torch.Tensor:
     """Sample a high-resolution image given ``low_res`` [B, C, h, w] in [-1, 1]; returns
     [B, C, S, S] float32 (not clamped).  Draws: x_T (unless given), then one per step but the
-    last.  ``callback(i, t, prev_t, x) -> x`` runs after each step."""
+    last.  ``callback(i, t, prev_t, x) -> x`` runs after each step; ``resample`` as in
+    ``sample_decoder`` (RePaint's jumps)."""
     device, dtype = first.device, first.dtype
     channels, size = first.config.in_channels // 2, first.config.sample_size
     timesteps = sampler.timesteps(steps)
@@ -38,10 +39,13 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
         t = timesteps[i]
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
         unet = last if prev_t is None else first
-        out = unet(sample=torch.cat([x, cond], dim=1).to(dtype), timestep=t).sample.float()
-        x = sampler.step(out, t, prev_t, x, generator)
-        if callback is not None:
-            x = callback(i, t, prev_t, x)
+        for jump in range(resample if prev_t is not None else 1):
+            if jump > 0:
+                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
+            out = unet(sample=torch.cat([x, cond], dim=1).to(dtype), timestep=t).sample.float()
+            x = sampler.step(out, t, prev_t, x, generator)
+            if callback is not None:
+                x = callback(i, t, prev_t, x)
     return x
 
 
