@@ -21,15 +21,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..nodes import declare
+from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
 from ..nodes.errors import UserError, UserErrors
 from .validate import Resolved, load
 from .workflow import NODE_ID, suggest
 
 PROMPT, WORKFLOW, YAML_TEXT, INPUTS = "prompt", "workflow", "unclip_workflow", "unclip_inputs"
+YAML_FILE = "unclip_workflow_file"
 """PNG text chunks: ComfyUI's API JSON and UI JSON (what ComfyUI itself writes and reads back),
-then ours: the workflow text as written and the values of its inputs for this run."""
+then ours: the workflow text as written, the values of its inputs for this run, and the file it
+was read from (its folder is where relative sample-file paths were found)."""
 
 SEED_WIDGETS = ("seed", "noise_seed")  # INT widgets the front end gives a control_after_generate
 UI_VERSION = 0.4
@@ -45,6 +47,17 @@ def _slots(spec: NodeSpec) -> tuple[list[str], list[str]]:
     sockets = [n for n in names if spec.input(n) is not None]
     widgets = [n for n in names if spec.param(n) is not None]
     return sockets, widgets
+
+
+def _portable(name: str, value: Any, base: Path | None) -> Any:
+    """A ``path`` that only the workflow's folder makes sense of (a shipped workflow's sample
+    image), as an absolute path: ComfyUI resolves relative paths from its own start folder."""
+    if name != "path" or base is None or not isinstance(value, str) or not value.strip():
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute() or (Path.cwd() / p).exists() or not (base / p).exists():
+        return value  # found where LoadImage looks first, or nowhere: as written
+    return str((base / p).resolve())
 
 
 def _input_order(spec: NodeSpec) -> list[str]:
@@ -65,6 +78,7 @@ def node_ids(rs: Resolved) -> dict[str, str]:
 def to_api(rs: Resolved) -> dict[str, dict]:
     """The workflow in ComfyUI's API format (what /prompt takes)."""
     ids = node_ids(rs)
+    base = runtime.workflow_folder(rs.workflow.file)
     out: dict[str, dict] = {}
     for nid, cid in ids.items():
         rn = rs.nodes[nid]
@@ -74,7 +88,7 @@ def to_api(rs: Resolved) -> dict[str, dict]:
                 src, out_name = rn.links[name]
                 inputs[name] = [ids[src], rs.nodes[src].spec.output_index(out_name)]
             elif name in rn.params:
-                inputs[name] = rn.params[name]
+                inputs[name] = _portable(name, rn.params[name], base)
         out[cid] = {"inputs": inputs, "class_type": comfy_id(rn.spec.type),
                     "_meta": {"title": nid}}
     return out
@@ -123,13 +137,14 @@ def to_ui(rs: Resolved) -> dict:
     file_index = {nid: i for i, nid in enumerate(ids)}
     topo = {nid: i for i, nid in enumerate(n for n in dag.order(rs.graph) if n in ids)}
     layer = layers(rs)
+    api = to_api(rs)  # the widget values, as the API format has them
     entries: dict[str, dict] = {}
     for nid, cid in ids.items():
         rn = rs.nodes[nid]
         sockets, widgets = _slots(rn.spec)
         values: list[Any] = []
         for name in widgets:
-            values.append(rn.params[name])
+            values.append(api[cid]["inputs"][name])
             if rn.spec.param(name).type == "INT" and name in SEED_WIDGETS:
                 values.append("fixed")  # the same seed next time, as the workflow says
         title = comfy_id(rn.spec.type)
@@ -222,8 +237,11 @@ def _note_text(rs: Resolved) -> str:
 def png_metadata(rs: Resolved) -> dict[str, str]:
     """The text chunks our savers write for a headless run, as ComfyUI's SaveImage would (the
     ``prompt`` and ``workflow`` JSON) plus our own workflow text and input values."""
-    return {PROMPT: json.dumps(to_api(rs)), WORKFLOW: json.dumps(to_ui(rs)),
+    meta = {PROMPT: json.dumps(to_api(rs)), WORKFLOW: json.dumps(to_ui(rs)),
             YAML_TEXT: rs.workflow.text, INPUTS: rs.inputs_json()}
+    if runtime.workflow_folder(rs.workflow.file) is not None:
+        meta[YAML_FILE] = str(Path(rs.workflow.file).resolve())
+    return meta
 
 
 def unsaved_outputs(rs: Resolved) -> list[str]:
@@ -417,6 +435,10 @@ def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved
                                 file=str(path)) from None
             if not isinstance(stored, dict):
                 raise UserError(f"the {INPUTS} chunk must be a JSON object", file=str(path))
+        original = Path(text.get(YAML_FILE, ""))
+        if text.get(YAML_FILE) and _same_text(original, text[YAML_TEXT]):
+            # the file is still as it was: read it there (its folder finds its sample files)
+            return load(original, {**stored, **(overrides or {})})
         with tempfile.TemporaryDirectory(prefix="unclip-png-") as tmp:
             wf_path = Path(tmp) / "workflow.yaml"
             wf_path.write_text(text[YAML_TEXT], encoding="utf-8")
@@ -436,6 +458,13 @@ def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved
         return load_api(api, overrides, file=label)
     raise UserError(f"{path} carries no workflow (no {YAML_TEXT} or {PROMPT} text chunk); "
                     "only PNGs saved by SaveImage (ours or ComfyUI's) do")
+
+
+def _same_text(path: Path, text: str) -> bool:
+    try:
+        return path.is_file() and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def load_source(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved:

@@ -214,7 +214,9 @@ def test_headless_saveimage_writes_comfys_chunks_and_ours(wf, tmp_path):
     execute(rs, out_dir=tmp_path / "o", cache=Cache.off())
     with Image.open(tmp_path / "o" / "small_00001_.png") as img:
         text = dict(img.text)
-    assert set(text) == {"prompt", "workflow", "unclip_workflow", "unclip_inputs"}
+    assert set(text) == {"prompt", "workflow", "unclip_workflow", "unclip_inputs",
+                         "unclip_workflow_file"}
+    assert text["unclip_workflow_file"] == str(wf.resolve())
     assert json.loads(text["prompt"]) == comfy.to_api(rs)
     assert json.loads(text["workflow"]) == comfy.to_ui(rs)
     assert text["unclip_workflow"] == wf.read_text()
@@ -265,3 +267,41 @@ def test_errors_from_a_converted_prompt_are_all_reported_together(wf):
     with pytest.raises(UserErrors) as e:
         comfy.api_to_mapping(api, "f.json")
     assert {(x.node, x.field) for x in e.value.errors} == {("1", "class_type"), ("2", "image")}
+
+
+def test_sample_files_found_via_the_workflow_folder_export_as_absolute_paths(tmp_path,
+                                                                            monkeypatch):
+    """ComfyUI resolves relative paths from its own start folder, so a path that only the
+    workflow's folder explains (a shipped workflow's sample image) is exported absolute."""
+    (tmp_path / "wf" / "images").mkdir(parents=True)
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "wf" / "images" / "a.png")
+    (tmp_path / "run").mkdir()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "run" / "here.png")
+    path = tmp_path / "wf" / "w.yaml"
+    path.write_text("nodes:\n"
+                    "  a: {type: LoadImage, params: {path: images/a.png}}\n"
+                    "  b: {type: LoadImage, params: {path: here.png}}\n"
+                    "  s: {type: SaveImage, links: {images: a.image}}\n")
+    monkeypatch.chdir(tmp_path / "run")
+    api = comfy.to_api(load(path))
+    assert api["1"]["inputs"]["path"] == str((tmp_path / "wf" / "images" / "a.png").resolve())
+    assert api["2"]["inputs"]["path"] == "here.png"  # found from the current folder: as written
+
+
+def test_run_png_of_a_workflow_with_sample_files_works_from_elsewhere(tmp_path, monkeypatch,
+                                                                      capsys):
+    (tmp_path / "wf" / "images").mkdir(parents=True)
+    Image.new("RGB", (5, 3), (200, 9, 9)).save(tmp_path / "wf" / "images" / "a.png")
+    path = tmp_path / "wf" / "w.yaml"
+    path.write_text("nodes:\n  a: {type: LoadImage, params: {path: images/a.png}}\n"
+                    "  s: {type: SaveImage, links: {images: a.image}, params: {prefix: p}}\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert run(["run", path, "--out", "o", "--no-cache"], capsys)[0] == 0
+    code, _, err = run(["run", "o/p_00001_.png", "--out", "o2", "--no-cache"], capsys)
+    assert code == 0, err
+    # once the workflow file has changed, the stored text is what runs; its sample file is then
+    # looked for from the current folder only, and the message names the PNG's chunk
+    path.write_text(path.read_text() + "# edited\n")
+    code, _, err = run(["validate", "o/p_00001_.png"], capsys)
+    assert code == 2 and "o/p_00001_.png[unclip_workflow]:2:" in err and "no such file" in err
