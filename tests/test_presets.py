@@ -1,9 +1,14 @@
 """Presets: a workflow file used as a node type (``type: preset:...``), expanded inline."""
+import os
 import textwrap
 
 import enginenodes  # noqa: F401  -- registers the Test* node types
 import pytest
+import test_engine_fuzz as fz
 import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stages_util import tiny_checkpoint  # noqa: F401
 from unclip_nodes.graph import Cache, MemoryTier, load, run_workflow
@@ -317,3 +322,26 @@ def test_shipped_upscale_preset_equals_the_upsample_node_written_out(tiny_checkp
     again = run_workflow(by_hand, cache=c)  # the same cache keys: nothing runs again
     assert again.status() == {"src": "not needed", "m": "not needed", "u": "memory hit"}
     assert torch.equal(again.outputs["image"], first.outputs["image"])
+
+
+PRESET_TYPES = ["preset:noise.yaml", "preset:mix.yaml", "preset:inner.yaml", "preset:self.yaml",
+                "preset:nothere", "preset:", "preset:../x.yaml", "preset:upscale"]
+
+
+@settings(fz.FUZZ, max_examples=int(os.environ.get("ENGINE_FUZZ_EXAMPLES", 60)))
+@given(outer=st.dictionaries(st.sampled_from(["inputs", "nodes", "outputs"]), fz.value)
+       | st.fixed_dictionaries({"nodes": st.dictionaries(
+           st.sampled_from(fz.NAMES), st.fixed_dictionaries(
+               {"type": st.sampled_from(PRESET_TYPES) | st.sampled_from(fz.TYPES)},
+               optional={"links": st.dictionaries(fz.name, fz.value, max_size=3),
+                         "params": st.dictionaries(fz.name, fz.value, max_size=3)}),
+           max_size=4)}, optional={"inputs": st.dictionaries(fz.name, fz.winput, max_size=3),
+                                   "outputs": st.dictionaries(fz.name, fz.value, max_size=2)}),
+       inner=fz.document, sets=fz.overrides)
+def test_random_preset_uses_give_only_user_errors(tmp_path, outer, inner, sets):
+    for name, text in (("noise", NOISE), ("mix", MIX)):
+        (tmp_path / f"{name}.yaml").write_text(textwrap.dedent(text))
+    dump = lambda d: yaml.safe_dump(d, allow_unicode=True, sort_keys=False)  # noqa: E731
+    (tmp_path / "inner.yaml").write_text(dump(inner), encoding="utf-8")
+    (tmp_path / "self.yaml").write_text(dump(outer), encoding="utf-8")
+    fz.expect_only_user_errors(tmp_path / "self.yaml", sets)
