@@ -82,14 +82,13 @@ def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tenso
     ``generated`` is RGB [B, H, W, 3]; ``original`` keeps its channel count (alpha is kept, a
     grey image gets the generated grey)."""
     c = original.shape[-1]
-    gen = generated
-    if c == 1:
-        gen = generated.mean(-1, keepdim=True)
-    elif c == 4:
-        gen = torch.cat([generated, original[..., 3:]], dim=-1)
+    colour = original[..., :3] if c >= 3 else original
+    gen = generated.mean(-1, keepdim=True) if c == 1 else generated
     w = feather_weights(mask, pixels)[..., None]
-    blended = original * (1 - w) + gen * w
-    return torch.where(mask[..., None] > 0, blended, original).contiguous()
+    blended = torch.where(mask[..., None] > 0, colour * (1 - w) + gen * w, colour)
+    if c == 4:
+        blended = torch.cat([blended, original[..., 3:]], dim=-1)
+    return blended.contiguous()
 
 
 # --- the RePaint loops ------------------------------------------------------------------------------

@@ -148,8 +148,8 @@ class DDIMSampler:
         ratio = self.num_train_timesteps // steps
         return [i * ratio for i in reversed(range(steps))]
 
-    def predict(self, model_output: torch.Tensor, t: int, x: torch.Tensor):
-        """(x_0, eps) predicted from the model's output at timestep ``t``."""
+    def predict(self, model_output: torch.Tensor, t: int | None, x: torch.Tensor):
+        """(x_0, eps) from the model's output for ``x`` at level ``t`` (None = clean)."""
         out = model_output[:, :x.shape[1]]
         a = _alpha_bar(self.alphas_cumprod, t)
         sa, sb = float(a.sqrt()), float((1 - a).sqrt())
@@ -158,8 +158,8 @@ class DDIMSampler:
             x0 = (x - sb * eps) / sa
         else:  # "sample"
             x0 = out
-            eps = (x - sa * x0) / sb
-        if self.clip_range is not None:
+            eps = (x - sa * x0) / sb if sb > 0 else torch.zeros_like(x)
+        if self.clip_range is not None and sb > 0:
             x0 = x0.clamp(-self.clip_range, self.clip_range)
             eps = (x - sa * x0) / sb
         return x0, eps
@@ -177,9 +177,10 @@ class DDIMSampler:
         return x_prev
 
     def invert_step(self, model_output, t, next_t, x):
-        """The eta = 0 update run backwards: x at level ``t`` (None = clean) -> x at ``next_t``,
-        with the model output evaluated at x.  DDIM inversion chains these."""
-        x0, eps = self.predict(model_output, 0 if t is None else t, x)
+        """The eta = 0 update run backwards: x at level ``t`` (None = clean, which the caller
+        gives the model as timestep 0) -> x at ``next_t``, with the model output evaluated at
+        x.  DDIM inversion chains these."""
+        x0, eps = self.predict(model_output, t, x)
         a_next = _alpha_bar(self.alphas_cumprod, next_t)
         return float(a_next.sqrt()) * x0 + float((1 - a_next).sqrt()) * eps
 
