@@ -227,7 +227,8 @@ def _check_decoder_params(params: dict) -> None:
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
                     tooltip="captions; the empty prompt when absent (image variations)"),
               Input("noise", "UNCLIP_LATENT", optional=True,
-                    tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every image")],
+                    tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every "
+                            "image")],
       params=[Param("steps", "INT", default=25, min=2, max=1000),
               Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1,
                     tooltip="1 = no guidance (skips the unconditional half)"),
@@ -239,7 +240,8 @@ def _check_decoder_params(params: dict) -> None:
               Param("eta", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05,
                     tooltip="ddim only: 0 = deterministic, larger = more varied"),
               Param("same_noise", "BOOLEAN", default=False,
-                    tooltip="draw one x_T and use it for every image (smooth interpolation paths)")],
+                    tooltip="draw one x_T and use it for every image (smooth interpolation "
+                            "paths)")],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params)
 def decoder_node(decoder: DecoderModel, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,

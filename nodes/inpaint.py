@@ -91,7 +91,7 @@ def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tenso
     return blended.contiguous()
 
 
-# --- the RePaint loops ------------------------------------------------------------------------------
+# --- the RePaint loops ----------------------------------------------------------------------------
 
 def repaint_callback(sampler, known: torch.Tensor, keep: torch.Tensor, generator):
     """A StepCallback that puts the known image, noised to the step's level, where ``keep`` is 1
@@ -137,7 +137,7 @@ def inpaint(decoder: DecoderModel, upsampler: UpsamplerModel | None, image: torc
     return composite(image.float(), generated, mask, feather)
 
 
-# --- the node --------------------------------------------------------------------------------------
+# --- the node -------------------------------------------------------------------------------------
 
 def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
               image_embeds: ImageEmbeds, text: TextEmbeds | None):

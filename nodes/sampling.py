@@ -143,8 +143,8 @@ class DDIMSampler:
         deterministic step from there divides the model's error by its square root, which would
         make inversion useless."""
         if steps < 2 or steps > self.num_train_timesteps:
-            raise UserError(f"steps must be between 2 and {self.num_train_timesteps} for this model, "
-                            f"got {steps}", field="steps")
+            raise UserError(f"steps must be between 2 and {self.num_train_timesteps} for this "
+                            f"model, got {steps}", field="steps")
         ratio = self.num_train_timesteps // steps
         return [i * ratio for i in reversed(range(steps))]
 

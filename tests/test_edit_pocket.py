@@ -17,7 +17,7 @@ from unclip_nodes.nodes import clip, decoder, inpaint, interpolate, invert, load
 from unclip_nodes.nodes import mask as masks
 from unclip_nodes.nodes.image import load_image
 from unclip_nodes.nodes.types import ImageEmbeds
-from unclip_nodes.pocket.oracle import read, read_batch
+from unclip_nodes.pocket.oracle import read_batch
 from unclip_nodes.pocket.world import Scene, render, sample
 
 POCKET = loaders.POCKET
