@@ -178,8 +178,8 @@ def test_presets_that_use_each_other_are_a_cycle_naming_the_chain(files, tmp_pat
     with pytest.raises(UserError) as e:
         load(tmp_path / "a.yaml")
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    assert str(e.value) == (f"{b}:2:13 (used by {a}:2:3 node 'b'): node 'b/a', field 'type': presets "
-                            f"use each other in a cycle: {a} -> {b} -> {a}")
+    assert str(e.value) == (f"{b}:2:13 (used by {a}:2:3 node 'b'): node 'b/a', field 'type': "
+                            f"presets use each other in a cycle: {a} -> {b} -> {a}")
 
 
 def test_using_node_mistakes_are_reported_where_the_node_is(files, tmp_path):
