@@ -178,10 +178,11 @@ def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict) -> list[li
         elif s.name in overrides:
             errors.append(UserError(f"{where}: also given with --set; keep one of them",
                                     field=s.name))
-        seen.add(s.name)
-        if errors:
+        if s.name in seen or wi is None or wi.socket or s.name in overrides:
+            seen.add(s.name)
             typed.append([])
             continue
+        seen.add(s.name)
         values = []
         for raw in s.values:
             m = _RANGE.match(raw) if isinstance(raw, str) and wi.type == "INT" else None
