@@ -140,20 +140,24 @@ def inpaint(decoder: DecoderModel, upsampler: UpsamplerModel | None, image: torc
 # --- the node -------------------------------------------------------------------------------------
 
 def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
-              image_embeds: ImageEmbeds, text: TextEmbeds | None):
-    """Match images and embeddings row by row: equal counts, or one of them is one."""
-    z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, 1)
+              image_embeds: ImageEmbeds, text: TextEmbeds | None, count: int = 1):
+    """Match images and embeddings row by row (equal numbers, or one of them is one), then
+    ``count`` results for each pair, consecutive."""
+    z, _, _ = prepare_decoder_inputs(decoder, image_embeds, text, 1)
     n, b = z.shape[0], image.shape[0]
-    if n == b:
-        return image, mask, z, cond, uncond
-    if n == 1:
-        z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, b)
-        return image, mask, z, cond, uncond
+    if n == b or b == 1:
+        per, rows = count, n * count
+    elif n == 1:
+        per, rows = b * count, b * count
+    else:
+        raise UserError(f"{b} images and {n} embeddings cannot be paired: give one image, one "
+                        f"embedding, or as many of each", field="image_embeds")
+    z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, per)
     if b == 1:
-        return (image.expand(n, *image.shape[1:]), mask.expand(n, *mask.shape[1:]),
-                z, cond, uncond)
-    raise UserError(f"{b} images and {n} embeddings cannot be paired: give one image, one "
-                    f"embedding, or as many of each", field="image_embeds")
+        image, mask = image.expand(rows, *image.shape[1:]), mask.expand(rows, *mask.shape[1:])
+    elif count > 1:
+        image, mask = image.repeat_interleave(count, 0), mask.repeat_interleave(count, 0)
+    return image, mask, z, cond, uncond
 
 
 @node("Inpaint", category="unCLIP/edit",
@@ -180,13 +184,15 @@ def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
                     tooltip="fade the generated pixels in over this many pixels inside the mask "
                             "(kept pixels are never touched)"),
               Param("upsample_steps", "INT", default=7, min=2, max=1000,
-                    tooltip="upsampler steps, when an upsampler is linked")],
+                    tooltip="upsampler steps, when an upsampler is linked"),
+              Param("count", "INT", default=1, min=1, max=64,
+                    tooltip="results per image (each with its own noise), consecutive")],
       outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")])
 def inpaint_node(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
                  upsampler: UpsamplerModel | None = None, steps: int = 25,
                  guidance_scale: float = 8.0, seed: int = 0, resample: int = 1,
-                 feather: int = 0, upsample_steps: int = 7):
+                 feather: int = 0, upsample_steps: int = 7, count: int = 1):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     check_image(image)
@@ -195,7 +201,7 @@ def inpaint_node(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
     mask = fit_mask(mask, image)
     if float(mask.min()) < 0 or float(mask.max()) > 1:
         raise UserError("mask values must lie in 0..1 (1 = change)", field="mask")
-    image, mask, z, cond, uncond = pair_rows(decoder, image, mask, image_embeds, text)
+    image, mask, z, cond, uncond = pair_rows(decoder, image, mask, image_embeds, text, count)
     if guidance_scale != 1.0 and uncond is None:
         raise UserError("guidance needs the unconditional branch; these text embeddings have none "
                         "(use CLIPTextEncode) or set guidance_scale 1", field="text")

@@ -82,6 +82,16 @@ def test_inpaint_pairs_one_image_with_several_embeddings(handles, picture, z):
     assert_kept(out[:1], picture, mask)
 
 
+def test_inpaint_count_gives_several_results_per_image(handles, picture, z):
+    two = torch.cat([picture, picture.flip(2)])
+    mask = masks.rectangle_mask(like=two, x=0, y=0, w=12, h=12)
+    out = run_inpaint(handles, two, mask, z, count=2)
+    assert out.shape == (4, 40, 56, 3)
+    assert_kept(out[:2], picture.expand(2, -1, -1, -1), mask[:1])
+    assert_kept(out[2:], picture.flip(2).expand(2, -1, -1, -1), mask[:1])
+    assert not torch.equal(out[0], out[1])
+
+
 def test_inpaint_mask_of_another_shape_is_a_user_error_naming_the_mask(handles, picture, z):
     with pytest.raises(UserError) as e:
         run_inpaint(handles, picture, torch.zeros(1, 40, 40), z)
