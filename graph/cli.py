@@ -18,8 +18,8 @@ from .cache import Cache, CacheWarning, default_dir, write_atomic
 from .comfy import is_api, is_ui, load_source, to_api, to_ui, unsaved_outputs
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from . import sweep
-from .preset import user_dirs
-from .validate import load
+from .preset import list_presets, user_dirs
+from .validate import is_source, load
 
 EXIT_USER, EXIT_INTERRUPTED = 2, 130
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -129,12 +129,27 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
 
 
 def cmd_validate(args) -> int:
-    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
-    print(f"{rs.workflow.file}: ok ({len(rs.nodes)} nodes, outputs: "
+    """Socket-typed inputs (``image: {type: IMAGE}``) need no value here: such a file checks
+    out as a preset definition, and running it needs their values."""
+    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets), preset=True)
+    count = sum(1 for nid in rs.nodes if not is_source(nid))
+    what = "ok as a preset" if rs.unbound else "ok"
+    print(f"{rs.workflow.file}: {what} ({count} nodes, outputs: "
           f"{', '.join(rs.outputs) or 'none'})")
     for name, wi in rs.workflow.inputs.items():  # what --set can change
         about = f"  {wi.description}" if wi.description else ""
-        print(f"  --set {name}=  {wi.type} = {json.dumps(rs.inputs[name])}{about}")
+        if name in rs.unbound:
+            how = f"--set {name}=IMAGE_FILE" if wi.type == "IMAGE" else "a value from Python"
+            print(f"  {name}: {wi.type}, a socket: linked where the preset is used; to run this "
+                  f"file itself, give {how}{about}")
+        else:
+            print(f"  --set {name}=  {wi.type} = {json.dumps(rs.inputs[name])}{about}")
+    if rs.unbound:
+        path = Path(rs.workflow.file)
+        named = list_presets().get(path.stem)
+        ref = path.stem if named is not None and named.resolve() == path.resolve() else str(path)
+        print(f"use it as a node: type: preset:{ref}"
+              + (f" (in ComfyUI: 'unCLIP preset:{ref}')" if ref == path.stem else ""))
     return 0
 
 

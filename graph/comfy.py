@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
 from ..nodes.errors import UserError, UserErrors
-from .validate import Resolved, load
+from .validate import VALUE_NODE, Resolved, load
 from .workflow import NODE_ID, suggest
 
 PROMPT, WORKFLOW, YAML_TEXT, INPUTS = "prompt", "workflow", "unclip_workflow", "unclip_inputs"
@@ -67,9 +67,11 @@ def _input_order(spec: NodeSpec) -> list[str]:
 
 
 def node_ids(rs: Resolved) -> dict[str, str]:
-    """Our node id -> the ComfyUI id (a decimal string)."""
+    """Our node id -> the ComfyUI id (a decimal string).  A Python value given to a socket input
+    (``values=``) has no ComfyUI node: it is left out, and so are links from it."""
     ids = [nid for nid in rs.workflow.nodes if nid in rs.nodes]
-    ids += [nid for nid in rs.nodes if nid not in rs.workflow.nodes]  # made by expansion
+    ids += [nid for nid in rs.nodes if nid not in rs.workflow.nodes  # made by expansion
+            and rs.nodes[nid].spec.type != VALUE_NODE]
     if all(re.fullmatch(r"[1-9][0-9]*", nid) for nid in ids):
         return {nid: nid for nid in ids}
     return {nid: str(i) for i, nid in enumerate(ids, 1)}
@@ -86,7 +88,8 @@ def to_api(rs: Resolved) -> dict[str, dict]:
         for name in _input_order(rn.spec):
             if name in rn.links:
                 src, out_name = rn.links[name]
-                inputs[name] = [ids[src], rs.nodes[src].spec.output_index(out_name)]
+                if src in ids:
+                    inputs[name] = [ids[src], rs.nodes[src].spec.output_index(out_name)]
             elif name in rn.params:
                 inputs[name] = _portable(name, rn.params[name], base)
         out[cid] = {"inputs": inputs, "class_type": comfy_id(rn.spec.type),
@@ -164,6 +167,8 @@ def to_ui(rs: Resolved) -> dict:
             if inp["name"] not in rn.links:
                 continue
             src, out_name = rn.links[inp["name"]]
+            if src not in ids:
+                continue
             out_slot = rs.nodes[src].spec.output_index(out_name)
             link_id = len(links) + 1
             links.append([link_id, int(ids[src]), out_slot, int(ids[nid]), slot, inp["type"]])
@@ -467,8 +472,10 @@ def _same_text(path: Path, text: str) -> bool:
         return False
 
 
-def load_source(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved:
-    """Validate what the CLI was given: a YAML workflow, an API-format JSON file or a PNG."""
+def load_source(path: Path, overrides: Mapping[str, Any] | None = None, *,
+                preset: bool = False) -> Resolved:
+    """Validate what the CLI was given: a YAML workflow, an API-format JSON file or a PNG.
+    ``preset``: a YAML file's socket inputs may stay without a value (``unclip validate``)."""
     suffix = path.suffix.lower()
     if suffix == ".png" and path.is_file():
         return load_png(path, overrides)
@@ -482,4 +489,4 @@ def load_source(path: Path, overrides: Mapping[str, Any] | None = None) -> Resol
             raise UserError("this is a ComfyUI UI workflow; the headless executor runs the API "
                             "format: in ComfyUI use Workflow > Export (API), or `unclip export "
                             "--comfy-api` on the YAML", file=str(path))
-    return load(path, overrides)  # YAML, or JSON in our own format (JSON is YAML)
+    return load(path, overrides, preset=preset)  # YAML, or JSON in our own format (JSON is YAML)

@@ -6,13 +6,17 @@ demanded output is in the cache; a node that runs demands all of its inputs.  So
 cut the graph: upstream of a hit nothing runs, and a fully cached re-run loads no model.
 Uncacheable nodes (savers) always run.  Each finished node's outputs go to the cache at once, so
 a run stopped by Ctrl-C keeps what it finished.
+
+Nodes with the same cache key compute the same thing (a preset used twice with the same model
+loads it twice otherwise): the first in run order stands for the others, which the report lists
+as ``same as <id>``.  Uncacheable nodes (savers) are never merged: each writes its own files.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -30,6 +34,7 @@ from .validate import Resolved, load
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
 INTERRUPTED, NOT_RUN = "interrupted", "not run"  # only after Ctrl-C
+SAME_AS = "same as "  # + the node id that computes it (an identical node: same cache key)
 
 
 @dataclass
@@ -75,20 +80,25 @@ class RunInterrupted(Interrupted):
 
 
 def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, *,
-                 out_dir: str | Path | None = None, device: str = "auto",
-                 cache: Cache | None = None, report: str | Path | None = None,
-                 progress: bool = False, interrupted: Callable[[], bool] | None = None
+                 values: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
+                 device: str = "auto", cache: Cache | None = None,
+                 report: str | Path | None = None, progress: bool = False,
+                 interrupted: Callable[[], bool] | None = None, host: Host | None = None
                  ) -> RunResult:
     """Validate and run a workflow (a YAML path or a mapping).
 
+    ``values``: Python values for socket-typed workflow inputs (``{"image": tensor}``), keyed
+    in the cache by their content; an IMAGE input also takes a file path in ``overrides``.
     ``cache``: None = the default cache (shared memory tier + user cache dir), ``Cache.off()``
     for none.  ``report``: also write the run report there as JSON.  ``progress``: tqdm bars.
+    ``host``: run under this host's device, output folder, PNG metadata, progress and
+    interruption (ComfyUI's, for a preset node) instead of the executor's own.
     Raises UserError(s) for mistakes, RunInterrupted when ``interrupted()`` turns true.
     """
-    resolved = load(source, overrides)
+    resolved = load(source, overrides, values=values)
     try:
         result = execute(resolved, out_dir=out_dir, device=device, cache=cache,
-                         progress=progress, interrupted=interrupted)
+                         progress=progress, interrupted=interrupted, host=host)
     except RunInterrupted as e:
         if report:
             write_report(e.result, report)
@@ -109,17 +119,29 @@ def check_device(device: str) -> None:
 
 
 def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = None,
-            progress: bool = False, interrupted: Callable[[], bool] | None = None) -> RunResult:
+            progress: bool = False, interrupted: Callable[[], bool] | None = None,
+            host: Host | None = None) -> RunResult:
+    if rs.unbound:
+        names = ", ".join(f"'{n}' ({rs.workflow.inputs[n].type})" for n in rs.unbound)
+        raise UserError(f"cannot run: the socket input(s) {names} have no value; it is a preset "
+                        "definition (use it as a node, or give values)", file=rs.workflow.file)
     check_device(device)
     cache = cache if cache is not None else Cache()
-    interrupted = interrupted or (lambda: False)
+    interrupted = interrupted or (host.interrupted if host is not None else (lambda: False))
     t_start = time.perf_counter()
+    written = rs
     targets = {n for n, _ in rs.outputs.values()}
     targets |= {nid for nid, rn in rs.nodes.items() if rn.spec.output_node}
     order = dag.order(rs.graph, dag.needed(rs.graph, targets))
     keys = compute_keys(rs.nodes, order)
     records = {nid: NodeRecord(nid, rs.nodes[nid].spec.type, key=keys.get(nid))
                for nid in dag.order(rs.graph)}
+    same = same_as(order, keys)
+    if same:
+        for nid, first in same.items():
+            records[nid].status = SAME_AS + first
+        rs = merged(rs, same)
+        order = [nid for nid in order if nid not in same]
     values: dict[tuple[str, str], Any] = {}
     to_run = _plan(rs, order, keys, cache, values, records)
 
@@ -141,9 +163,10 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
         return metas[id(part)]
 
     current = [""]
-    host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
-                metadata={} if rs.parts else png_metadata(rs),  # ComfyUI's prompt/workflow + ours
-                progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
+    if host is None:
+        host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
+                    metadata={} if rs.parts else png_metadata(written),  # ComfyUI's + ours
+                    progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
     try:
@@ -167,6 +190,35 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     finally:
         bar.close()
     return finish(False)
+
+
+def same_as(order: list[str], keys: dict[str, str | None]) -> dict[str, str]:
+    """Node id -> the earlier node (in run order) with the same cache key, for every node that
+    has one: it would compute exactly that node's outputs again."""
+    first: dict[str, str] = {}
+    same: dict[str, str] = {}
+    for nid in order:
+        key = keys.get(nid)
+        if key is None:
+            continue
+        if key in first:
+            same[nid] = first[key]
+        else:
+            first[key] = nid
+    return same
+
+
+def merged(rs: Resolved, same: dict[str, str]) -> Resolved:
+    """``rs`` without the nodes in ``same``: links and outputs go to the node standing for them."""
+    nodes = {}
+    for nid, rn in rs.nodes.items():
+        if nid in same:
+            continue
+        links = {k: (same.get(src, src), out) for k, (src, out) in rn.links.items()}
+        nodes[nid] = rn if links == rn.links else replace(rn, links=links)
+    outputs = {k: (same.get(src, src), out) for k, (src, out) in rs.outputs.items()}
+    edges = [(src, nid) for nid, rn in nodes.items() for src, _ in rn.links.values()]
+    return replace(rs, nodes=nodes, outputs=outputs, graph=dag.build(nodes, edges))
 
 
 def _plan(rs: Resolved, order: list[str], keys: dict, cache: Cache, values: dict,

@@ -251,7 +251,8 @@ def _depends(wf: Workflow, run: Resolved, swept: list[str]) -> dict[str, list[st
     order of the sweeps."""
     deps: dict[str, set[str]] = {}
     for nid in dag.order(run.graph):
-        refs = {v[1:] for v in (a.value for a in wf.nodes[nid].params.values())
+        decl = wf.nodes.get(nid)  # None: the source of a socket input ('$image')
+        refs = {v[1:] for v in (a.value for a in (decl.params.values() if decl else ()))
                 if isinstance(v, str) and v.startswith("$") and not v.startswith("$$")}
         for src, _ in run.nodes[nid].links.values():
             refs |= deps[src]

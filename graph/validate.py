@@ -6,6 +6,7 @@ calls only the declarations' ``check`` and ``fingerprint`` hooks, which must be 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 import networkx as nx
 
 from ..nodes import declare, runtime
-from ..nodes.declare import NodeSpec, Param, parse_literal
+from ..nodes.declare import NodeSpec, Output, Param, parse_literal
 from ..nodes.errors import UserError
 from . import dag
 from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, place, read, show,
@@ -53,15 +54,23 @@ class Resolved:
     parts: dict[str, "Resolved"] = field(default_factory=dict)
     """A sweep's combined graph: per node id, the single run it belongs to.  Savers record that
     run's workflow and inputs, so each saved file can be run again on its own."""
+    unbound: list[str] = field(default_factory=list)
+    """Socket-typed workflow inputs left without a value (``load(..., preset=True)``): the
+    workflow checks out as a preset definition but cannot run as it is."""
 
     def inputs_json(self) -> str:
         return json.dumps(self.inputs, sort_keys=True, ensure_ascii=False)
 
 
-def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None) -> Resolved:
-    """Parse and validate ``source``; raise UserError(s) naming every problem."""
+def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, *,
+         values: Mapping[str, Any] | None = None, preset: bool = False) -> Resolved:
+    """Parse and validate ``source``; raise UserError(s) naming every problem.
+
+    ``values``: Python values (tensors, embeddings, ...) for socket-typed workflow inputs
+    (``image: {type: IMAGE}``); an IMAGE input also takes a file path in ``overrides``.
+    ``preset``: check a preset definition: socket inputs may stay without a value."""
     wf, p = read_expanded(source)
-    return resolve(wf, p, overrides)
+    return resolve(wf, p, overrides, values=values, preset=preset)
 
 
 def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
@@ -71,25 +80,32 @@ def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
     return expand(wf, p), p
 
 
-def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = None) -> Resolved:
-    """Validate an expanded workflow with ``overrides``; raise every problem (``p``'s too)."""
-    inputs = _resolve_inputs(wf, overrides or {}, p)
+def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = None, *,
+            values: Mapping[str, Any] | None = None, preset: bool = False) -> Resolved:
+    """Validate an expanded workflow with ``overrides`` (and ``values`` for its socket inputs);
+    raise every problem (``p``'s too)."""
+    overrides = dict(overrides or {})
+    files = {n: overrides.pop(n) for n in list(overrides)
+             if n in wf.inputs and wf.inputs[n].socket}
+    inputs = _resolve_inputs(wf, overrides, p)
     nodes: dict[str, ResolvedNode] = {}
     edges: list[tuple[str, str]] = []
     with runtime.use_base_dir(runtime.workflow_folder(wf.file)):  # relative file parameters
+        sources, unbound = _socket_sources(wf, files, dict(values or {}), preset, inputs, p)
+        nodes.update(sources)
         for decl in wf.nodes.values():
-            rn = _check_node(wf, decl, inputs, edges, p)
+            rn = _check_node(wf, decl, inputs, edges, p, sources)
             if rn is not None:
                 nodes[rn.id] = rn
     outputs = _check_outputs(wf, p)
     if not wf.outputs and not any(_spec(d) and _spec(d).output_node for d in wf.nodes.values()):
         p.add("nothing to run: name some 'outputs' or add an output node (a saver)")
-    graph = dag.build(wf.nodes, edges)
+    graph = dag.build([*sources, *wf.nodes], edges)
     for cyc in dag.cycles(graph):
         first = wf.nodes[cyc[0]]
         p.add("the links form a cycle: " + " -> ".join(cyc + cyc[:1]), first.at, node=cyc[0])
     p.raise_any()
-    return Resolved(wf, inputs, nodes, outputs, graph)
+    return Resolved(wf, inputs, nodes, outputs, graph, unbound=unbound)
 
 
 def _spec(decl: NodeDecl) -> NodeSpec | None:
@@ -101,11 +117,7 @@ def _spec(decl: NodeDecl) -> NodeSpec | None:
 def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, wi in wf.inputs.items():
-        if wi.socket:
-            p.add(f"workflow input '{name}' is a socket ({wi.type}): only a workflow used as a "
-                  "preset (type: preset:...) can have one, and its user links it", wi.at,
-                  field=name)
-        if wi.default is MISSING:
+        if wi.default is MISSING or wi.socket:
             continue
         try:
             values[name] = Param(name, wi.type).check(wi.default)
@@ -113,8 +125,8 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
             p.add(f"default of workflow input '{name}' ({wi.type}): {e}", wi.default_at, field=name)
     for name, raw in overrides.items():
         wi = wf.inputs.get(name)
-        if wi is None or wi.socket:
-            known = ", ".join(n for n, i in wf.inputs.items() if not i.socket) or "none"
+        if wi is None:
+            known = ", ".join(wf.inputs) or "none"
             p.errors.append(UserError(f"--set {name}: the workflow has no input '{name}'"
                                       f"{suggest(name, wf.inputs)}; its inputs: {known}",
                                       field=name))
@@ -131,10 +143,141 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
     return values
 
 
+# --- socket inputs: values given from outside ------------------------------------------------------
+
+VALUE_NODE = "WorkflowValue"
+"""The type shown for the node that hands a socket input's Python value to the graph."""
+SOURCE_PREFIX = "$"
+"""Node ids of socket-input sources are '$<input name>' (never a node id of a workflow file)."""
+
+
+def is_source(nid: str) -> bool:
+    """Whether a node id is the source of a socket-typed workflow input."""
+    return nid.startswith(SOURCE_PREFIX)
+
+
+def _socket_sources(wf: Workflow, files: dict[str, Any], values: dict[str, Any], preset: bool,
+                    inputs: dict[str, Any], p: Problems) -> tuple[dict[str, ResolvedNode], list]:
+    """One source node per socket-typed workflow input, so that ``$name`` links are checked and
+    run like links to a node: a LoadImage node for an IMAGE input given a file path (``--set
+    image=photo.png``), a value node for a Python value (keyed by its content), or -- when only
+    checking a preset definition -- a placeholder that must never run."""
+    nodes: dict[str, ResolvedNode] = {}
+    unbound: list[str] = []
+    for name in values:
+        wi = wf.inputs.get(name)
+        if wi is None or not wi.socket:
+            sockets = ", ".join(n for n, i in wf.inputs.items() if i.socket) or "none"
+            why = "is a value input: give it as an override" if wi else "does not exist"
+            p.errors.append(UserError(f"value for '{name}': that workflow input {why}; socket "
+                                      f"inputs: {sockets}", file=wf.file, field=name))
+    for name, wi in wf.inputs.items():
+        if not wi.socket:
+            continue
+        nid = SOURCE_PREFIX + name
+        decl = NodeDecl(nid, At(VALUE_NODE), at=wi.at)
+        if name in files:
+            raw = files[name]
+            load_image = declare.get("LoadImage")
+            if wi.type != "IMAGE" or not isinstance(raw, str) or load_image is None:
+                p.errors.append(UserError(
+                    f"--set {name}: workflow input '{name}' is a socket ({wi.type}); only an "
+                    "IMAGE input takes a value here (an image file); give others from Python "
+                    f"(values={{'{name}': ...}}) or link them (preset use, ComfyUI)", field=name))
+                continue
+            rn = ResolvedNode(nid, load_image, {"path": raw}, {}, None,
+                              _decl_as(decl, "LoadImage", {"path": At(raw)}))
+            try:
+                rn.fingerprint = load_image.fingerprint({"path": raw})
+            except UserError as e:
+                p.errors.append(UserError(f"--set {name}={raw}: {e.message}", field=name))
+                continue
+            inputs[name] = raw  # recorded with the run (PNG chunks): the run can be repeated
+        elif name in values:
+            try:
+                rn = _value_node(nid, wi.type, values[name], decl)
+            except ValueError as e:
+                p.errors.append(UserError(f"value for '{name}' ({wi.type}): {e}", file=wf.file,
+                                          field=name))
+                continue
+        elif preset:
+            rn = _value_node(nid, wi.type, _UNBOUND, decl)
+            unbound.append(name)
+        else:
+            p.add(f"workflow input '{name}' is a socket ({wi.type}) and has no value: use this "
+                  "workflow as a preset (type: preset:...) and link it, or give it one "
+                  f"(--set {name}=FILE for an IMAGE, values={{'{name}': ...}} from Python)",
+                  wi.at, field=name)
+            continue
+        nodes[nid] = rn
+    return nodes, unbound
+
+
+def _decl_as(decl: NodeDecl, type_: str, params: dict[str, At]) -> NodeDecl:
+    return NodeDecl(decl.id, At(type_, decl.type.line, decl.type.column, decl.type.origin),
+                    {}, params, decl.at)
+
+
+class _Unbound:
+    def __repr__(self) -> str:
+        return "UNBOUND"
+
+
+_UNBOUND = _Unbound()
+
+
+def _value_node(nid: str, type_: str, value: Any, decl: NodeDecl) -> ResolvedNode:
+    """A node giving ``value``; its cache key is the value's content (None: not cacheable)."""
+    digest = None if value is _UNBOUND else _digest(type_, value)
+
+    def give(**_):
+        if value is _UNBOUND:
+            raise UserError(f"workflow input '{nid[1:]}' has no value", node=nid)
+        return value
+
+    spec = NodeSpec(type=VALUE_NODE, fn=give, category="workflow",
+                    description="A value given to a socket-typed workflow input.",
+                    outputs=(Output("value", type_),), cacheable=digest is not None)
+    return ResolvedNode(nid, spec, {"sha256": digest} if digest else {}, {}, None, decl)
+
+
+def _digest(type_: str, value: Any) -> str | None:
+    """A content hash of a value fed in from outside (tensors by dtype, shape and bytes); None
+    when the socket type has no codec (a model handle): such a value is never cached."""
+    import torch
+
+    from ..nodes.types import SOCKET_TYPES
+    if type_ in ("IMAGE", "MASK"):
+        dims = 4 if type_ == "IMAGE" else 3
+        if not isinstance(value, torch.Tensor) or value.dim() != dims:
+            raise ValueError(f"expected a tensor with {dims} dimensions "
+                             f"({'[B, H, W, C]' if dims == 4 else '[B, H, W]'}), got "
+                             f"{_describe(value)}")
+    stype = SOCKET_TYPES.get(type_)
+    if stype is None or not stype.storable:
+        return None
+    try:
+        tensors, meta = stype.encode(value)
+    except Exception as e:  # noqa: BLE001 -- a value the codec cannot take is the caller's
+        raise ValueError(f"not a {type_} value ({_describe(value)}): {e}") from None
+    h = hashlib.sha256(json.dumps([type_, meta], sort_keys=True, default=str).encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"a {type(value).__name__}" + (f" of shape {list(shape)}" if shape is not None else "")
+
+
 # --- nodes --------------------------------------------------------------------------------------
 
 def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
-                edges: list[tuple[str, str]], p: Problems) -> ResolvedNode | None:
+                edges: list[tuple[str, str]], p: Problems,
+                sources: dict[str, ResolvedNode]) -> ResolvedNode | None:
     nid = decl.id
     start = len(p.errors)
     spec = _spec(decl)
@@ -145,7 +288,7 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
                   "`unclip nodes` lists them", decl.type, node=nid, field="type")
         else:
             p.add(f"node type must be text, got {show(t)}", decl.type, node=nid, field="type")
-    links = _check_links(wf, decl, spec, edges, p)
+    links = _check_links(wf, decl, spec, edges, p, sources)
     params = _check_params(wf, decl, spec, inputs, p) if spec else {}
     unresolved = spec is not None and any(n not in params for n in decl.params if spec.param(n))
     if spec is None or len(p.errors) > start or unresolved:
@@ -167,7 +310,8 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
 
 
 def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,
-                 edges: list[tuple[str, str]], p: Problems) -> dict[str, tuple[str, str]]:
+                 edges: list[tuple[str, str]], p: Problems,
+                 sources: dict[str, ResolvedNode]) -> dict[str, tuple[str, str]]:
     nid, links = decl.id, {}
     for name, at in decl.links.items():
         inp = spec.input(name) if spec else None
@@ -180,16 +324,25 @@ def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,
                 p.add(f"{spec.type} has no input '{name}'"
                       f"{suggest(name, [s.name for s in spec.inputs])}; its inputs: {known}", at,
                       node=nid, field=name)
-        target = _link_target(wf, at, p, node=nid, field=name)
-        if target is None:
-            continue
+        source = sources.get(SOURCE_PREFIX + at.value[1:]) if isinstance(at.value, str) and \
+            at.value.startswith(SOURCE_PREFIX) else None
+        if source is not None:  # '$image': the socket input's source node
+            wi = wf.inputs[at.value[1:]]
+            target = (source.id, source.spec.outputs[0].name)
+            out = Output(target[1], wi.type)
+            written = at.value
+        else:
+            target = _link_target(wf, at, p, node=nid, field=name)
+            if target is None:
+                continue
+            out = _upstream_output(wf, *target, at, p, node=nid, field=name)
+            written = ".".join(target)
         src, out_name = target
         edges.append((src, nid))
-        out = _upstream_output(wf, src, out_name, at, p, node=nid, field=name)
         if out is None or inp is None:
             continue
         if out.type != inp.type:
-            p.add(f"type mismatch: '{src}.{out_name}' gives {out.type} but input '{name}' of "
+            p.add(f"type mismatch: '{written}' gives {out.type} but input '{name}' of "
                   f"{spec.type} takes {inp.type}", at, node=nid, field=name)
             continue
         links[name] = target
@@ -270,6 +423,10 @@ def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str
                 p.add(f"undefined workflow input '${ref}'{suggest(ref, wf.inputs)}; "
                       f"defined: {', '.join(wf.inputs) or 'none'}", at, node=nid, field=name)
                 continue
+            if wf.inputs[ref].socket:
+                p.add(f"'{value}' is a socket input ({wf.inputs[ref].type}): link it under "
+                      "'links', not 'params'", at, node=nid, field=name)
+                continue
             if ref not in inputs:
                 continue  # its own problem is reported on the input
             value, origin = inputs[ref], f" (from workflow input '${ref}')"
@@ -291,6 +448,11 @@ def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str
 def _check_outputs(wf: Workflow, p: Problems) -> dict[str, tuple[str, str]]:
     outputs = {}
     for name, at in wf.outputs.items():
+        ref = at.value
+        if isinstance(ref, str) and ref[1:] in wf.inputs and ref.startswith("$"):
+            p.add(f"output '{name}': {ref!r} is a workflow input; an output names a node's "
+                  "output, '<node id>.<output name>'", at, field=name)
+            continue
         target = _link_target(wf, at, p, field=name)
         if target and _upstream_output(wf, *target, at, p, field=name) is not None:
             outputs[name] = target

@@ -14,6 +14,7 @@ from stages_util import tiny_checkpoint  # noqa: F401
 from unclip_nodes.graph import Cache, MemoryTier, load, run_workflow
 from unclip_nodes.graph import cli, preset
 from unclip_nodes.graph.cache import compute_keys
+from unclip_nodes.graph.run import execute
 from unclip_nodes.nodes.errors import UserError
 
 NOISE = """
@@ -248,15 +249,90 @@ def test_named_presets_come_from_shipped_folders_then_unclip_presets(tmp_path, m
     assert cli.workflow_path("only_two") == two / "only_two.yaml"  # `unclip run only_two`
 
 
-def test_socket_inputs_make_a_workflow_a_preset_only(files, tmp_path):
+def test_same_preset_used_twice_alike_runs_its_shared_nodes_once(files, tmp_path, monkeypatch):
+    """Nodes with equal cache keys compute the same: the first stands for the others."""
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(tmp_path / "ran.log"))
+    files(noise=NOISE, a="""
+        nodes:
+          one: {type: "preset:noise.yaml", params: {seed: 2, factor: 3}}
+          two: {type: "preset:noise.yaml", params: {seed: 2, factor: 5}}
+          add: {type: TestAdd, links: {a: one.image, b: two.image}}
+          save1: {type: TestSave, links: {image: one.image}, params: {prefix: s}}
+          save2: {type: TestSave, links: {image: one.image}, params: {prefix: s}}
+        outputs: {image: add.image, same: two.image}
+        """)
+    r = run_workflow(tmp_path / "a.yaml", cache=Cache.off(), out_dir=tmp_path / "o")
+    assert r.status() == {"one/noise": "ran", "one/scale": "ran", "one/label": "not needed",
+                          "two/noise": "same as one/noise", "two/scale": "ran",
+                          "two/label": "not needed", "add": "ran", "save1": "ran",
+                          "save2": "ran"}  # savers have no key: each writes its own file
+    assert (tmp_path / "ran.log").read_text().split().count("TestNoise") == 1
+    assert torch.equal(r.outputs["image"], noise(2) * 3.0 + noise(2) * 5.0)
+    assert torch.equal(r.outputs["same"], noise(2) * 5.0)
+    assert len(r.files) == 2
+    keys = {rec.node: rec.key for rec in r.report}
+    assert keys["two/noise"] == keys["one/noise"] is not None
+
+
+def test_socket_inputs_need_a_value_to_run_but_validate_as_a_preset(files, tmp_path):
     files(noise=NOISE, mix=MIX)
     with pytest.raises(UserError) as e:
         load(tmp_path / "mix.yaml")
-    assert messages(e)[0].endswith("workflow input 'image' is a socket (IMAGE): only a workflow "
-                                   "used as a preset (type: preset:...) can have one, and its "
-                                   "user links it")
+    assert messages(e)[0].endswith("mix.yaml:2:3: field 'image': workflow input 'image' is a "
+                                   "socket (IMAGE) and has no value: use this workflow as a "
+                                   "preset (type: preset:...) and link it, or give it one (--set "
+                                   "image=FILE for an IMAGE, values={'image': ...} from Python)")
+    rs = load(tmp_path / "mix.yaml", preset=True)  # `unclip validate`: a preset definition
+    assert rs.unbound == ["image"] and rs.nodes["half"].links == {"image": ("$image", "value")}
+    with pytest.raises(UserError, match=r"cannot run: the socket input\(s\) 'image' \(IMAGE\)"):
+        execute(rs, cache=Cache.off())
     with pytest.raises(UserError, match="which only presets have"):
         load({"nodes": {"s": {"type": "TestScale", "links": {"image": "$image"}}}})
+
+
+def test_socket_input_links_are_type_checked_even_without_a_value(files, tmp_path):
+    files(bad="""
+        inputs:
+          image: {type: MASK}
+        nodes:
+          s: {type: TestScale, links: {image: $image}, params: {factor: $image}}
+        outputs: {image: s.image, again: $image}
+        """)
+    with pytest.raises(UserError) as e:
+        load(tmp_path / "bad.yaml", preset=True)
+    assert [m.split(": ", 1)[1] for m in messages(e)[:3]] == [
+        "node 's', field 'image': type mismatch: '$image' gives MASK but input 'image' of "
+        "TestScale takes IMAGE",
+        "node 's', field 'factor': '$image' is a socket input (MASK): link it under 'links', not "
+        "'params'",
+        "field 'again': output 'again': '$image' is a workflow input; an output names a node's "
+        "output, '<node id>.<output name>'"]
+
+
+def test_socket_input_takes_a_python_value_keyed_by_its_content(files, tmp_path):
+    files(noise=NOISE, mix=MIX)
+    c = Cache(tmp_path / "c", memory=MemoryTier())
+    image = noise(9)
+    r = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0}, values={"image": image}, cache=c)
+    assert torch.equal(r.outputs["image"], image * 2.0 + noise(5) * 2.0)
+    assert r.status()["$image"] == "ran" and r.report[0].type == "WorkflowValue"
+    again = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0}, values={"image": image.clone()},
+                         cache=c)
+    assert again.status()["add"] == "memory hit"  # equal content, equal keys
+    other = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0}, values={"image": noise(8)},
+                         cache=c)
+    assert other.status()["add"] == "ran"
+    assert not torch.equal(other.outputs["image"], r.outputs["image"])
+    with pytest.raises(UserError) as e:
+        load(tmp_path / "mix.yaml", values={"image": torch.zeros(4, 4), "factor": 1.0,
+                                            "nothing": 1})
+    assert [m.split(": ", 1)[1] for m in messages(e)] == [
+        "field 'factor': value for 'factor': that workflow input is a value input: give it as an "
+        "override; socket inputs: image",
+        "field 'nothing': value for 'nothing': that workflow input does not exist; socket inputs: "
+        "image",
+        "field 'image': value for 'image' (IMAGE): expected a tensor with 4 dimensions "
+        "([B, H, W, C]), got a Tensor of shape [4, 4]"]
 
 
 def test_signature_gives_a_presets_inputs_and_typed_outputs(files, tmp_path):
