@@ -2,8 +2,24 @@
 
 This folder is both the Python package ``unclip_nodes`` and a ComfyUI custom-node pack; ComfyUI
 imports it under a name derived from its path, so everything inside uses relative imports.
+
+ComfyUI reads ``NODE_CLASS_MAPPINGS``: our node types, then one 'unCLIP preset:<name>' node per
+preset (graph/comfy_presets.py).  The presets are read when the mappings are first asked for,
+not on every import of the package (the ``unclip`` command never needs them).
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes import NODE_CLASS_MAPPINGS as _NODE_CLASSES
+from .nodes import NODE_DISPLAY_NAME_MAPPINGS as _NODE_NAMES
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .graph.comfy_presets import preset_mappings
+    classes, names = preset_mappings()
+    mappings = {"NODE_CLASS_MAPPINGS": {**_NODE_CLASSES, **classes},
+                "NODE_DISPLAY_NAME_MAPPINGS": {**_NODE_NAMES, **names}}
+    globals().update(mappings)  # built once
+    return mappings[name]

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
 from ..nodes.errors import UserError, UserErrors
+from .comfy_presets import PRESET_PREFIX, preset_spec
+from .preset import list_presets
 from .validate import VALUE_NODE, Resolved, load
 from .workflow import NODE_ID, suggest
 
@@ -296,6 +298,17 @@ def api_to_mapping(api: Mapping, file: str | None = None) -> dict:
                 node=key)
         elif not isinstance(ct, str):
             err("the node has no class_type", node=key, field="class_type")
+        elif ct.startswith(PRESET_PREFIX):  # a preset node: read back as 'type: preset:NAME'
+            try:
+                specs[key] = preset_spec(ct[len(PRESET_PREFIX):])
+            except UserError as e:
+                err(f"preset '{ct[len(PRESET_PREFIX):]}' does not load: {e}", node=key,
+                    field="class_type")
+                continue
+            if specs[key] is None:
+                err(f"unknown preset '{ct[len(PRESET_PREFIX):]}'"
+                    f"{suggest(ct[len(PRESET_PREFIX):], list_presets())}: ComfyUI had it, this "
+                    "machine's preset folders do not", node=key, field="class_type")
         elif not ct.startswith(COMFY_PREFIX):
             ours = f" (ours is '{comfy_id(ct)}')" if declare.get(ct) else ""
             err(f"'{ct}' is not a node of this pack{ours}; the headless executor runs only the "

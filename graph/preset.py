@@ -108,12 +108,18 @@ class PresetSignature:
     description: str
     inputs: dict[str, WorkflowInput]
     outputs: dict[str, str]               # output name -> socket type
+    workflow: Workflow | None = None      # the preset, expanded (its nodes use the inputs)
 
 
 def signature(path: str | Path) -> PresetSignature:
     """Read (and expand) a preset file; raise UserError(s) when it is not usable."""
     from .validate import read_expanded
     wf, p = read_expanded(path)
+    for nid, decl in wf.nodes.items():  # the rest is checked when it runs
+        t = decl.type.value
+        if t is not BAD and (not isinstance(t, str) or declare.get(t) is None):
+            p.add(f"unknown node type {show(t)}{suggest(str(t), declare.REGISTRY)}", decl.type,
+                  node=nid, field="type")
     p.raise_any()
     outputs: dict[str, str] = {}
     for name, at in wf.outputs.items():
@@ -124,7 +130,7 @@ def signature(path: str | Path) -> PresetSignature:
             continue
         outputs[name] = out.type
     p.raise_any()
-    return PresetSignature(Path(path), wf.description, dict(wf.inputs), outputs)
+    return PresetSignature(Path(path), wf.description, dict(wf.inputs), outputs, wf)
 
 
 def _output_of(nodes: dict[str, NodeDecl], ref: Any):

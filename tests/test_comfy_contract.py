@@ -10,6 +10,7 @@ PNG chunks are checked against stand-ins for ComfyUI's modules.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,13 +23,14 @@ from PIL import Image
 
 from comfy_validator import validate_prompt
 from stages_util import tiny_checkpoint  # noqa: F401  (fixture)
-from unclip_nodes.graph import comfy
+from unclip_nodes.graph import comfy, preset
 from unclip_nodes.graph.validate import load
 from unclip_nodes.nodes import declare, runtime
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / "workflows"
 COMFY_SHARED_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN"}
+PRESET = "unCLIP preset:"
 OPTION_KEYS = {"default", "min", "max", "step", "multiline", "tooltip", "forceInput"}
 
 IMPORT_AS_COMFY = textwrap.dedent(r"""
@@ -77,10 +79,26 @@ def comfy_import(tmp_path_factory):
     folder = root / "custom_nodes" / "unclip-nodes"
     folder.parent.mkdir()
     folder.symlink_to(REPO, target_is_directory=True)
+    mine = root / "my_presets"  # a user's preset folder: one usable preset, one broken
+    mine.mkdir()
+    (mine / "shrink.yaml").write_text(textwrap.dedent("""
+        description: Shrink images.
+        inputs:
+          image: {type: IMAGE}
+          width: {type: INT, default: 8}
+        nodes:
+          resize: {type: ResizeImage, links: {image: $image}, params: {width: $width, height: 0}}
+        outputs:
+          image: resize.image
+        """))
+    (mine / "broken.yaml").write_text("nodes: [oops\n")
+    env = {k: v for k, v in os.environ.items() if k != "UNCLIP_PRESETS"}
     proc = subprocess.run([sys.executable, "-c", IMPORT_AS_COMFY, str(folder)], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**env, "UNCLIP_PRESETS": str(mine)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
+    data["stderr"] = proc.stderr
     return folder, data
 
 
@@ -94,7 +112,8 @@ def test_pack_imports_under_path_derived_names_with_relative_imports_only(comfy_
     folder, data = comfy_import
     path_name, short_name = str(folder).replace(".", "_x_"), "unclip-nodes"
     assert set(data[path_name]) == set(data[short_name])
-    assert len(data[path_name]) == len(declare.REGISTRY) - sum(
+    nodes = [k for k in data[path_name] if not k.startswith(PRESET)]
+    assert len(nodes) == len(declare.REGISTRY) - sum(
         1 for t in declare.REGISTRY if t.startswith("Test"))  # the test nodes are not in the pack
     assert not any(m.startswith("unclip_nodes") for m in data["modules"])
     assert all(m.startswith((path_name, short_name)) for m in data["modules"])
@@ -102,8 +121,13 @@ def test_pack_imports_under_path_derived_names_with_relative_imports_only(comfy_
 
 def test_every_class_id_display_name_and_category_is_ours(object_info):
     for key, cls in object_info.items():
-        assert key.startswith("unCLIP ") and declare.get(key[len("unCLIP "):]) is not None
-        assert cls["display_name"] == key
+        if key.startswith(PRESET):
+            assert cls["display_name"] == "unCLIP preset " + key[len(PRESET):]
+            assert preset.find_preset(key[len(PRESET):]) or key == PRESET + "shrink"
+            assert cls["category"] == "unCLIP/presets"
+        else:
+            assert key.startswith("unCLIP ") and declare.get(key[len("unCLIP "):]) is not None
+            assert cls["display_name"] == key
         assert cls["category"].startswith("unCLIP/"), key
         assert cls["description"].strip(), key
         assert cls["callable"], key
@@ -121,8 +145,9 @@ def test_input_types_have_comfy_shapes(object_info):
                     and all(isinstance(c, str) for c in spec[0])), (key, name)
                 if len(spec) == 2:
                     assert set(spec[1]) <= OPTION_KEYS, (key, name, spec[1])
-        if cls["output_node"]:
-            assert types_["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+        if cls["output_node"]:  # under other names where a preset has a 'prompt' widget
+            assert sorted(types_["hidden"].values()) == ["EXTRA_PNGINFO", "PROMPT"]
+            assert not set(types_["hidden"]) & set(types_["required"])
         assert len(cls["return_names"]) == len(cls["return_types"])
         assert len(cls["output_tooltips"]) == len(cls["return_types"])
 
@@ -171,6 +196,37 @@ def test_model_handles_and_embeddings_have_their_own_socket_types(object_info):
     ours = seen - COMFY_SHARED_TYPES
     assert ours and all(t.startswith("UNCLIP_") for t in ours), ours
     assert {"IMAGE", "MASK"} <= seen
+
+
+def test_every_preset_with_inputs_and_outputs_is_a_node_and_a_broken_one_is_left_out(
+        object_info, comfy_import):
+    presets = {k[len(PRESET):] for k in object_info if k.startswith(PRESET)}
+    assert presets == {"shrink", *preset.list_presets()}  # the shipped ones and the user's
+    shrink = object_info[PRESET + "shrink"]
+    assert shrink["input_types"] == {"required": {
+        "image": ["IMAGE"],
+        "width": ["INT", {"default": 8, "min": 0, "max": 16384, "step": 1}]}}
+    assert (shrink["return_types"], shrink["return_names"], shrink["output_node"]) == (
+        ["IMAGE"], ["image"], False)
+    up = object_info[PRESET + "upscale"]
+    assert up["input_types"]["required"]["image"][0] == "IMAGE"
+    assert up["input_types"]["required"]["model"][1]["default"] == "pocket"
+    assert up["return_types"] == ["IMAGE"]
+    assert "unclip-nodes: preset 'broken' is left out of ComfyUI: " in comfy_import[1]["stderr"]
+    assert "Traceback" not in comfy_import[1]["stderr"]
+
+
+def test_prompt_with_a_preset_node_passes_comfys_validation(object_info):
+    prompt = {"1": {"class_type": "unCLIP LoadImage", "inputs": {"path": "x.png"}},
+              "2": {"class_type": PRESET + "shrink", "inputs": {"image": ["1", 0], "width": 4}},
+              "3": {"class_type": PRESET + "upscale", "inputs": {
+                  "image": ["2", 0], "model": "pocket", "steps": 7, "seed": 2}},
+              "4": {"class_type": "unCLIP SaveImage", "inputs": {"images": ["3", 0],
+                                                                 "prefix": "up"}}}
+    assert validate_prompt(prompt, object_info) == {}
+    prompt["3"]["inputs"]["image"] = ["1", 1]  # the MASK
+    assert [e["type"] for e in validate_prompt(prompt, object_info)["3"]] == [
+        "return_type_mismatch"]
 
 
 # --- exported API JSON, validated as ComfyUI would ---------------------------------------------
