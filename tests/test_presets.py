@@ -378,6 +378,29 @@ def test_cli_validate_reports_preset_mistakes_with_exit_2(files, tmp_path, cli):
                                   "'seed'?)")
 
 
+def test_cli_validates_a_file_with_socket_inputs_as_a_preset_and_runs_it_given_a_file(
+        files, tmp_path, capsys, monkeypatch):
+    files(noise=NOISE, mix=MIX)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", "mix.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "mix.yaml: ok as a preset (5 nodes, outputs: image, total)"
+    assert out[1] == ("  image: IMAGE, a socket: linked where the preset is used; to run this "
+                      "file itself, give --set image=IMAGE_FILE  what to mix with the noise")
+    assert out[-1] == "use it as a node: type: preset:mix.yaml"
+    assert cli.main(["run", "mix.yaml", "--no-cache"]) == 2
+    assert "workflow input 'image' is a socket (IMAGE) and has no value" in \
+        capsys.readouterr().err
+    from PIL import Image
+    Image.new("RGB", (4, 4), (255, 255, 255)).save(tmp_path / "white.png")
+    assert cli.main(["run", "mix.yaml", "--set", "image=white.png", "--no-cache",
+                     "--report", "r.json"]) == 0
+    report = (tmp_path / "r.json").read_text()
+    assert '"image": "white.png"' in report and '"node": "$image"' in report
+    with pytest.raises(UserError, match="--set image=gone.png: no such file"):
+        load(tmp_path / "mix.yaml", {"image": "gone.png"})
+
+
 def test_shipped_upscale_preset_equals_the_upsample_node_written_out(tiny_checkpoint, tmp_path):
     """``preset:upscale`` (workflows/presets/) links a real IMAGE through its socket input."""
     src = {"type": "TestNoise", "params": {"seed": 4, "size": 32}}

@@ -183,6 +183,23 @@ def test_sweep_reaches_into_presets(tmp_path, write_workflow):
                                          "seed-2/swept/n"]
 
 
+def test_sweep_of_a_preset_file_whose_image_input_is_given_a_file(tmp_path, write_workflow):
+    """``unclip run PRESET --set image=FILE --sweep ...``: the image is loaded once."""
+    PIL.Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "red.png")
+    path = write_workflow("""
+        inputs:
+          image: {type: IMAGE}
+          factor: {type: FLOAT, default: 1.0}
+        nodes:
+          s: {type: TestScale, links: {image: $image}, params: {factor: $factor}}
+        outputs: {image: s.image}
+        """)
+    s = run_sweep(path, ["factor=0.5,0.25"], overrides={"image": str(tmp_path / "red.png")},
+                  cache=Cache.off(), out_dir=tmp_path / "out")
+    assert s.result.status() == {"$image": "ran", "factor-0.5/s": "ran", "factor-0.25/s": "ran"}
+    assert [float(s.outputs(c)["image"][0, 0, 0, 0]) for c in s.plan.combinations] == [0.5, 0.25]
+
+
 def test_cli_sweep_writes_named_files_contact_sheet_and_report(write_workflow, cli, tmp_path):
     write_workflow(WF)
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
