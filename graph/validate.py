@@ -84,14 +84,16 @@ def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = Non
             values: Mapping[str, Any] | None = None, preset: bool = False) -> Resolved:
     """Validate an expanded workflow with ``overrides`` (and ``values`` for its socket inputs);
     raise every problem (``p``'s too)."""
-    overrides = dict(overrides or {})
+    overrides, values = dict(overrides or {}), dict(values or {})
     files = {n: overrides.pop(n) for n in list(overrides)
              if n in wf.inputs and wf.inputs[n].socket}
+    for name in [n for n, v in files.items() if not isinstance(v, str)]:
+        values.setdefault(name, files.pop(name))  # a tensor given as an override: a value
     inputs = _resolve_inputs(wf, overrides, p)
     nodes: dict[str, ResolvedNode] = {}
     edges: list[tuple[str, str]] = []
     with runtime.use_base_dir(runtime.workflow_folder(wf.file)):  # relative file parameters
-        sources, unbound = _socket_sources(wf, files, dict(values or {}), preset, inputs, p)
+        sources, unbound = _socket_sources(wf, files, values, preset, inputs, p)
         nodes.update(sources)
         for decl in wf.nodes.values():
             rn = _check_node(wf, decl, inputs, edges, p, sources)
@@ -143,7 +145,7 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
     return values
 
 
-# --- socket inputs: values given from outside ------------------------------------------------------
+# --- socket inputs: values given from outside --------------------------------------------------
 
 VALUE_NODE = "WorkflowValue"
 """The type shown for the node that hands a socket input's Python value to the graph."""

@@ -17,7 +17,6 @@ from unclip_nodes.graph import Cache, cli, run_workflow
 from unclip_nodes.graph.comfy import load_api
 from unclip_nodes.graph.run import execute
 from unclip_nodes.graph.comfy_presets import preset_class, preset_mappings
-from unclip_nodes.graph.preset import SHIPPED
 from unclip_nodes.nodes.declare import SEED_MAX
 from unclip_nodes.nodes.image import load_image, to_uint8
 
@@ -29,7 +28,10 @@ inputs:
   method: {type: STRING, default: nearest}
   scale: {type: FLOAT, default: 1.0}
 nodes:
-  resize: {type: ResizeImage, links: {image: $image}, params: {width: $width, height: 0, method: $method}}
+  resize:
+    type: ResizeImage
+    links: {image: $image}
+    params: {width: $width, height: 0, method: $method}
 outputs:
   image: resize.image
 """
@@ -122,7 +124,8 @@ def test_shipped_upscale_preset_node_equals_unclip_run_of_the_preset(
     assert torch.equal(again, result) and len(fake_comfy.bars) == 1
 
 
-def test_comfys_cancel_stops_a_preset_node_with_comfys_exception(tmp_path, fake_comfy):  # noqa: F811
+def test_comfys_cancel_stops_a_preset_node_with_comfys_exception(
+        tmp_path, fake_comfy):  # noqa: F811
     write(tmp_path, shrink=SHRINK)
     cls = preset_class("shrink", tmp_path / "shrink.yaml")
     fake_comfy.interrupt = True

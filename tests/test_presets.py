@@ -319,6 +319,8 @@ def test_socket_input_takes_a_python_value_keyed_by_its_content(files, tmp_path)
     again = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0}, values={"image": image.clone()},
                          cache=c)
     assert again.status()["add"] == "memory hit"  # equal content, equal keys
+    as_override = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0, "image": image}, cache=c)
+    assert as_override.status()["add"] == "memory hit"  # a tensor override is a value too
     other = run_workflow(tmp_path / "mix.yaml", {"factor": 2.0}, values={"image": noise(8)},
                          cache=c)
     assert other.status()["add"] == "ran"
