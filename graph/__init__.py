@@ -5,6 +5,7 @@ Python API::
     from unclip_nodes.graph import run_workflow
     result = run_workflow("workflows/text_to_image.yaml", {"seed": 3}, out_dir="out")
     result.outputs["image"], result.report
+    run_workflow("workflows/presets/upscale.yaml", values={"image": tensor})  # a socket input
 
     from unclip_nodes.graph import run_sweep
     sweep = run_sweep("workflows/text_to_image.yaml", {"seed": range(8)}, out_dir="out")
