@@ -110,18 +110,18 @@ def test_interpolation_midpoints_lie_between_the_endpoints_in_clip_similarity(po
 def test_text_diff_moves_the_picture_toward_the_target_caption(pocket):
     z = clip.clip_image_encode(pocket["vision"], picture("red_circle_white"))
     caption = clip.clip_text_encode(pocket["text"], "a red circle on a white background")
-    target = clip.clip_text_encode(pocket["text"], "a red circle on a black background")
-    path, _ = interpolate.text_diff_node(z, caption, target, thetas="0,0.6")
+    target = clip.clip_text_encode(pocket["text"], "a red square on a white background")
+    path, _ = interpolate.text_diff_node(z, caption, target, thetas="0,0.4")
     start, end = [], []
     for seed in range(N):
         frames = decoder.decoder_node(pocket["decoder"], path, None, steps=25,
                                       guidance_scale=8.0, seed=seed, images_per_embedding=1,
                                       same_noise=True)
         a, b = read_batch(frames)
-        start.append(a.background)
-        end.append(b.background)
-    assert start.count("white") >= N - 1, start
-    assert end.count("black") >= N // 2, end
+        start.append(a.label)
+        end.append(b.label)
+    assert sum(s[1] == "square" for s in start) <= 1, start           # measured 0/6
+    assert sum(e == ("red", "square", "white") for e in end) >= N - 2, end   # measured 6/6
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_ddim_inversion_then_eta_zero_decoding_reconstructs_the_image(pocket, in
     image, z, lat, labels = inverted
     rec = decode_latent(pocket, z, lat, 0.0)
     err = (rec - image).abs().mean(dim=(1, 2, 3))
-    assert err.max() < 0.06, err          # measured: mean 0.012, worst image 0.021 (0..1 scale)
+    assert err.max() < 0.06, err          # measured: mean 0.008, worst image 0.017 (0..1 scale)
     assert [r.label for r in read_batch(rec)] == labels
 
 
