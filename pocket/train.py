@@ -27,6 +27,7 @@ MAX_LENGTH = 24      # tokenizer model_max_length == prior num_embeddings
 EMBED_DIM = 64       # CLIP projection dim == text hidden size (the prior and text_proj need both equal)
 LOW_RES = 32
 HIGH_RES = 64
+BANK = 8192          # pictures whose CLIP embeddings the prior trains on
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
 
@@ -65,7 +66,7 @@ def make_prior():
 def make_text_proj():
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
     return UnCLIPTextProjModel(clip_extra_context_tokens=4, clip_embeddings_dim=EMBED_DIM,
-                               time_embed_dim=128, cross_attention_dim=64)
+                               time_embed_dim=64, cross_attention_dim=64)
 
 
 def make_decoder():
@@ -75,7 +76,7 @@ def make_decoder():
         down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
-        block_out_channels=(32, 64, 64), layers_per_block=1, cross_attention_dim=64,
+        block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=64,
         attention_head_dim=16, resnet_time_scale_shift="scale_shift", class_embed_type="identity")
 
 
@@ -206,7 +207,7 @@ def train_clip(out: Path, minutes: float, seed: int, log: Log, resume: bool = Fa
     rng = np.random.default_rng(seed)
     tok = save_clip_tokenizer(out / "tokenizer", world.vocabulary(), model_max_length=MAX_LENGTH)
     if resume and (out / "text_encoder").exists() and (out / "image_encoder").exists():
-        _, text, vision = load_clip(out)     # continue an earlier CLIP stage (``--resume-clip``)
+        _, text, vision = load_clip(out)     # continue an earlier CLIP stage (``--resume clip``)
         text.train(), vision.train()
         rng = np.random.default_rng(seed + 100)
         log("clip: continuing from the saved towers")
@@ -287,11 +288,20 @@ def train_prior(out: Path, minutes: float, seed: int, log: Log) -> dict:
     table = TextTable(tok, text)
     sched = schedulers()["prior_scheduler"]
     prior = make_prior()
+    # A bank of image embeddings computed once: the vision tower is frozen here, and embedding a
+    # fresh batch every step would cost more than the prior's own step.
+    bank_caps, bank = [], []
+    with torch.no_grad():
+        for _ in range(BANK // 512):
+            imgs, caps, _ = world.sample(rng, 512, LOW_RES)
+            bank.append(image_embeds(vision, to_tensor(imgs)))
+            bank_caps += caps
+    bank = torch.cat(bank)
+    log(f"prior: embedded a bank of {len(bank)} training pictures")
     # clip_mean / clip_std: the prior diffuses normalised image embeddings
     with torch.no_grad():
-        embs = torch.cat([image_embeds(vision, to_tensor(world.sample(rng, 256, LOW_RES)[0])) for _ in range(8)])
-        prior.clip_mean.copy_(embs.mean(0))
-        prior.clip_std.copy_(embs.std(0))
+        prior.clip_mean.copy_(bank.mean(0))
+        prior.clip_std.copy_(bank.std(0))
     prior.clip_mean.requires_grad_(False)
     prior.clip_std.requires_grad_(False)
     params = [p for p in prior.parameters() if p.requires_grad]
@@ -301,8 +311,9 @@ def train_prior(out: Path, minutes: float, seed: int, log: Log) -> dict:
     for step in budget_loop(minutes, log, "prior", every=100):
         for g in opt.param_groups:
             g["lr"] = 5e-4 * min(1.0, (step + 1) / 100)
-        imgs, caps, _ = world.sample(rng, batch, LOW_RES)
-        x0 = (image_embeds(vision, to_tensor(imgs)) - prior.clip_mean) / prior.clip_std
+        pick = torch.randint(0, len(bank), (batch,))
+        caps = [bank_caps[i] for i in pick.tolist()]
+        x0 = (bank[pick] - prior.clip_mean) / prior.clip_std
         drop = torch.rand(batch) < 0.1
         te, hs, mask = table.lookup(caps, drop)
         t = torch.randint(0, 1000, (batch,))
@@ -357,20 +368,29 @@ def vlb_loss(terms, eps_pred, v, x0, xt, t):
     return (kl * (t > 0).float()).mean()
 
 
-def train_decoder(out: Path, minutes: float, seed: int, log: Log, save_every_min: float = 8.0) -> dict:
+def train_decoder(out: Path, minutes: float, seed: int, log: Log, resume: bool = False,
+                  lr_decay: bool = False, save_every_min: float = 8.0) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tok, text, vision = load_clip(out)
     table = TextTable(tok, text)
     sched = schedulers()["decoder_scheduler"]
     terms = _vlb_terms(sched)
-    decoder, text_proj = make_decoder(), make_text_proj()
+    if resume and (out / "decoder").exists() and (out / "text_proj").exists():
+        from diffusers import UNet2DConditionModel
+        from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+        decoder = UNet2DConditionModel.from_pretrained(out / "decoder").train()
+        text_proj = UnCLIPTextProjModel.from_pretrained(out / "text_proj").train()
+        rng = np.random.default_rng(seed + 100)
+        log("decoder: continuing from the saved decoder")
+    else:
+        decoder, text_proj = make_decoder(), make_text_proj()
     log(f"decoder: {sum(p.numel() for p in decoder.parameters()) / 1e6:.2f} M params, "
         f"text_proj {sum(p.numel() for p in text_proj.parameters()) / 1e6:.2f} M")
     params = list(decoder.parameters()) + list(text_proj.parameters())
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
-    ema = EMA([decoder, text_proj], decay=0.999)
-    batch, losses, vlbs, t0 = 32, [], [], time.time()
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    ema = EMA([decoder, text_proj], decay=0.995)
+    batch, losses, vlbs, t0 = 24, [], [], time.time()
     last_save = time.time()
 
     def save(tag):
@@ -381,8 +401,12 @@ def train_decoder(out: Path, minutes: float, seed: int, log: Log, save_every_min
         log(f"decoder: saved ({tag})")
 
     for step in budget_loop(minutes, log, "decoder", every=100):
+        lr = 1e-3 * min(1.0, (step + 1) / 100)
+        if lr_decay:   # cosine over the wall-clock budget, down to a tenth
+            frac = min(1.0, (time.time() - t0) / (minutes * 60))
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
-            g["lr"] = 5e-4 * min(1.0, (step + 1) / 100)
+            g["lr"] = lr
         imgs, caps, _ = world.sample(rng, batch, LOW_RES)
         x0 = to_tensor(imgs)
         emb = image_embeds(vision, x0)
@@ -408,15 +432,15 @@ def train_decoder(out: Path, minutes: float, seed: int, log: Log, save_every_min
         ema.update()
         losses.append(mse.item())
         vlbs.append(vlb.item())
-        if (step + 1) % 50 == 0:
-            log(f"decoder: step {step + 1} mse {np.mean(losses[-50:]):.4f} vlb {np.mean(vlbs[-50:]):.4f}")
+        if (step + 1) % 25 == 0:
+            log(f"decoder: step {step + 1} mse {np.mean(losses[-25:]):.4f} vlb {np.mean(vlbs[-25:]):.4f}")
         if time.time() - last_save > save_every_min * 60:
             save(f"step {step + 1}")
             last_save = time.time()
     save("final")
     stats = {"steps": len(losses), "seconds": round(time.time() - t0), "batch": batch,
              "final_mse": float(np.mean(losses[-100:])), "final_vlb": float(np.mean(vlbs[-100:])),
-             "ema_decay": 0.999}
+             "ema_decay": 0.995}
     log(f"decoder: done {stats}")
     return stats
 
@@ -452,8 +476,8 @@ def train_upsampler(out: Path, minutes: float, seed: int, log: Log) -> dict:
     unet = make_upsampler()
     log(f"upsampler: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params")
     opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.0)
-    ema = EMA([unet], decay=0.999)
-    batch, losses, t0 = 12, [], time.time()
+    ema = EMA([unet], decay=0.995)
+    batch, losses, t0 = 8, [], time.time()
     for step in budget_loop(minutes, log, "upsampler", every=100):
         for g in opt.param_groups:
             g["lr"] = 5e-4 * min(1.0, (step + 1) / 100)
@@ -478,7 +502,7 @@ def train_upsampler(out: Path, minutes: float, seed: int, log: Log) -> dict:
     unet.save_pretrained(out / "super_res_first")
     unet.save_pretrained(out / "super_res_last")
     stats = {"steps": len(losses), "seconds": round(time.time() - t0), "batch": batch,
-             "final_mse": float(np.mean(losses[-100:])), "ema_decay": 0.999}
+             "final_mse": float(np.mean(losses[-100:])), "ema_decay": 0.995}
     log(f"upsampler: done {stats}")
     return stats
 
@@ -495,12 +519,15 @@ def main(argv=None):
     p.add_argument("--out", default="models/pocket")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    p.add_argument("--clip-minutes", type=float, default=7.0)
-    p.add_argument("--prior-minutes", type=float, default=5.0)
-    p.add_argument("--decoder-minutes", type=float, default=35.0)
-    p.add_argument("--upsampler-minutes", type=float, default=14.0)
-    p.add_argument("--resume-clip", action="store_true",
-                   help="continue training the saved CLIP towers instead of starting afresh")
+    p.add_argument("--clip-minutes", type=float, default=12.0)
+    p.add_argument("--prior-minutes", type=float, default=4.0)
+    p.add_argument("--decoder-minutes", type=float, default=60.0)
+    p.add_argument("--upsampler-minutes", type=float, default=10.0)
+    p.add_argument("--resume", default="",
+                   help="comma-separated stages (clip, decoder) that continue from the saved weights "
+                        "instead of starting afresh")
+    p.add_argument("--decoder-lr-decay", action="store_true",
+                   help="decay the decoder's learning rate (cosine over its budget, to a tenth)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log", default=None, help="also append the log to this file")
     a = p.parse_args(argv)
@@ -509,6 +536,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     log = Log(Path(a.log) if a.log else None)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    resume = {s.strip() for s in a.resume.split(",") if s.strip()}
     for s in stages:
         if s not in STAGES:
             p.error(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
@@ -523,9 +551,12 @@ def main(argv=None):
             continue
         fn, minutes = fns[s]
         log(f"== stage {s}: budget {minutes} min")
-        extra = {"resume": True} if s == "clip" and a.resume_clip else {}
+        extra = {"resume": True} if s in resume and s in ("clip", "decoder") else {}
+        if s == "decoder" and a.decoder_lr_decay:
+            extra["lr_decay"] = True
         stats = fn(out, minutes, a.seed + i, log, **extra)
-        if extra and s in record:
+        stats.update(extra)
+        if extra.get("resume") and s in record:
             stats["previous"] = record[s]
         stats["budget_minutes"] = minutes
         record[s] = stats
