@@ -1,0 +1,63 @@
+"""The bundled pocket model draws what its captions say, judged by the pixel oracle.
+
+Small fixed sets, fixed seeds and few sampling steps keep this fast and deterministic; the bounds
+sit well below what the model measures (see pocket/evaluate.py for the full evaluation) so that a
+numerically slightly different platform still passes, while a broken model or pipeline fails.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+
+from unclip_nodes.pocket import evaluate, world
+
+POCKET = Path(__file__).resolve().parent.parent / "models" / "pocket"
+pytestmark = pytest.mark.skipif(not (POCKET / "super_res_last").exists(),
+                                reason="pocket checkpoint not trained")
+
+# Measured on the bundled checkpoint with these exact settings: all three right 6/10 with guidance,
+# 2/10 without; variations keep shape and colour 7/10; the upsampler keeps the reading 4/6.
+MIN_ALL = 0.4
+GUIDANCE_GAIN = 0.2
+MIN_VARIATION = 0.5
+FAST = dict(prior_steps=12, decoder_steps=12, upsample_steps=4, upsample=False)
+# ten training combinations covering every colour, shape and background
+SEEN = [("red", "circle", "white"), ("green", "square", "black"), ("blue", "triangle", "grey"),
+        ("yellow", "square", "white"), ("purple", "triangle", "black"), ("red", "square", "grey"),
+        ("green", "triangle", "white"), ("blue", "circle", "black"), ("yellow", "triangle", "grey"),
+        ("purple", "circle", "white")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_text_to_image_draws_colour_shape_and_background_of_the_caption():
+    r, _, _ = evaluate.eval_text_to_image(SEEN, [0], evaluate.Settings(**FAST))
+    assert r["all"] >= MIN_ALL, r
+
+
+def test_guidance_makes_text_to_image_more_faithful():
+    guided, _, _ = evaluate.eval_text_to_image(SEEN, [0], evaluate.Settings(**FAST))
+    plain, _, _ = evaluate.eval_text_to_image(
+        SEEN, [0], evaluate.Settings(**FAST, prior_guidance=1.0, decoder_guidance=1.0))
+    assert guided["all"] >= plain["all"] + GUIDANCE_GAIN, (guided, plain)
+
+
+def test_image_variations_keep_shape_and_colour():
+    r, _, _ = evaluate.eval_variations(10, 0, evaluate.Settings(**FAST), size=32)
+    assert r["shape+colour"] >= MIN_VARIATION, r
+
+
+def test_upsampler_keeps_what_the_decoder_drew():
+    from unclip_nodes.pocket import oracle
+    s = evaluate.Settings(**FAST)
+    low = evaluate.text_to_image([world.caption(*c) for c in SEEN[:6]], 0, s)
+    high = evaluate.upsample(low, 0, steps=4)
+    assert high.shape[1:3] == (64, 64)
+    same = [a.label == b.label for a, b in zip(oracle.read_batch(low), oracle.read_batch(high))]
+    assert sum(same) >= 3, same
