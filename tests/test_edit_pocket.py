@@ -143,7 +143,8 @@ def test_ddim_inversion_then_eta_zero_decoding_reconstructs_the_image(pocket, in
     image, z, lat, labels = inverted
     rec = decode_latent(pocket, z, lat, 0.0)
     err = (rec - image).abs().mean(dim=(1, 2, 3))
-    assert err.max() < 0.06, err          # measured: mean 0.008, worst image 0.017 (0..1 scale)
+    # measured (0..1 scale): mean 0.012, worst 0.040 here; over 32 scenes mean 0.014, worst 0.040
+    assert err.mean() < 0.025 and err.max() < 0.06, err
     assert [r.label for r in read_batch(rec)] == labels
 
 
