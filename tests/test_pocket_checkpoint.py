@@ -23,7 +23,7 @@ def test_pocket_checkpoint_has_every_karlo_component_in_safetensors_under_25_mb(
     for c in COMPONENTS:
         assert (POCKET / c).is_dir(), c
     weights = list(POCKET.rglob("*.safetensors"))
-    assert len(weights) == 8 and not list(POCKET.rglob("*.bin"))
+    assert len(weights) == 7 and not list(POCKET.rglob("*.bin"))
     assert sum(f.stat().st_size for f in POCKET.rglob("*") if f.is_file()) <= 25 * 2 ** 20
 
 
