@@ -469,11 +469,15 @@ def upscale(low: torch.Tensor) -> torch.Tensor:
     return F.interpolate(low, size=(HIGH_RES, HIGH_RES), mode="bicubic", align_corners=False, antialias=True)
 
 
-def train_upsampler(out: Path, minutes: float, seed: int, log: Log) -> dict:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+def train_upsampler(out: Path, minutes: float, seed: int, log: Log, resume: bool = False) -> dict:
+    torch.manual_seed(seed + int(resume))  # a continued run sees new scenes
+    rng = np.random.default_rng(seed + int(resume))
     sched = schedulers()["super_res_scheduler"]
     unet = make_upsampler()
+    if resume and (out / "super_res_first").exists():
+        from diffusers import UNet2DModel
+        unet = UNet2DModel.from_pretrained(out / "super_res_first")  # ``--resume upsampler``
+        log("upsampler: continuing from the saved weights")
     log(f"upsampler: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params")
     opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.0)
     ema = EMA([unet], decay=0.995)
@@ -551,7 +555,7 @@ def main(argv=None):
             continue
         fn, minutes = fns[s]
         log(f"== stage {s}: budget {minutes} min")
-        extra = {"resume": True} if s in resume and s in ("clip", "decoder") else {}
+        extra = {"resume": True} if s in resume and s in ("clip", "decoder", "upsampler") else {}
         if s == "decoder" and a.decoder_lr_decay:
             extra["lr_decay"] = True
         stats = fn(out, minutes, a.seed + i, log, **extra)

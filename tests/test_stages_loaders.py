@@ -216,10 +216,8 @@ def test_lower_precision_weights_load_and_sample(tiny_checkpoint):
     assert z.image_embeds.dtype == torch.float32 and torch.isfinite(z.image_embeds).all()
 
 
-POCKET_READY = (loaders.POCKET / "decoder").is_dir() and any(loaders.POCKET.rglob("*.safetensors"))
 
 
-@pytest.mark.skipif(not POCKET_READY, reason="the pocket checkpoint is not trained/bundled yet")
 def test_the_pocket_checkpoint_loads_and_samples_with_no_special_case():
     clip_text, vision, pri, dec, up = load("pocket")
     text = clip.clip_text_encode(clip_text, "a red circle on a blue background")
