@@ -98,7 +98,9 @@ def schedulers():
         # the decoder predicts its variance (channels 3..5), trained with the VLB term below
         "decoder_scheduler": UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon",
                                              clip_sample_range=1.0, **common),
-        "super_res_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon",
+        # x0 prediction: with 7 sampling steps an epsilon upsampler this small pulled white and
+        # black backgrounds towards grey (its first steps divide by sqrt(alpha_bar) ~ 3e-5)
+        "super_res_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
                                                clip_sample_range=1.0, **common),
     }
 
@@ -493,7 +495,8 @@ def train_upsampler(out: Path, minutes: float, seed: int, log: Log, resume: bool
         noise = torch.randn_like(hi)
         xt = sched.add_noise(hi, noise, t)
         pred = unet(torch.cat([xt, cond], dim=1), t).sample
-        loss = F.mse_loss(pred, noise)
+        target = hi if sched.config.prediction_type == "sample" else noise
+        loss = F.mse_loss(pred, target)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
