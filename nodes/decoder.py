@@ -18,7 +18,7 @@ from . import runtime
 from .declare import SEED_MAX, Input, Output, Param, node
 from .errors import UserError
 from .loaders import DecoderModel
-from .sampling import (DDIMSampler, Sampler, StepCallback, UnCLIPSampler, make_generator, noise,
+from .sampling import (cfg_batch, DDIMSampler, Sampler, StepCallback, UnCLIPSampler, make_generator, noise,
                        plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
 
@@ -72,13 +72,7 @@ def decoder_model(decoder, text_proj, image_embeds: torch.Tensor,
     and DDIM inversion both call it."""
     device, dtype = decoder.device, decoder.dtype
     guided = guidance_scale != 1.0
-    embeds, hidden, mask = text
-    if guided:
-        if uncond is None:
-            raise ValueError("guidance needs the unconditional branch")
-        embeds = torch.cat([uncond[0], embeds])
-        hidden = torch.cat([uncond[1], hidden])
-        mask = torch.cat([uncond[2], mask])
+    embeds, hidden, mask = cfg_batch(text, uncond, guided)
     context, time_embeds = text_proj(
         image_embeddings=image_embeds.to(device, dtype), prompt_embeds=embeds.to(device, dtype),
         text_encoder_hidden_states=hidden.to(device, dtype), do_classifier_free_guidance=guided)

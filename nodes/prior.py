@@ -15,7 +15,7 @@ from .declare import SEED_MAX, Input, Output, Param, node
 from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .loaders import PriorModel
-from .sampling import Sampler, UnCLIPSampler, make_generator, noise, plain
+from .sampling import cfg_batch, Sampler, UnCLIPSampler, make_generator, noise, plain
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -28,13 +28,7 @@ def sample_prior(prior, text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     but the last."""
     device, dtype = prior.device, prior.dtype
     guided = guidance_scale != 1.0
-    embeds, hidden, mask = text
-    if guided:
-        if uncond is None:
-            raise ValueError("guidance needs the unconditional branch")
-        embeds = torch.cat([uncond[0], embeds])
-        hidden = torch.cat([uncond[1], hidden])
-        mask = torch.cat([uncond[2], mask])
+    embeds, hidden, mask = cfg_batch(text, uncond, guided)
     embeds, hidden, mask = embeds.to(device, dtype), hidden.to(device, dtype), mask.to(device)
 
     timesteps = sampler.timesteps(steps)

@@ -34,6 +34,16 @@ def plain(t: torch.Tensor) -> torch.Tensor:
     return t.clone() if t.is_inference() else t
 
 
+def cfg_batch(text, uncond, guided: bool):
+    """(pooled, hidden, mask) with the unconditional rows first when guiding, so classifier-free
+    guidance runs both branches in one forward."""
+    if not guided:
+        return text
+    if uncond is None:
+        raise ValueError("guidance needs the unconditional branch")
+    return tuple(torch.cat([u, c]) for u, c in zip(uncond, text))
+
+
 def make_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
 
