@@ -41,6 +41,11 @@ class Input:
     optional: bool = False
     tooltip: str = ""
 
+    def __post_init__(self):
+        if not isinstance(self.optional, bool):  # Input(name, type, "a tip") lands here
+            raise TypeError(f"input {self.name!r}: optional must be True or False; "
+                            f"give a tooltip as tooltip=...")
+
 
 @dataclass(frozen=True)
 class Output:

@@ -18,8 +18,8 @@ from . import runtime
 from .declare import SEED_MAX, Input, Output, Param, node
 from .errors import UserError
 from .loaders import DecoderModel
-from .sampling import (cfg_batch, DDIMSampler, Sampler, StepCallback, UnCLIPSampler, make_generator, noise,
-                       plain)
+from .sampling import (GUIDANCE_TOOLTIP, SEED_TOOLTIP, cfg_batch, DDIMSampler, Sampler,
+                       StepCallback, UnCLIPSampler, make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
 
 
@@ -223,11 +223,15 @@ def _check_decoder_params(params: dict) -> None:
               Input("noise", "UNCLIP_LATENT", optional=True,
                     tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every "
                             "image")],
-      params=[Param("steps", "INT", default=25, min=2, max=1000),
+      params=[Param("steps", "INT", default=25, min=2, max=1000,
+                    tooltip="Sampling steps of the decoder; 25 is Karlo's default, fewer is "
+                            "faster but loses detail (decode DDIMInvert noise with its steps)."),
               Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1,
-                    tooltip="1 = no guidance (skips the unconditional half)"),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX),
-              Param("images_per_embedding", "INT", default=1, min=1, max=64),
+                    tooltip=GUIDANCE_TOOLTIP),
+              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP),
+              Param("images_per_embedding", "INT", default=1, min=1, max=64,
+                    tooltip="Images decoded from each embedding, each sampled separately; the "
+                            "batch grows by this factor, one embedding's images side by side."),
               Param("sampler", "COMBO", default="unclip", choices=SAMPLERS,
                     tooltip="unclip: Karlo's stochastic sampler; ddim: DDIM with eta (eta 0 "
                             "decodes an inverted latent back to its image)"),

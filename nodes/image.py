@@ -296,11 +296,13 @@ def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None 
 
 @node("SaveAnimation", category=CATEGORY,
       description="Save the frames of a batch as one animated GIF or WebP in the output folder.",
-      inputs=[Input("images", "IMAGE", "the frames, in order"), _FRAMES],
+      inputs=[Input("images", "IMAGE", tooltip="the frames, in order"), _FRAMES],
       params=[Param("prefix", "STRING", default="unclip_anim", tooltip=_PREFIX_TIP),
               Param("format", "COMBO", default="webp", choices=("gif", "webp"),
                     tooltip="webp is lossless; gif has 256 colours and 10 ms time steps"),
-              Param("fps", "FLOAT", default=8.0, min=0.1, max=100.0, step=0.1),
+              Param("fps", "FLOAT", default=8.0, min=0.1, max=100.0, step=0.1,
+                    tooltip="Playback speed in frames per second; each frame shows for 1000/fps "
+                            "ms, rounded (gif to 10 ms steps, so its speed is approximate)."),
               Param("loop", "BOOLEAN", default=True, tooltip="repeat forever; off = play once")],
       outputs=[Output("paths", "STRING", "absolute path of the written file")],
       output_node=True, cacheable=False, check=_check_prefix_param)

@@ -23,7 +23,7 @@ from .errors import UserError
 from .image import check_image
 from .loaders import DecoderModel, UpsamplerModel
 from .mask import fit_mask, grow
-from .sampling import UnCLIPSampler, make_generator, noise
+from .sampling import GUIDANCE_TOOLTIP, SEED_TOOLTIP, UnCLIPSampler, make_generator, noise
 from .types import ImageEmbeds, TextEmbeds
 from .upsample import sample_upsampler
 
@@ -174,9 +174,12 @@ def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
                     tooltip="captions for the decoder; the empty prompt when absent"),
               Input("upsampler", "UNCLIP_UPSAMPLER", optional=True,
                     tooltip="also repaint at the upsampler's resolution (sharper fill)")],
-      params=[Param("steps", "INT", default=25, min=2, max=1000),
-              Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX),
+      params=[Param("steps", "INT", default=25, min=2, max=1000,
+                    tooltip="Decoder sampling steps for the fill; 25 is Karlo's default, and the "
+                            "time grows with steps x resample."),
+              Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1,
+                    tooltip=GUIDANCE_TOOLTIP),
+              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP),
               Param("resample", "INT", default=1, min=1, max=50,
                     tooltip="RePaint jumps: each step is done this many times, diffusing back "
                             "in between (more = better blended, slower)"),

@@ -240,7 +240,9 @@ SLOTS = 4
           Input(f"embeds_{k}", "UNCLIP_IMAGE_EMBEDS", optional=True),
           Input(f"text_{k}", "UNCLIP_TEXT_EMBEDS", optional=True,
                 tooltip=f"instead of embeds_{k}: a text embedding's pooled vector"))],
-      params=[Param(f"weight_{k}", "FLOAT", default=0.5, min=-100.0, max=100.0, step=0.05)
+      params=[Param(f"weight_{k}", "FLOAT", default=0.5, min=-100.0, max=100.0, step=0.05,
+                    tooltip=f"Weight of embeds_{k} (or text_{k}) in the sum, used as given (not "
+                            f"normalised; negative subtracts); ignored while slot {k} is empty.")
               for k in range(1, SLOTS + 1)],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")])
 def mix_embeds_node(**kw):

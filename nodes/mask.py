@@ -221,10 +221,10 @@ def invert_mask(mask: torch.Tensor):
 @node("OutpaintPad", category=CATEGORY,
       description="Add a border around an image and a mask marking it, ready for inpainting.",
       inputs=[Input("image", "IMAGE")],
-      params=[Param("left", "INT", default=0, min=0, max=SIZE_MAX),
-              Param("top", "INT", default=0, min=0, max=SIZE_MAX),
-              Param("right", "INT", default=0, min=0, max=SIZE_MAX),
-              Param("bottom", "INT", default=0, min=0, max=SIZE_MAX),
+      params=[*(Param(side, "INT", default=0, min=0, max=SIZE_MAX,
+                      tooltip=f"Pixels of new border to add on the {side}, marked 1 in the mask "
+                              f"for the inpainter; 0 leaves this side as it is.")
+                for side in ("left", "top", "right", "bottom")),
               Param("fill", "COMBO", default="edge", choices=("edge", "grey", "noise"),
                     tooltip="what the new border starts as: repeated edge pixels, mid grey, "
                             "or uniform noise"),

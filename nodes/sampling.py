@@ -20,6 +20,12 @@ import torch
 
 from .errors import UserError
 
+# Widget tooltips the sampling nodes share.
+SEED_TOOLTIP = ("Seed of the sampling noise; the same seed and settings repeat a result, another "
+                "seed gives another variation.")
+GUIDANCE_TOOLTIP = ("Classifier-free guidance strength: higher follows the conditioning more "
+                    "closely, with less variety; 1 = no guidance (skips the unconditional half).")
+
 StepCallback = Callable[[int, int, "int | None", torch.Tensor], torch.Tensor]
 """``callback(i, t, prev_t, x) -> x``: runs after step ``i`` (from timestep ``t`` to ``prev_t``,
 None after the last step) on the new sample ``x`` and returns the sample to continue from (e.g. with

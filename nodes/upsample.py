@@ -14,7 +14,8 @@ from .declare import SEED_MAX, Input, Output, Param, node
 from .decoder import from_image, to_image
 from .errors import UserError
 from .loaders import UpsamplerModel
-from .sampling import Sampler, StepCallback, UnCLIPSampler, make_generator, noise
+from .sampling import (SEED_TOOLTIP, Sampler, StepCallback, UnCLIPSampler, make_generator,
+                       noise)
 
 
 def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
@@ -53,8 +54,10 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
       description="Upscale images with the checkpoint's diffusion upsampler (the last step uses "
                   "super_res_last, as Karlo does).",
       inputs=[Input("upsampler", "UNCLIP_UPSAMPLER"), Input("image", "IMAGE")],
-      params=[Param("steps", "INT", default=7, min=2, max=1000),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX)],
+      params=[Param("steps", "INT", default=7, min=2, max=1000,
+                    tooltip="Sampling steps of the upsampler; 7 is Karlo's default and usually "
+                            "enough, more is slower."),
+              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP)],
       outputs=[Output("image", "IMAGE")])
 def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:

@@ -152,6 +152,24 @@ def test_input_types_have_comfy_shapes(object_info):
         assert len(cls["output_tooltips"]) == len(cls["return_types"])
 
 
+def test_every_parameter_has_a_tooltip(object_info):
+    """Each widget says what it does; ComfyUI shows the "tooltip" option of INPUT_TYPES (and
+    OUTPUT_TOOLTIPS for outputs), so the declared tooltips of widgets and sockets must get there."""
+    specs = [s for t, s in declare.REGISTRY.items() if not t.startswith("Test")]
+    missing = [f"{s.type}.{p.name}" for s in specs for p in s.params if not p.tooltip.strip()]
+    assert not missing, "parameters without a tooltip: " + ", ".join(missing)
+    for spec in specs:
+        cls = object_info[declare.comfy_id(spec.type)]
+        types_ = cls["input_types"]
+        for p in spec.params:
+            assert types_["required"][p.name][1].get("tooltip") == p.tooltip, (spec.type, p.name)
+        for s in spec.inputs:
+            entry = types_["optional" if s.optional else "required"][s.name]
+            opts = entry[1] if len(entry) > 1 else {}
+            assert opts.get("tooltip", "") == s.tooltip, (spec.type, s.name)
+        assert cls["output_tooltips"] == [o.tooltip for o in spec.outputs], spec.type
+
+
 def test_every_widget_default_lies_within_its_range_and_choices(object_info):
     checked = 0
     for key, cls in object_info.items():
