@@ -89,14 +89,17 @@ def make_upsampler():
                        resnet_time_scale_shift="scale_shift")
 
 
-def schedulers():
+def schedulers(decoder_prediction: str = "sample"):
     from diffusers import UnCLIPScheduler
     common = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
     return {
         "prior_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
                                            clip_sample_range=5.0, **common),
-        # the decoder predicts its variance (channels 3..5), trained with the VLB term below
-        "decoder_scheduler": UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon",
+        # the decoder predicts x0 (channels 0..2) and its variance (channels 3..5, trained with the
+        # VLB term below).  An epsilon decoder this small tinted flat backgrounds (white came out
+        # cyan or pink): at high noise its x0 estimate divides a small error by sqrt(alpha_bar),
+        # and the global colour of the picture is decided there.
+        "decoder_scheduler": UnCLIPScheduler(variance_type="learned_range", prediction_type=decoder_prediction,
                                              clip_sample_range=1.0, **common),
         # x0 prediction: with 7 sampling steps an epsilon upsampler this small pulled white and
         # black backgrounds towards grey (its first steps divide by sqrt(alpha_bar) ~ 3e-5)
@@ -352,7 +355,7 @@ def _vlb_terms(sched):
     return ac, betas, post_logvar, coef_x0, coef_xt
 
 
-def vlb_loss(terms, eps_pred, v, x0, xt, t):
+def vlb_loss(terms, x0_pred, v, x0, xt, t):
     """KL (bits/dim) between the true posterior and the model's, training only the variance output.
 
     The variance parameterisation is UnCLIPScheduler's ``learned_range``: a per-pixel interpolation,
@@ -360,8 +363,7 @@ def vlb_loss(terms, eps_pred, v, x0, xt, t):
     """
     ac, betas, post_logvar, coef_x0, coef_xt = (a[t].view(-1, 1, 1, 1) for a in terms)
     true_mean = coef_x0 * x0 + coef_xt * xt
-    x0_pred = (xt - (1 - ac).sqrt() * eps_pred.detach()) / ac.sqrt()
-    model_mean = coef_x0 * x0_pred + coef_xt * xt
+    model_mean = coef_x0 * x0_pred.detach() + coef_xt * xt
     frac = (v + 1) / 2
     model_logvar = frac * torch.log(betas) + (1 - frac) * post_logvar
     kl = 0.5 * (-1.0 + model_logvar - post_logvar + torch.exp(post_logvar - model_logvar)
@@ -371,13 +373,15 @@ def vlb_loss(terms, eps_pred, v, x0, xt, t):
 
 
 def train_decoder(out: Path, minutes: float, seed: int, log: Log, resume: bool = False,
-                  lr_decay: bool = False, save_every_min: float = 8.0) -> dict:
+                  lr_decay: bool = False, lr: float = 1e-3, prediction: str = "sample",
+                  save_every_min: float = 8.0) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tok, text, vision = load_clip(out)
     table = TextTable(tok, text)
-    sched = schedulers()["decoder_scheduler"]
+    sched = schedulers(prediction)["decoder_scheduler"]
     terms = _vlb_terms(sched)
+    x0_target = sched.config.prediction_type == "sample"
     if resume and (out / "decoder").exists() and (out / "text_proj").exists():
         from diffusers import UNet2DConditionModel
         from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
@@ -390,7 +394,8 @@ def train_decoder(out: Path, minutes: float, seed: int, log: Log, resume: bool =
     log(f"decoder: {sum(p.numel() for p in decoder.parameters()) / 1e6:.2f} M params, "
         f"text_proj {sum(p.numel() for p in text_proj.parameters()) / 1e6:.2f} M")
     params = list(decoder.parameters()) + list(text_proj.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    peak_lr = lr
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0)
     ema = EMA([decoder, text_proj], decay=0.995)
     batch, losses, vlbs, t0 = 24, [], [], time.time()
     last_save = time.time()
@@ -403,7 +408,7 @@ def train_decoder(out: Path, minutes: float, seed: int, log: Log, resume: bool =
         log(f"decoder: saved ({tag})")
 
     for step in budget_loop(minutes, log, "decoder", every=100):
-        lr = 1e-3 * min(1.0, (step + 1) / 100)
+        lr = peak_lr * min(1.0, (step + 1) / 100)
         if lr_decay:   # cosine over the wall-clock budget, down to a tenth
             frac = min(1.0, (time.time() - t0) / (minutes * 60))
             lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
@@ -423,10 +428,23 @@ def train_decoder(out: Path, minutes: float, seed: int, log: Log, resume: bool =
         noise = torch.randn_like(x0)
         xt = sched.add_noise(x0, noise, t)
         out6 = decoder(xt, t, encoder_hidden_states=hidden, class_labels=add_time, attention_mask=dmask).sample
-        eps, v = out6[:, :3], out6[:, 3:]
-        mse = F.mse_loss(eps, noise)
-        vlb = vlb_loss(terms, eps, v, x0, xt, t)
-        loss = mse + vlb
+        pred, v = out6[:, :3], out6[:, 3:]
+        ac = terms[0][t].view(-1, 1, 1, 1)
+        if x0_target:
+            # x0 loss weighted by 1 + SNR (what v-prediction's loss is), capped at 5 so the nearly
+            # clean steps do not drown the noisy ones where colours are decided
+            weight = (1 + ac / (1 - ac)).clamp(max=5.0)
+            mse = (weight * (pred - x0) ** 2).mean()
+            x0_pred = pred
+        else:
+            mse = F.mse_loss(pred, noise)
+            x0_pred = (xt - (1 - ac).sqrt() * pred) / ac.sqrt()
+        vlb = vlb_loss(terms, x0_pred, v, x0, xt, t)
+        # The VLB barely constrains v at most timesteps of the 1000-step training schedule, where
+        # beta and the posterior variance almost coincide; but a short sampling schedule spreads
+        # them far apart, and a v outside [-1, 1] then extrapolates to huge variances (a fine-tune
+        # from an epsilon decoder drove v to ~10 and sampled pure speckle).  Keep v in its range.
+        loss = mse + vlb + F.relu(v.abs() - 1).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -514,9 +532,9 @@ def train_upsampler(out: Path, minutes: float, seed: int, log: Log, resume: bool
     return stats
 
 
-def write_static(out: Path):
+def write_static(out: Path, decoder_prediction: str = "sample"):
     """Schedulers and model_index.json (they do not depend on training)."""
-    for name, s in schedulers().items():
+    for name, s in schedulers(decoder_prediction).items():
         s.save_pretrained(out / name)
     (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
 
@@ -535,6 +553,10 @@ def main(argv=None):
                         "instead of starting afresh")
     p.add_argument("--decoder-lr-decay", action="store_true",
                    help="decay the decoder's learning rate (cosine over its budget, to a tenth)")
+    p.add_argument("--decoder-prediction", choices=("sample", "epsilon"), default="sample",
+                   help="what the decoder predicts: x0 (the bundled model) or the noise (how its "
+                        "first runs trained)")
+    p.add_argument("--decoder-lr", type=float, default=1e-3, help="the decoder's peak learning rate")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log", default=None, help="also append the log to this file")
     a = p.parse_args(argv)
@@ -548,7 +570,7 @@ def main(argv=None):
         if s not in STAGES:
             p.error(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
     log(f"training {stages} into {out} with seed {a.seed}, {a.threads} threads")
-    write_static(out)
+    write_static(out, a.decoder_prediction)
     record_path = out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     fns = {"clip": (train_clip, a.clip_minutes), "prior": (train_prior, a.prior_minutes),
@@ -561,6 +583,10 @@ def main(argv=None):
         extra = {"resume": True} if s in resume and s in ("clip", "decoder", "upsampler") else {}
         if s == "decoder" and a.decoder_lr_decay:
             extra["lr_decay"] = True
+        if s == "decoder" and a.decoder_lr != 1e-3:
+            extra["lr"] = a.decoder_lr
+        if s == "decoder":
+            extra["prediction"] = a.decoder_prediction
         stats = fn(out, minutes, a.seed + i, log, **extra)
         stats.update(extra)
         if extra.get("resume") and s in record:

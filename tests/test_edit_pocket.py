@@ -28,6 +28,10 @@ TRAINED = all(any((POCKET / p).glob("*.safetensors")) for p in PARTS)
 # The checkpoint is bundled: its absence is a packaging bug, not a reason to skip.
 assert TRAINED, "models/pocket is incomplete"
 pytestmark = [pytest.mark.usefixtures("one_thread")]
+# the shipped workflows' guidance for the pocket model (its x0 decoder needs no decoder guidance;
+# at 8 it draws halos and text diffs stop short, see the README)
+PRIOR_GUIDANCE = 2.0
+DECODER_GUIDANCE = 1.0
 
 N = 6  # samples per check
 
@@ -45,7 +49,7 @@ def picture(name):
 
 def prior_embeds(pocket, prompt, n, seed=0):
     text = clip.clip_text_encode(pocket["text"], "\n".join([prompt] * n))
-    z = prior.prior_node(pocket["prior"], text, None, steps=25, guidance_scale=4.0, seed=seed,
+    z = prior.prior_node(pocket["prior"], text, None, steps=25, guidance_scale=PRIOR_GUIDANCE, seed=seed,
                          candidates=1)
     return z, text
 
@@ -55,7 +59,7 @@ def test_inpainting_paints_the_prompted_object_in_the_hole_and_keeps_the_rest(po
     hole = masks.rectangle_mask(like=image, x=10, y=10, w=44, h=44)
     z, text = prior_embeds(pocket, "a blue square on a white background", N)
     out = inpaint.inpaint_node(pocket["decoder"], image, hole, z, text, None, steps=25,
-                               guidance_scale=8.0, seed=0, resample=1, feather=2)
+                               guidance_scale=DECODER_GUIDANCE, seed=0, resample=1, feather=2)
     keep = (hole == 0)[..., None].expand(out.shape)
     assert torch.equal(out[keep], image.expand(out.shape)[keep])
     region = read_batch(out[:, 10:54, 10:54])
@@ -73,7 +77,7 @@ def test_inpainting_follows_an_image_embedding_too(pocket):
     z = clip.clip_image_encode(pocket["vision"], reference[None].float() / 255)
     z = ImageEmbeds(image_embeds=z.image_embeds.expand(N, -1))
     out = inpaint.inpaint_node(pocket["decoder"], image, hole, z, None, None, steps=25,
-                               guidance_scale=8.0, seed=1, resample=1, feather=0)
+                               guidance_scale=DECODER_GUIDANCE, seed=1, resample=1, feather=0)
     region = read_batch(out[:, 10:54, 10:54])
     assert sum(r.colour == "green" for r in region) >= N - 1, [r.label for r in region]
 
@@ -83,7 +87,7 @@ def test_outpainting_keeps_the_original_and_continues_its_background(pocket):
     padded, border = masks.outpaint_pad(image, left=16, top=16, right=16, bottom=16, fill="grey")
     z, text = prior_embeds(pocket, "a blue square on a black background", N, seed=2)
     out = inpaint.inpaint_node(pocket["decoder"], padded, border, z, text, None, steps=25,
-                               guidance_scale=8.0, seed=2, resample=2, feather=0)
+                               guidance_scale=DECODER_GUIDANCE, seed=2, resample=2, feather=0)
     assert out.shape == (N, 96, 96, 3)
     assert torch.equal(out[:, 16:80, 16:80], image.expand(N, -1, -1, -1))
     ring = torch.cat([out[:, :16].reshape(N, -1, 3), out[:, 80:].reshape(N, -1, 3)], dim=1)
@@ -99,7 +103,7 @@ def test_interpolation_midpoints_lie_between_the_endpoints_in_clip_similarity(po
     sims = []
     for seed in range(N):
         frames = decoder.decoder_node(pocket["decoder"], path, None, steps=25,
-                                      guidance_scale=8.0, seed=seed, images_per_embedding=1,
+                                      guidance_scale=DECODER_GUIDANCE, seed=seed, images_per_embedding=1,
                                       same_noise=True)
         e = clip.clip_image_encode(vision, frames).image_embeds
         sims.append(torch.stack([F.cosine_similarity(e, za), F.cosine_similarity(e, zb)]))
@@ -116,7 +120,7 @@ def test_text_diff_moves_the_picture_toward_the_target_caption(pocket):
     start, end = [], []
     for seed in range(N):
         frames = decoder.decoder_node(pocket["decoder"], path, None, steps=25,
-                                      guidance_scale=8.0, seed=seed, images_per_embedding=1,
+                                      guidance_scale=DECODER_GUIDANCE, seed=seed, images_per_embedding=1,
                                       same_noise=True)
         a, b = read_batch(frames)
         start.append(a.label)
@@ -144,7 +148,7 @@ def test_ddim_inversion_then_eta_zero_decoding_reconstructs_the_image(pocket, in
     image, z, lat, labels = inverted
     rec = decode_latent(pocket, z, lat, 0.0)
     err = (rec - image).abs().mean(dim=(1, 2, 3))
-    # measured (0..1 scale): mean 0.012, worst 0.040 here; over 32 scenes mean 0.014, worst 0.040
+    # measured (0..1 scale) with the x0 decoder: mean 0.019, worst 0.022 here
     assert err.mean() < 0.025 and err.max() < 0.06, err
     assert [r.label for r in read_batch(rec)] == labels
 

@@ -67,3 +67,16 @@ def test_training_script_writes_a_checkpoint_the_loader_accepts(tmp_path):
     clip_text, clip_vision, prior, decoder, upsampler = load_unclip(
         path=str(out), device="cpu", dtype="fp32", allow_pickle=False)
     assert None not in (clip_text, clip_vision, prior, decoder, upsampler)
+
+
+def test_vlb_term_vanishes_only_when_the_model_matches_the_true_posterior():
+    terms = train._vlb_terms(train.schedulers()["decoder_scheduler"])
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    t = torch.tensor([1, 10, 300, 900])
+    xt = terms[0][t].sqrt().view(-1, 1, 1, 1) * x0 + (1 - terms[0][t]).sqrt().view(-1, 1, 1, 1) * torch.randn(
+        x0.shape, generator=g)
+    v_post = -torch.ones_like(x0)            # learned_range at -1 is the posterior variance itself
+    assert train.vlb_loss(terms, x0, v_post, x0, xt, t).item() < 1e-6
+    assert train.vlb_loss(terms, x0 + 0.1, v_post, x0, xt, t).item() > 1e-4   # wrong mean
+    assert train.vlb_loss(terms, x0, -v_post, x0, xt, t).item() > 1e-4        # wrong variance
