@@ -80,3 +80,15 @@ def test_vlb_term_vanishes_only_when_the_model_matches_the_true_posterior():
     assert train.vlb_loss(terms, x0, v_post, x0, xt, t).item() < 1e-6
     assert train.vlb_loss(terms, x0 + 0.1, v_post, x0, xt, t).item() > 1e-4   # wrong mean
     assert train.vlb_loss(terms, x0, -v_post, x0, xt, t).item() > 1e-4        # wrong variance
+
+
+def test_bundled_recipe_replays_every_run_in_order(tmp_path):
+    out = tmp_path / "pocket"
+    train.main(["--out", str(out), "--recipe", "bundled", "--time-scale", "0.0002"])
+    decoder = json.loads((out / "training.json").read_text())["decoder"]
+    # the last run fine-tunes in x0 what the two epsilon runs before it trained
+    chain = [decoder, decoder["previous"], decoder["previous"]["previous"], decoder["previous"]["previous"]["previous"]]
+    assert [r["prediction"] for r in chain] == ["sample", "sample", "epsilon", "epsilon"]
+    assert [r.get("resume", False) for r in chain] == [True, True, True, False]
+    scheduler = json.loads((out / "decoder_scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "sample"
