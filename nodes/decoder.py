@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .declare import SEED_MAX, Input, Output, Param, node
+from .declare import Input, Output, Param, node
 from .errors import UserError
 from .loaders import DecoderModel
-from .sampling import (GUIDANCE_TOOLTIP, SEED_TOOLTIP, cfg_batch, DDIMSampler, Sampler,
+from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Sampler,
                        StepCallback, UnCLIPSampler, make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
 
@@ -226,9 +226,8 @@ def _check_decoder_params(params: dict) -> None:
       params=[Param("steps", "INT", default=25, min=2, max=1000,
                     tooltip="Sampling steps of the decoder; 25 is Karlo's default, fewer is "
                             "faster but loses detail (decode DDIMInvert noise with its steps)."),
-              Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1,
-                    tooltip=GUIDANCE_TOOLTIP),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP),
+              guidance_param(8.0),
+              SEED_PARAM,
               Param("images_per_embedding", "INT", default=1, min=1, max=64,
                     tooltip="Images decoded from each embedding, each sampled separately; the "
                             "batch grows by this factor, one embedding's images side by side."),

@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .declare import SEED_MAX, Input, Output, Param, node
+from .declare import Input, Output, Param, node
 from .decoder import from_image, prepare_decoder_inputs, sample_decoder, to_image
 from .errors import UserError
 from .image import check_image
 from .loaders import DecoderModel, UpsamplerModel
 from .mask import fit_mask, grow
-from .sampling import GUIDANCE_TOOLTIP, SEED_TOOLTIP, UnCLIPSampler, make_generator, noise
+from .sampling import SEED_PARAM, guidance_param, UnCLIPSampler, make_generator, noise
 from .types import ImageEmbeds, TextEmbeds
 from .upsample import sample_upsampler
 
@@ -177,9 +177,8 @@ def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
       params=[Param("steps", "INT", default=25, min=2, max=1000,
                     tooltip="Decoder sampling steps for the fill; 25 is Karlo's default, and the "
                             "time grows with steps x resample."),
-              Param("guidance_scale", "FLOAT", default=8.0, min=0.0, max=100.0, step=0.1,
-                    tooltip=GUIDANCE_TOOLTIP),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP),
+              guidance_param(8.0),
+              SEED_PARAM,
               Param("resample", "INT", default=1, min=1, max=50,
                     tooltip="RePaint jumps: each step is done this many times, diffusing back "
                             "in between (more = better blended, slower)"),

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .declare import SEED_MAX, Input, Output, Param, node
+from .declare import Input, Output, Param, node
 from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .loaders import PriorModel
-from .sampling import (GUIDANCE_TOOLTIP, SEED_TOOLTIP, cfg_batch, Sampler, UnCLIPSampler,
+from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Sampler, UnCLIPSampler,
                        make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds
 
@@ -83,9 +83,8 @@ def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
       params=[Param("steps", "INT", default=25, min=2, max=1000,
                     tooltip="Sampling steps of the prior; 25 is Karlo's default, fewer is faster "
                             "but the embeddings come out less accurate."),
-              Param("guidance_scale", "FLOAT", default=4.0, min=0.0, max=100.0, step=0.1,
-                    tooltip=GUIDANCE_TOOLTIP),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP),
+              guidance_param(4.0),
+              SEED_PARAM,
               Param("candidates", "INT", default=1, min=1, max=64,
                     tooltip="samples drawn per prompt; the one closest to the text embedding is "
                             "kept (the paper uses 2)")],

@@ -18,13 +18,19 @@ from typing import Callable, Protocol
 
 import torch
 
+from .declare import SEED_MAX, Param
 from .errors import UserError
 
-# Widget tooltips the sampling nodes share.
-SEED_TOOLTIP = ("Seed of the sampling noise; the same seed and settings repeat a result, another "
-                "seed gives another variation.")
-GUIDANCE_TOOLTIP = ("Classifier-free guidance strength: higher follows the conditioning more "
-                    "closely, with less variety; 1 = no guidance (skips the unconditional half).")
+# Widgets the sampling nodes share, declared once so their ranges and tooltips cannot drift apart.
+SEED_PARAM = Param("seed", "INT", default=0, min=0, max=SEED_MAX,
+                   tooltip="Seed of the sampling noise; the same seed and settings repeat a result, "
+                           "another seed gives another variation.")
+
+
+def guidance_param(default: float) -> Param:
+    return Param("guidance_scale", "FLOAT", default=default, min=0.0, max=100.0, step=0.1,
+                 tooltip="Classifier-free guidance strength: higher follows the conditioning more "
+                         "closely, with less variety; 1 = no guidance (skips the unconditional half).")
 
 StepCallback = Callable[[int, int, "int | None", torch.Tensor], torch.Tensor]
 """``callback(i, t, prev_t, x) -> x``: runs after step ``i`` (from timestep ``t`` to ``prev_t``,

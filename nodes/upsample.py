@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .declare import SEED_MAX, Input, Output, Param, node
+from .declare import Input, Output, Param, node
 from .decoder import from_image, to_image
 from .errors import UserError
 from .loaders import UpsamplerModel
-from .sampling import (SEED_TOOLTIP, Sampler, StepCallback, UnCLIPSampler, make_generator,
+from .sampling import (SEED_PARAM, Sampler, StepCallback, UnCLIPSampler, make_generator,
                        noise)
 
 
@@ -57,7 +57,7 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
       params=[Param("steps", "INT", default=7, min=2, max=1000,
                     tooltip="Sampling steps of the upsampler; 7 is Karlo's default and usually "
                             "enough, more is slower."),
-              Param("seed", "INT", default=0, min=0, max=SEED_MAX, tooltip=SEED_TOOLTIP)],
+              SEED_PARAM],
       outputs=[Output("image", "IMAGE")])
 def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:
