@@ -103,11 +103,36 @@ def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = Non
     if not wf.outputs and not any(_spec(d) and _spec(d).output_node for d in wf.nodes.values()):
         p.add("nothing to run: name some 'outputs' or add an output node (a saver)")
     graph = dag.build([*sources, *wf.nodes], edges)
+    cyclic = False
     for cyc in dag.cycles(graph):
+        cyclic = True
         first = wf.nodes[cyc[0]]
         p.add("the links form a cycle: " + " -> ".join(cyc + cyc[:1]), first.at, node=cyc[0])
+    if not cyclic:
+        _infer(wf, nodes, graph, p)
     p.raise_any()
     return Resolved(wf, inputs, nodes, outputs, graph, unbound=unbound)
+
+
+def _infer(wf: Workflow, nodes: dict[str, ResolvedNode], graph: nx.DiGraph, p: Problems) -> None:
+    """Run the declarations' ``infer`` hooks in link order, so that combinations that cannot
+    work (another model family's embeddings, a stage a family lacks) are found before anything
+    runs.  Facts are only what the hooks say; a node without a hook passes nothing on."""
+    facts: dict[tuple[str, str], dict] = {}
+    for nid in nx.topological_sort(graph):
+        rn = nodes.get(nid)
+        if rn is None or rn.spec.infer is None:
+            continue
+        known = {name: facts.get(target) for name, target in rn.links.items()}
+        try:
+            out = rn.spec.infer(dict(rn.params), known) or {}
+        except UserError as e:
+            for err in getattr(e, "errors", [e]):
+                p.extend([rn.locate(err, wf.file)])
+            continue
+        for name, value in out.items():
+            if value is not None:
+                facts[(nid, name)] = value
 
 
 def _spec(decl: NodeDecl) -> NodeSpec | None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .declare import Input, Output, Param, node
 from .errors import UserError
-from .loaders import ClipTextModel, ClipVisionModel
+from .checkpoint import ClipTextModel, ClipVisionModel
 from .sampling import plain
 from .types import ImageEmbeds, TextEmbeds
 

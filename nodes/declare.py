@@ -172,6 +172,7 @@ class NodeSpec:
     cacheable: bool = True
     fingerprint: Callable[[dict], Any] | None = None
     check: Callable[[dict], None] | None = None
+    infer: Callable[[dict, dict], dict | None] | None = None
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -255,18 +256,24 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
          params: Iterable[Param] = (), outputs: Iterable[Output] = (), version: str = "1",
          display_name: str = "", output_node: bool = False, cacheable: bool = True,
          fingerprint: Callable[[dict], Any] | None = None,
-         check: Callable[[dict], None] | None = None):
+         check: Callable[[dict], None] | None = None,
+         infer: Callable[[dict, dict], dict | None] | None = None):
     """Declare a node type.  Decorates the function that does the work and registers the spec.
 
     ``fingerprint(params)`` returns extra JSON-able cache-key material computed before running
     (a checkpoint's identity, an input file's hash); it may raise UserError (missing file).
     ``check(params)`` validates several parameters together; it raises UserError with ``field``.
+    ``infer(params, inputs)`` runs during validation, in link order: ``inputs`` maps each linked
+    input to what is known of its value (a dict of facts such as a model family or an embedding
+    width, or None), and it returns such facts per output name, or raises UserError with
+    ``field`` for combinations that cannot work (a 768-d embedding into a 1280-d decoder).  It
+    must be cheap: configs, never weights.
     """
     def wrap(fn):
         spec = NodeSpec(type=type, fn=fn, category=category, description=description,
                         inputs=tuple(inputs), params=tuple(params), outputs=tuple(outputs),
                         version=version, display_name=display_name, output_node=output_node,
-                        cacheable=cacheable, fingerprint=fingerprint, check=check)
+                        cacheable=cacheable, fingerprint=fingerprint, check=check, infer=infer)
         from .types import SOCKET_TYPES  # registered before any node module is imported
         for s in (*spec.inputs, *spec.outputs):
             if s.type not in SOCKET_TYPES:

@@ -1,15 +1,22 @@
-"""The decoder: CLIP image embedding z_i (+ caption) -> a small image (64 px in Karlo).
+"""The decoder: CLIP image embedding z_i (+ caption) -> an image.
 
-GLIDE-style conditioning (paper §2.1): z_i is projected and added to the timestep embedding, and
-also projected into a few extra context tokens placed before the text encoder's hidden states.
-Classifier-free guidance compares against a learned "no image embedding" vector and the empty
-prompt, both in one batched forward; it guides the predicted noise only, the predicted variance
-comes from the conditional half.
+Karlo's decoder (the paper's, §2.1) draws a 64 px image in pixel space, GLIDE-style: z_i is
+projected and added to the timestep embedding, and also projected into a few extra context tokens
+placed before the text encoder's hidden states.  Classifier-free guidance compares against a
+learned "no image embedding" vector and the empty prompt, both in one batched forward; it guides
+the predicted noise only, the predicted variance comes from the conditional half.  Kandinsky
+2.2's decoder samples MoVQ latents conditioned on z_i alone and guides against a negative image
+embedding (``families/kandinsky22.py``).
 
-``sample_decoder`` is the loop, written so that editing nodes can reuse it: explicit initial noise
-``x_T``, a per-step ``callback`` (RePaint-style blending) and a pluggable ``sampler``.
+The node talks to a decoder handle through a small backend interface (``DecoderBackend``), so
+one Decoder node, one Inpaint and one DDIMInvert serve every family.  ``sample`` is the loop,
+written so that editing nodes can reuse it: explicit initial noise ``x_T``, a per-step
+``callback`` (RePaint-style blending) and a pluggable ``sampler``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +24,6 @@ import torch.nn.functional as F
 from . import runtime
 from .declare import Input, Output, Param, node
 from .errors import UserError
-from .loaders import DecoderModel
 from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Sampler,
                        StepCallback, UnCLIPSampler, make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
@@ -27,7 +33,7 @@ def _latent_encode(t: torch.Tensor):
     return {"value": t.detach().cpu().contiguous()}, {}
 
 
-LATENT = socket_type("UNCLIP_LATENT", "decoder noise x_T, float32 [B, C, S, S] (e.g. from "
+LATENT = socket_type("UNCLIP_LATENT", "decoder noise x_T, float32 [B, C, h, w] (e.g. from "
                      "DDIMInvert): the second half of the bipartite latent (z_i, x_T)",
                      _latent_encode, lambda tensors, meta: tensors["value"])
 SAMPLERS = ("unclip", "ddim")
@@ -91,20 +97,42 @@ def decoder_model(decoder, text_proj, image_embeds: torch.Tensor,
     return model
 
 
+def sample(model: Callable[[torch.Tensor, int], torch.Tensor], sampler: Sampler,
+           timesteps: list[int], x: torch.Tensor, generator: torch.Generator, *,
+           callback: StepCallback | None = None, resample: int = 1,
+           desc: str = "decoder") -> torch.Tensor:
+    """Run ``sampler`` over ``timesteps`` from ``x`` (already at the first level) with
+    ``model(x, t)``; returns the sample after the last step (float32, unclamped).
+
+    Random draws, all from ``generator``: one per step (inside the sampler).  ``resample`` > 1
+    repeats every step but the last that many times, diffusing the result back up in between
+    (RePaint's jumps, which let a ``callback``'s edits spread); each jump draws its noise after
+    the step's own draws.
+    """
+    device = x.device
+    for i in runtime.steps(len(timesteps), desc):
+        t = timesteps[i]
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        for jump in range(resample if prev_t is not None else 1):
+            if jump > 0:
+                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
+            x = sampler.step(model(x, t), t, prev_t, x, generator)
+            if callback is not None:
+                x = callback(i, t, prev_t, x)
+    return x
+
+
 def sample_decoder(decoder, text_proj, image_embeds: torch.Tensor,
                    text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                    uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, *,
                    guidance_scale: float, steps: int, generator: torch.Generator,
                    sampler: Sampler, x_T: torch.Tensor | None = None,
                    callback: StepCallback | None = None, resample: int = 1) -> torch.Tensor:
-    """Sample x_0 ~ P(x | z_i, y): [B, C, S, S] float32 in [-1, 1].
+    """Karlo: sample x_0 ~ P(x | z_i, y): [B, C, S, S] float32 in [-1, 1].
 
     ``text`` = (pooled [B, D], hidden states [B, L, W], mask [B, L]) on any device, ``uncond`` the
     same for the unconditional branch (needed when ``guidance_scale`` != 1).  Random draws, all
     from ``generator``: x_T (unless given), then one per step but the last (in the sampler).
-    ``resample`` > 1 repeats every step but the last that many times, diffusing the result back
-    up in between (RePaint's jumps, which let a ``callback``'s edits spread); each jump draws its
-    noise after the step's own draws.
     """
     device = decoder.device
     model = decoder_model(decoder, text_proj, image_embeds, text, uncond,
@@ -116,15 +144,7 @@ def sample_decoder(decoder, text_proj, image_embeds: torch.Tensor,
     else:
         x = x_T.to(device=device, dtype=torch.float32)
     x = x * sampler.init_noise_sigma
-    for i in runtime.steps(len(timesteps), "decoder"):
-        t = timesteps[i]
-        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        for jump in range(resample if prev_t is not None else 1):
-            if jump > 0:
-                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
-            x = sampler.step(model(x, t), t, prev_t, x, generator)
-            if callback is not None:
-                x = callback(i, t, prev_t, x)
+    x = sample(model, sampler, timesteps, x, generator, callback=callback, resample=resample)
     return x.clamp(-1, 1)
 
 
@@ -141,9 +161,64 @@ def from_image(image: torch.Tensor) -> torch.Tensor:
     return x[..., :3].permute(0, 3, 1, 2) * 2 - 1
 
 
-# --- the node -----------------------------------------------------------------------------------
+# --- the backend interface ----------------------------------------------------------------------
 
-def _check_dims(decoder: DecoderModel, z: torch.Tensor, text: TextEmbeds | None) -> None:
+@dataclass(frozen=True)
+class Conditioning:
+    """What a decoder is conditioned on, one row per image to draw."""
+
+    image_embeds: torch.Tensor                  # z_i [N, D]
+    negative: torch.Tensor | None = None        # [N, D]: what guidance pushes away from
+    text: tuple | None = None                   # (pooled, hidden, mask), for decoders that read text
+    uncond: tuple | None = None                 # the same for the unconditional branch
+
+    @property
+    def rows(self) -> int:
+        return self.image_embeds.shape[0]
+
+
+class DecoderBackend(Protocol):
+    """What the Decoder, Inpaint and DDIMInvert nodes ask of a decoder handle.  Each family's
+    decoder handle implements it (Karlo: a pixel-space UNet + text_proj; Kandinsky 2.2: a latent
+    UNet + MoVQ)."""
+
+    family: str
+    clip_dim: int          # width of the image embeddings it takes
+    variant: str           # "text2img", "inpaint" (extra input channels) or "controlnet" (hint)
+    device: torch.device
+
+    def conditioning(self, image_embeds: ImageEmbeds, text: TextEmbeds | None,
+                     images_per_embedding: int) -> Conditioning:
+        """Pair embeddings (and captions) row by row; UserError naming the field if they do not
+        fit."""
+
+    def check_guidance(self, cond: Conditioning, guidance_scale: float) -> None:
+        """UserError when guidance is asked for but the conditioning lacks its other branch."""
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) in pixels that a request gives (0 = the model's own size)."""
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of the sample the loop runs on for that pixel size."""
+
+    def size_of(self, latent: torch.Tensor) -> tuple[int, int]:
+        """(height, width) in pixels that a sample [B, C, h, w] decodes to."""
+
+    def model(self, cond: Conditioning, guidance_scale: float,
+              hint: torch.Tensor | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The decoder as ``(x, t) -> model output`` with the conditioning prepared once."""
+
+    def sampler(self, name: str, eta: float) -> Sampler:
+        """The update rule from the checkpoint's scheduler config ("unclip") or DDIM."""
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """A finished sample -> pixels [B, 3, H, W] in [-1, 1]."""
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels [B, 3, H, W] in [-1, 1] at an ``output_size`` -> the clean sample x_0."""
+
+
+def _check_dims(decoder, z: torch.Tensor, text: TextEmbeds | None) -> None:
     dim = decoder.clip_dim
     if z.ndim != 2 or z.shape[1] != dim:
         raise UserError(f"image embeddings have shape {tuple(z.shape)} but this decoder takes "
@@ -154,9 +229,10 @@ def _check_dims(decoder: DecoderModel, z: torch.Tensor, text: TextEmbeds | None)
                         field="text")
 
 
-def prepare_decoder_inputs(decoder: DecoderModel, image_embeds: ImageEmbeds,
+def prepare_decoder_inputs(decoder, image_embeds: ImageEmbeds,
                            text: TextEmbeds | None, images_per_embedding: int):
-    """Pair embeddings and prompts row by row; returns (z_i [N, D], text, uncond) for N images."""
+    """Karlo: pair embeddings and prompts row by row; returns (z_i [N, D], text, uncond) for N
+    images."""
     z = image_embeds.image_embeds
     _check_dims(decoder, z, text)
     if text is None:
@@ -180,32 +256,109 @@ def prepare_decoder_inputs(decoder: DecoderModel, image_embeds: ImageEmbeds,
     return z, (text.text_embeds, text.hidden_states, text.attention_mask), uncond_of(text, rows)
 
 
-def make_sampler(decoder: DecoderModel, sampler: str, eta: float) -> Sampler:
-    """The Decoder's update rule: Karlo's (the default, what the parity tests pin) or DDIM."""
+def make_sampler(scheduler_config: dict, sampler: str, eta: float) -> Sampler:
+    """Karlo's update rule (the default, what the parity tests pin) or DDIM."""
     if sampler == "ddim":
-        return DDIMSampler(decoder.scheduler_config, eta=eta)
+        return DDIMSampler(scheduler_config, eta=eta)
     if eta != 0:
         raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
                         field="eta")
-    return UnCLIPSampler(decoder.scheduler_config)
+    return UnCLIPSampler(scheduler_config)
 
 
-def initial_noise(decoder: DecoderModel, rows: int, given: torch.Tensor | None, same: bool,
-                  generator: torch.Generator) -> torch.Tensor | None:
-    """x_T for ``rows`` images: the linked latent (one row serves all), one draw shared by every
-    row (``same``), or None for the loop's own per-row draw."""
-    c = int(decoder.config("decoder").get("in_channels", 3))
-    s = decoder.sample_size
+def initial_noise(shape: tuple[int, int, int], rows: int, given: torch.Tensor | None,
+                  same: bool, generator: torch.Generator) -> torch.Tensor | None:
+    """x_T for ``rows`` samples of ``shape`` (C, h, w): the linked latent (one row serves all),
+    one draw shared by every row (``same``), or None for the loop's own per-row draw."""
     if given is not None:
-        if (given.ndim != 4 or tuple(given.shape[1:]) != (c, s, s)
-                or given.shape[0] not in (1, rows)):
+        if given.ndim != 4 or tuple(given.shape[1:]) != tuple(shape) or given.shape[0] not in (1, rows):
             raise UserError(f"the noise has shape {tuple(given.shape)} but this decoder needs "
-                            f"[{rows} or 1, {c}, {s}, {s}] for {rows} image(s)", field="noise")
-        return given.float().expand(rows, c, s, s)
+                            f"[{rows} or 1, {', '.join(map(str, shape))}] for {rows} image(s)",
+                            field="noise")
+        return given.float().expand(rows, *shape)
     if same:
-        return noise((1, c, s, s), generator, "cpu").expand(rows, c, s, s)
+        return noise((1, *shape), generator, "cpu").expand(rows, *shape)
     return None
 
+
+def start_steps(timesteps: list[int], strength: float) -> list[int]:
+    """The tail of ``timesteps`` that image-to-image runs (as diffusers counts it: the last
+    int(steps * strength) of them)."""
+    n = len(timesteps)
+    keep = min(int(n * strength), n)
+    if keep < 1:
+        raise UserError(f"strength {strength:g} of {n} steps leaves no step to run; raise "
+                        f"strength or steps", field="strength")
+    return timesteps[n - keep:]
+
+
+def hint_rows(hint: torch.Tensor, rows: int, embeds: int, size: tuple[int, int]) -> torch.Tensor:
+    """A ControlNet hint IMAGE -> [rows, 3, H, W] in 0..1 at the output size: one hint for all,
+    one per embedding (repeated for its images), or one per image."""
+    if hint.ndim != 4 or hint.shape[0] == 0 or hint.shape[-1] not in (1, 3, 4):
+        raise UserError(f"expected an IMAGE [B, H, W, C] as the hint, got shape "
+                        f"{tuple(hint.shape)}", field="hint")
+    x = hint.float()
+    if x.shape[-1] == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    x = x[..., :3].permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False,
+                          antialias=True).clamp(0, 1)
+    b = x.shape[0]
+    if b == rows:
+        return x
+    if b == 1:
+        return x.expand(rows, *x.shape[1:])
+    if b == embeds and rows % b == 0:
+        return x.repeat_interleave(rows // b, dim=0)
+    raise UserError(f"{b} hint images for {rows} images to draw; give one, one per embedding or "
+                    f"one per image", field="hint")
+
+
+def pixels_at(image: torch.Tensor, size: tuple[int, int], field: str = "image") -> torch.Tensor:
+    """IMAGE [B, H, W, C] -> [B, 3, h, w] in [-1, 1] at ``size`` (antialiased bicubic,
+    stretched)."""
+    from .image import check_image, resize
+    check_image(image, field)
+    if image.shape[-1] not in (1, 3, 4):
+        raise UserError(f"expected 1, 3 or 4 channels, got {image.shape[-1]}", field=field)
+    h, w = size
+    if tuple(image.shape[1:3]) != (h, w):
+        image = resize(image.float(), w, h, "bicubic", "none")
+    return from_image(image)
+
+
+def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_scale: float,
+           seed: int, sampler: Sampler, size: tuple[int, int], x_T: torch.Tensor | None = None,
+           same_noise: bool = False, image: torch.Tensor | None = None, strength: float = 1.0,
+           hint: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw one image per row of ``cond`` -> [N, 3, H, W] in [-1, 1].
+
+    Random draws, all from ``generator(seed)``: the initial noise (x_T unless linked; with an
+    ``image``, the noise that takes it to the first level), then one per step."""
+    generator = make_generator(seed)
+    shape = decoder.latent_shape(*size)
+    rows = cond.rows
+    start = initial_noise(shape, rows, x_T, same_noise, generator)
+    model = decoder.model(cond, guidance_scale, hint=hint)
+    timesteps = sampler.timesteps(steps)
+    device = decoder.device
+    if image is not None:  # image-to-image: start from the image noised part of the way
+        timesteps = start_steps(timesteps, strength)
+        x0 = decoder.encode(image.to(device))
+        if x0.shape[0] == 1 and rows > 1:
+            x0 = x0.expand(rows, *x0.shape[1:])
+        eps = start.to(device) if start is not None else noise(x0.shape, generator, device)
+        x = sampler.add_noise(x0.float(), eps, timesteps[0])
+    else:
+        x = start.to(device) if start is not None else noise((rows, *shape), generator, device)
+        x = x * sampler.init_noise_sigma
+    x = sample(model, sampler, timesteps, x, generator)
+    return decoder.decode(x)
+
+
+# --- the node -----------------------------------------------------------------------------------
 
 def _check_decoder_params(params: dict) -> None:
     if params.get("sampler", "unclip") != "ddim" and params.get("eta", 0.0) != 0:
@@ -213,48 +366,98 @@ def _check_decoder_params(params: dict) -> None:
                         field="eta")
 
 
+def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image") -> torch.Tensor:
+    """An input image batch matched to ``rows`` samples (one for all, one per embedding, or one
+    per sample)."""
+    b = image.shape[0]
+    if b == rows:
+        return image
+    if b == 1:
+        return image.expand(rows, *image.shape[1:])
+    if b == embeds and rows % b == 0:
+        return image.repeat_interleave(rows // b, dim=0)
+    raise UserError(f"{b} images for {rows} images to draw; give one, one per embedding or one "
+                    f"per image", field=field)
+
+
 @node("Decoder", category="unCLIP/sampling",
-      description="Decode CLIP image embeddings (+ optional captions) into images at the decoder's "
-                  "resolution.",
+      description="Decode CLIP image embeddings (+ optional captions) into images; with an image "
+                  "linked, image-to-image from it (strength).",
       inputs=[Input("decoder", "UNCLIP_DECODER"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
-                    tooltip="captions; the empty prompt when absent (image variations)"),
+                    tooltip="captions (Karlo); the empty prompt when absent (image variations). "
+                            "Kandinsky 2.2's decoder reads no text"),
               Input("noise", "UNCLIP_LATENT", optional=True,
                     tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every "
-                            "image")],
+                            "image"),
+              Input("image", "IMAGE", optional=True,
+                    tooltip="image-to-image: start from this image noised to 'strength' "
+                            "instead of from pure noise (variations that keep its layout)"),
+              Input("hint", "IMAGE", optional=True,
+                    tooltip="ControlNet decoders only (Kandinsky 2.2 controlnet-depth): the depth "
+                            "map, 0..1, resized to the output size")],
       params=[Param("steps", "INT", default=25, min=2, max=1000,
-                    tooltip="Sampling steps of the decoder; 25 is Karlo's default, fewer is "
-                            "faster but loses detail (decode DDIMInvert noise with its steps)."),
+                    tooltip="Sampling steps of the decoder; 25 is Karlo's default (Kandinsky 2.2 "
+                            "uses 50-100), fewer is faster but loses detail (decode DDIMInvert "
+                            "noise with its steps)."),
               guidance_param(8.0),
               SEED_PARAM,
               Param("images_per_embedding", "INT", default=1, min=1, max=64,
                     tooltip="Images decoded from each embedding, each sampled separately; the "
                             "batch grows by this factor, one embedding's images side by side."),
               Param("sampler", "COMBO", default="unclip", choices=SAMPLERS,
-                    tooltip="unclip: Karlo's stochastic sampler; ddim: DDIM with eta (eta 0 "
+                    tooltip="unclip: the checkpoint's own scheduler (Karlo's stochastic "
+                            "UnCLIPScheduler, Kandinsky's DDPM); ddim: DDIM with eta (eta 0 "
                             "decodes an inverted latent back to its image)"),
               Param("eta", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05,
                     tooltip="ddim only: 0 = deterministic, larger = more varied"),
               Param("same_noise", "BOOLEAN", default=False,
                     tooltip="draw one x_T and use it for every image (smooth interpolation "
-                            "paths)")],
+                            "paths)"),
+              Param("width", "INT", default=0, min=0, max=4096, step=64,
+                    tooltip="0 = the model's own size (Karlo 64, Kandinsky 2.2 512); "
+                            "Kandinsky rounds up to a multiple of 64 as diffusers does"),
+              Param("height", "INT", default=0, min=0, max=4096, step=64,
+                    tooltip="0 = the model's own size; see width"),
+              Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
+                    tooltip="image-to-image only: how far the image is noised (1 = ignore it, "
+                            "0.3 = keep most of it); the last strength x steps steps run")],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params)
-def decoder_node(decoder: DecoderModel, image_embeds: ImageEmbeds, text: TextEmbeds | None,
+def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,
-                 same_noise: bool = False):
+                 same_noise: bool = False, image: torch.Tensor | None = None,
+                 hint: torch.Tensor | None = None, width: int = 0, height: int = 0,
+                 strength: float = 1.0):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
-    z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, images_per_embedding)
-    if guidance_scale != 1.0 and uncond is None:
-        raise UserError("guidance needs the unconditional branch; these text embeddings have none "
-                        "(use CLIPTextEncode) or set guidance_scale 1", field="text")
-    rule = make_sampler(decoder, sampler, eta)
-    generator = make_generator(seed)
-    x_T = initial_noise(decoder, z.shape[0], noise, same_noise, generator)
+    if decoder.variant == "inpaint":
+        raise UserError("this decoder is an inpainting decoder (it takes a masked image); use "
+                        "the Inpaint node with it", field="decoder")
+    if decoder.variant == "controlnet" and hint is None:
+        raise UserError("this decoder is a ControlNet: link a hint image (a depth map)",
+                        field="hint")
+    if decoder.variant != "controlnet" and hint is not None:
+        raise UserError("only a ControlNet decoder takes a hint; this one is a "
+                        f"{decoder.variant} decoder", field="hint")
+    if noise is not None and image is not None:
+        raise UserError("link either noise (x_T) or an image for image-to-image, not both",
+                        field="image")
+    cond = decoder.conditioning(image_embeds, text, images_per_embedding)
+    decoder.check_guidance(cond, guidance_scale)
+    rule = decoder.sampler(sampler, eta)
+    if noise is not None and width == 0 and height == 0:
+        size = decoder.size_of(noise)
+    else:
+        size = decoder.output_size(width, height)
+    embeds = image_embeds.image_embeds.shape[0]
+    pixels = None
+    if image is not None:
+        pixels = image_rows(pixels_at(image, size), cond.rows, embeds)
+    hints = hint_rows(hint, cond.rows, embeds, size) if hint is not None else None
     with torch.inference_mode():
-        x = sample_decoder(decoder.decoder, decoder.text_proj, z, cond, uncond,
-                           guidance_scale=guidance_scale, steps=steps, generator=generator,
-                           sampler=rule, x_T=x_T)
+        x = decode(decoder, cond, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                   sampler=rule, size=size, x_T=noise, same_noise=same_noise, image=pixels,
+                   strength=strength, hint=hints)
     return to_image(x)

@@ -14,7 +14,7 @@ from . import runtime
 from .declare import Input, Output, Param, node
 from .decoder import text_rows, uncond_of
 from .errors import UserError
-from .loaders import PriorModel
+from .checkpoint import PriorModel
 from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Sampler, UnCLIPSampler,
                        make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds

@@ -13,7 +13,7 @@ from . import runtime
 from .declare import Input, Output, Param, node
 from .decoder import from_image, to_image
 from .errors import UserError
-from .loaders import UpsamplerModel
+from .families.karlo import UpsamplerModel
 from .sampling import (SEED_PARAM, Sampler, StepCallback, UnCLIPSampler, make_generator,
                        noise)
 

@@ -1,0 +1,330 @@
+"""What every model family shares: finding a checkpoint on disk, its files' identity, reading one
+component, and the process-wide model cache.
+
+A family module (``families/karlo.py``, ``families/kandinsky22.py``) says which components a
+layout has and where; this module knows no family.  A component has a *logical* name (``prior``,
+``decoder``, ``decoder_scheduler``, ...) that the stage code uses, and a folder on disk that the
+family chose for it (Karlo: ``<root>/decoder``; Kandinsky 2.2: ``<decoder folder>/unet``).
+File identities are keyed by the logical name, so two folders that both hold a ``scheduler/``
+never collide.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .types import socket_type
+
+POCKET = Path(__file__).resolve().parent.parent / "models" / "pocket"
+"""The bundled pocket checkpoint, what ``path: pocket`` means."""
+
+# Model handles travel along links like any value; they have no codec, so never reach the disk.
+CLIP_TEXT = socket_type("UNCLIP_CLIP_TEXT", "CLIP text encoder + tokenizer (model handle)")
+CLIP_VISION = socket_type("UNCLIP_CLIP_VISION", "CLIP image encoder + its preprocessing (model handle)")
+PRIOR = socket_type("UNCLIP_PRIOR", "unCLIP prior + its scheduler (model handle)")
+DECODER = socket_type("UNCLIP_DECODER", "unCLIP decoder + its conditioning and scheduler (model "
+                      "handle)")
+UPSAMPLER = socket_type("UNCLIP_UPSAMPLER", "unCLIP super-resolution UNets + scheduler (model handle)")
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def resolve_path(path: str) -> Path:
+    """``pocket`` is the bundled model; anything else is a directory (``~`` expanded)."""
+    if path.strip() == "pocket":
+        return POCKET
+    return Path(path).expanduser().resolve()
+
+
+def err(msg: str, field: str = "path") -> UserError:
+    return UserError(msg, field=field)
+
+
+def read_json(p: Path, field: str = "path") -> dict:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise err(f"cannot read {p}: {e}", field) from None
+    if not isinstance(data, dict):
+        raise err(f"{p} does not hold a JSON object", field)
+    return data
+
+
+def hash_file(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:32]
+
+
+def existing_dir(path: str, field: str = "path") -> Path:
+    """The directory ``path`` names, or a UserError saying why it is not one."""
+    if not isinstance(path, str) or not path.strip():
+        raise err("give the checkpoint directory (or 'pocket' for the bundled model)", field)
+    root = resolve_path(path)
+    if not root.exists():
+        hint = (" (the bundled pocket model is missing from this installation)"
+                if root == POCKET else "")
+        raise err(f"model directory {root} does not exist{hint}", field)
+    if not root.is_dir():
+        raise err(f"{root} is not a directory; give the checkpoint's root directory "
+                  f"(the one holding model_index.json)", field)
+    return root
+
+
+def pipeline_class(root: Path, field: str = "path") -> str | None:
+    """``_class_name`` of ``root/model_index.json``: the only thing a family is detected by
+    (never the folder's name).  None when there is no model_index.json."""
+    index = root / "model_index.json"
+    if not index.is_file():
+        return None
+    name = read_json(index, field).get("_class_name")
+    return name if isinstance(name, str) else None
+
+
+def scan_weights(folder: Path, key: str, files: dict, *, weighted: bool,
+                 allow_pickle: bool) -> list[UserError]:
+    """Record the identity of ``folder``'s files under ``key/`` in ``files`` (configs by content,
+    weights by size and mtime) and return what is wrong with its weights."""
+    weights = []
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f"{key}/{f.relative_to(folder).as_posix()}"
+        if f.suffix in (".json", ".txt"):
+            files[rel] = hash_file(f)
+        elif f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES:
+            st = f.stat()
+            files[rel] = [st.st_size, st.st_mtime_ns]
+            weights.append(f)
+    if not weighted:
+        return []
+    safe = [f for f in weights if f.suffix == ".safetensors"]
+    pickled = [f for f in weights if f.suffix in PICKLE_SUFFIXES]
+    if not safe and not pickled:
+        return [err(f"{folder.name}/ has no weights (no .safetensors file)")]
+    if not safe and not allow_pickle:
+        return [err(f"{folder.name}/ has only pickle weights ({pickled[0].name}); loading pickle "
+                    f"can run code, so it is off by default: convert them to safetensors, or set "
+                    f"allow_pickle: true if you trust this checkpoint")]
+    return []
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A checked checkpoint: its family, which components it has, their configs and folders."""
+
+    root: Path
+    parts: dict[str, dict]                 # logical component -> its config (JSON)
+    files: dict[str, list] = field(repr=False)   # key -> [size, mtime_ns] or content hash
+    family: str = "karlo"
+    dirs: dict[str, Path] = field(default_factory=dict, repr=False)   # component -> folder
+    classes: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """component -> (library, class name) that reads it"""
+    roots: dict[str, str] = field(default_factory=dict)
+    """extra identity: the folders the checkpoint was assembled from, by role"""
+
+    def has(self, part: str) -> bool:
+        return part in self.parts
+
+    def config(self, part: str) -> dict:
+        return self.parts[part]
+
+    def dir(self, part: str) -> Path:
+        return self.dirs.get(part, self.root / part)
+
+    def stamp(self, part: str) -> tuple:
+        """Identity of one component's files (a changed file is a new model)."""
+        return tuple((k, tuple(v) if isinstance(v, list) else v)
+                     for k, v in sorted(self.files.items()) if k.startswith(part + "/"))
+
+    def identity(self, parts) -> dict:
+        wanted = tuple(parts) + ("model_index.json",)
+        out = {"path": str(self.root)}
+        if self.roots:
+            out["roots"] = dict(self.roots)
+        out["files"] = {k: v for k, v in sorted(self.files.items())
+                        if k == "model_index.json" or k.split("/")[0] in wanted}
+        return out
+
+
+# --- reading one component ------------------------------------------------------------------------
+
+def read_component(folder: Path, library: str, name: str, device: torch.device,
+                   dtype: torch.dtype, allow_pickle: bool):
+    """Instantiate ``library.name`` from ``folder`` (local files only, safetensors only unless
+    ``allow_pickle``) and put it on ``device`` in eval mode."""
+    common = {"local_files_only": True}
+    safe = None if allow_pickle else True
+    if library == "transformers":
+        import transformers
+        from transformers.utils import logging as hf_logging
+        cls = getattr(transformers, name)
+        if name.endswith("Tokenizer") or name.endswith("TokenizerFast"):
+            return cls.from_pretrained(str(folder), **common)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per component would drown the run's own
+        try:
+            model = cls.from_pretrained(str(folder), use_safetensors=safe, dtype=dtype, **common)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+    else:
+        if library == "unclip":
+            from . import textproj as module
+        else:
+            import diffusers as module
+        cls = getattr(module, name)
+        from diffusers.utils import is_accelerate_available
+        model = cls.from_pretrained(str(folder), use_safetensors=safe, dtype=dtype,
+                                    low_cpu_mem_usage=is_accelerate_available(), **common)
+    return model.to(device).eval().requires_grad_(False)
+
+
+# --- the process-wide model cache -------------------------------------------------------------
+
+_MODELS: dict[tuple, Any] = {}
+LOCK = threading.RLock()
+LOADED: list[tuple[str, str]] = []
+"""(root, component) each time a component is read from disk, in order (tests and benches look)."""
+
+
+def clear_model_cache() -> None:
+    with LOCK:
+        _MODELS.clear()
+
+
+def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtype,
+              allow_pickle: bool = False):
+    """One component, read from disk at most once per process (per device and dtype)."""
+    key = (str(ck.dir(part)), part, str(device), str(dtype), ck.stamp(part))
+    with LOCK:
+        hit = _MODELS.get(key)
+        if hit is not None:
+            return hit
+        library, name = ck.classes[part]
+        try:
+            obj = read_component(ck.dir(part), library, name, device, dtype, allow_pickle)
+        except UserError:
+            raise
+        except Exception as e:  # a corrupt or truncated file is the user's to fix
+            raise UserError(f"cannot load {ck.dir(part).name}/ of {ck.dir(part).parent}: "
+                            f"{type(e).__name__}: {e}") from e
+        _MODELS[key] = obj
+        LOADED.append((str(ck.root), part))
+        return obj
+
+
+# --- handles ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """A stage of a checkpoint on a device: components load on first use, through the cache."""
+
+    checkpoint: Checkpoint
+    device: torch.device
+    dtype: torch.dtype
+    allow_pickle: bool = False
+
+    def part(self, name: str):
+        return load_part(self.checkpoint, name, self.device, self.dtype, self.allow_pickle)
+
+    def config(self, name: str) -> dict:
+        return self.checkpoint.config(name)
+
+    @property
+    def source(self) -> str:
+        return str(self.checkpoint.root)
+
+    @property
+    def family(self) -> str:
+        return self.checkpoint.family
+
+
+def text_config(cfg: dict) -> dict:
+    return cfg.get("text_config", cfg) if cfg.get("model_type") == "clip" else cfg
+
+
+def vision_config(cfg: dict) -> dict:
+    return cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
+
+
+class ClipTextModel(ModelHandle):
+    """CLIP text encoder + tokenizer; the same in every family."""
+
+    @property
+    def text_encoder(self):
+        return self.part("text_encoder")
+
+    @property
+    def tokenizer(self):
+        return self.part("tokenizer")
+
+    @property
+    def max_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    @property
+    def clip_dim(self) -> int:
+        return int(text_config(self.config("text_encoder")).get("projection_dim", 512))
+
+
+class ClipVisionModel(ModelHandle):
+    """CLIP image encoder + its preprocessing config; the same in every family."""
+
+    @property
+    def image_encoder(self):
+        return self.part("image_encoder")
+
+    @property
+    def preprocess(self) -> dict:
+        """The feature_extractor's preprocessor_config.json (applied in torch by CLIPImageEncode)."""
+        return self.config("feature_extractor")
+
+    @property
+    def image_size(self) -> int:
+        return int(vision_config(self.config("image_encoder")).get("image_size", 224))
+
+    @property
+    def clip_dim(self) -> int:
+        return int(vision_config(self.config("image_encoder")).get("projection_dim", 512))
+
+    def negative_embeds(self):
+        """The negative image embedding this family's decoder guides against, or None when its
+        decoder has its own (Karlo's learned null embedding)."""
+        return None
+
+
+class PriorModel(ModelHandle):
+    """The diffusion prior + its UnCLIPScheduler config; the same transformer in every family."""
+
+    @property
+    def prior(self):
+        return self.part("prior")
+
+    @property
+    def scheduler_config(self) -> dict:
+        return self.config("prior_scheduler")
+
+    @property
+    def num_embeddings(self) -> int:
+        return int(self.config("prior").get("num_embeddings", 77))
+
+    @property
+    def clip_dim(self) -> int:
+        cfg = self.config("prior")
+        return int(cfg.get("clip_embed_dim") or cfg.get("embedding_dim", 768))
+
+    samples_negative = False
+    """Whether a linked negative prompt is sampled into a negative image embedding alongside the
+    prompts (Kandinsky 2.2) rather than only steering the prior's guidance (Karlo)."""
+
+    def negative_embeds(self):
+        """The negative image embedding to hand on when no negative prompt is linked (None:
+        the family's decoder needs none)."""
+        return None
