@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .declare import Input, Output, Param, node
+from .facts import pass_width
 from .errors import UserError
 from .checkpoint import ClipTextModel, ClipVisionModel
 from .sampling import plain
@@ -122,7 +123,8 @@ def encode_images(vision: ClipVisionModel, image: torch.Tensor) -> ImageEmbeds:
     pixels = clip_preprocess(image, vision.preprocess)
     with torch.inference_mode():
         out = vision.image_encoder(pixels.to(device=vision.device, dtype=vision.dtype))
-    return ImageEmbeds(image_embeds=plain(out.image_embeds))
+    return ImageEmbeds(image_embeds=plain(out.image_embeds),
+                       negative_image_embeds=vision.negative_embeds())
 
 
 @node("CLIPTextEncode", category="unCLIP/conditioning",
@@ -130,7 +132,7 @@ def encode_images(vision: ClipVisionModel, image: torch.Tensor) -> ImageEmbeds:
       inputs=[Input("clip", "UNCLIP_CLIP_TEXT")],
       params=[Param("prompt", "STRING", multiline=True,
                     tooltip="one prompt per line; each line becomes one batch entry")],
-      outputs=[Output("text", "UNCLIP_TEXT_EMBEDS")])
+      outputs=[Output("text", "UNCLIP_TEXT_EMBEDS")], infer=pass_width("clip", "text"))
 def clip_text_encode(clip: ClipTextModel, prompt: str):
     if clip is None:
         raise UserError("no CLIP text encoder is linked (the checkpoint has none)", field="clip")
@@ -140,7 +142,8 @@ def clip_text_encode(clip: ClipTextModel, prompt: str):
 @node("CLIPImageEncode", category="unCLIP/conditioning",
       description="Encode images with the CLIP image encoder (the z_i that image variations use).",
       inputs=[Input("clip_vision", "UNCLIP_CLIP_VISION"), Input("image", "IMAGE")],
-      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")])
+      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")],
+      infer=pass_width("clip_vision", "image_embeds"))
 def clip_image_encode(clip_vision: ClipVisionModel, image: torch.Tensor):
     if clip_vision is None:
         raise UserError("this checkpoint has no image encoder (image_encoder/ + feature_extractor/); "

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import runtime
 from .declare import Input, Output, Param, node
+from .facts import handle, same_width, width
 from .errors import UserError
 from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Sampler,
                        StepCallback, UnCLIPSampler, make_generator, noise, plain)
@@ -305,6 +306,7 @@ def hint_rows(hint: torch.Tensor, rows: int, embeds: int, size: tuple[int, int])
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=size, mode="bicubic", align_corners=False,
                           antialias=True).clamp(0, 1)
+    x = x.contiguous()  # the convolutions' results depend (in the last bits) on memory layout
     b = x.shape[0]
     if b == rows:
         return x
@@ -326,7 +328,7 @@ def pixels_at(image: torch.Tensor, size: tuple[int, int], field: str = "image") 
     h, w = size
     if tuple(image.shape[1:3]) != (h, w):
         image = resize(image.float(), w, h, "bicubic", "none")
-    return from_image(image)
+    return from_image(image).contiguous()
 
 
 def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_scale: float,
@@ -359,6 +361,41 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
 
 
 # --- the node -----------------------------------------------------------------------------------
+
+def check_links(inputs: dict, use: str = "decode") -> None:
+    """Validation of what is linked to a decoder node (``use``: decode, inpaint or invert):
+    embeddings of the decoder's width, text only where the decoder reads it, and the decoder
+    variant that the node needs."""
+    f = handle(inputs, "decoder")
+    if f is None:
+        return
+    same_width(inputs, ("image_embeds",) + (("text",) if f.get("takes_text") else ()),
+               width(f), "decoder")
+    if f.get("takes_text") is False and "text" in inputs:
+        raise UserError(f"the {f.get('label', 'linked')} decoder is conditioned on the image "
+                        f"embedding alone and reads no text; unlink text (prompts go to the "
+                        f"Prior)", field="text")
+    kind = f.get("variant", "text2img")
+    if use == "inpaint":
+        if kind == "controlnet" or (kind == "text2img" and not f.get("takes_text")):
+            raise UserError(f"Inpaint needs an inpainting decoder for {f.get('label')}: load "
+                            f"its decoder-inpaint folder (this one is {kind})", field="decoder")
+        return
+    if kind == "inpaint":
+        raise UserError("this decoder is an inpainting decoder (it takes a masked image); use "
+                        "the Inpaint node with it", field="decoder")
+    if use == "decode":
+        if kind == "controlnet" and "hint" not in inputs:
+            raise UserError("this decoder is a ControlNet: link a hint image (a depth map)",
+                            field="hint")
+        if kind != "controlnet" and "hint" in inputs:
+            raise UserError(f"only a ControlNet decoder takes a hint; this one is a {kind} "
+                            f"decoder", field="hint")
+    elif kind == "controlnet":
+        raise UserError("DDIMInvert does not support ControlNet decoders (the hint would have to "
+                        "be the same when decoding); invert with the text-to-image decoder",
+                        field="decoder")
+
 
 def _check_decoder_params(params: dict) -> None:
     if params.get("sampler", "unclip") != "ddim" and params.get("eta", 0.0) != 0:
@@ -423,7 +460,8 @@ def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image"
               Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
                     tooltip="image-to-image only: how far the image is noised (1 = ignore it, "
                             "0.3 = keep most of it); the last strength x steps steps run")],
-      outputs=[Output("image", "IMAGE")], check=_check_decoder_params)
+      outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
+      infer=lambda params, inputs: check_links(inputs, "decode"))
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .declare import Input, Output, Param, node
-from .decoder import from_image, prepare_decoder_inputs, sample_decoder, to_image
+from .decoder import check_links, from_image, sample_decoder, to_image
 from .errors import UserError
 from .image import check_image
 from .loaders import DecoderModel, UpsamplerModel
@@ -139,12 +139,11 @@ def inpaint(decoder: DecoderModel, upsampler: UpsamplerModel | None, image: torc
 
 # --- the node -------------------------------------------------------------------------------------
 
-def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
+def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
               image_embeds: ImageEmbeds, text: TextEmbeds | None, count: int = 1):
     """Match images and embeddings row by row (equal numbers, or one of them is one), then
-    ``count`` results for each pair, consecutive."""
-    z, _, _ = prepare_decoder_inputs(decoder, image_embeds, text, 1)
-    n, b = z.shape[0], image.shape[0]
+    ``count`` results for each pair, consecutive.  Returns (image, mask, Conditioning)."""
+    n, b = decoder.conditioning(image_embeds, text, 1).rows, image.shape[0]
     if n == b or b == 1:
         per, rows = count, n * count
     elif n == 1:
@@ -152,12 +151,12 @@ def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
     else:
         raise UserError(f"{b} images and {n} embeddings cannot be paired: give one image, one "
                         f"embedding, or as many of each", field="image_embeds")
-    z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, per)
+    cond = decoder.conditioning(image_embeds, text, per)
     if b == 1:
         image, mask = image.expand(rows, *image.shape[1:]), mask.expand(rows, *mask.shape[1:])
     elif count > 1:
         image, mask = image.repeat_interleave(count, 0), mask.repeat_interleave(count, 0)
-    return image, mask, z, cond, uncond
+    return image, mask, cond
 
 
 @node("Inpaint", category="unCLIP/edit",
@@ -189,8 +188,9 @@ def pair_rows(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
                     tooltip="upsampler steps, when an upsampler is linked"),
               Param("count", "INT", default=1, min=1, max=64,
                     tooltip="results per image (each with its own noise), consecutive")],
-      outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")])
-def inpaint_node(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
+      outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")],
+      infer=lambda params, inputs: check_links(inputs, "inpaint"))
+def inpaint_node(decoder, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
                  upsampler: UpsamplerModel | None = None, steps: int = 25,
                  guidance_scale: float = 8.0, seed: int = 0, resample: int = 1,
@@ -203,10 +203,42 @@ def inpaint_node(decoder: DecoderModel, image: torch.Tensor, mask: torch.Tensor,
     mask = fit_mask(mask, image)
     if float(mask.min()) < 0 or float(mask.max()) > 1:
         raise UserError("mask values must lie in 0..1 (1 = change)", field="mask")
-    image, mask, z, cond, uncond = pair_rows(decoder, image, mask, image_embeds, text, count)
-    if guidance_scale != 1.0 and uncond is None:
-        raise UserError("guidance needs the unconditional branch; these text embeddings have none "
-                        "(use CLIPTextEncode) or set guidance_scale 1", field="text")
-    return inpaint(decoder, upsampler, image, mask, z, cond, uncond,
+    image, mask, cond = pair_rows(decoder, image, mask, image_embeds, text, count)
+    decoder.check_guidance(cond, guidance_scale)
+    if decoder.variant == "inpaint":
+        if upsampler is not None:
+            raise UserError("an inpainting decoder draws at full resolution; unlink the "
+                            "upsampler", field="upsampler")
+        return inpaint_with_decoder(decoder, image, mask, cond, guidance_scale=guidance_scale,
+                                    steps=steps, seed=seed, resample=resample, feather=feather)
+    if decoder.variant != "text2img" or not hasattr(decoder, "text_proj"):
+        raise UserError(f"Inpaint needs an inpainting decoder for {decoder.family}: load its "
+                        f"decoder-inpaint folder (this one is {decoder.variant})",
+                        field="decoder")
+    return inpaint(decoder, upsampler, image, mask, cond.image_embeds, cond.text, cond.uncond,
                    guidance_scale=guidance_scale, steps=steps, upsample_steps=upsample_steps,
                    seed=seed, resample=resample, feather=feather)
+
+
+def inpaint_with_decoder(decoder, image: torch.Tensor, mask: torch.Tensor, cond, *,
+                         guidance_scale: float, steps: int, seed: int, resample: int,
+                         feather: int) -> torch.Tensor:
+    """A decoder trained to inpaint (Kandinsky 2.2's decoder-inpaint): it works at the image's
+    own size rounded up to whole UNet cells; the result is resized back and composited, so the
+    kept pixels are exactly the input's."""
+    from .families.kandinsky22 import inpaint_latents
+    h, w = image.shape[1:3]
+    pixels = decoder.fit_image(image.float())
+    size = tuple(pixels.shape[-2:])
+    change = mask[:, None].float()
+    if tuple(change.shape[-2:]) != size:
+        change = F.interpolate(change, size=size, mode="nearest-exact")
+    with torch.inference_mode():
+        x = inpaint_latents(decoder, cond, pixels, change, guidance_scale=guidance_scale,
+                            steps=steps, seed=seed, sampler=decoder.sampler("unclip", 0.0),
+                            resample=resample)
+    generated = to_image(x.float().cpu())
+    if tuple(generated.shape[1:3]) != (h, w):
+        from .image import resize
+        generated = resize(generated, w, h, "bicubic", "none")
+    return composite(image.float(), generated, mask, feather)

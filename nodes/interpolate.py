@@ -21,6 +21,7 @@ import re
 import torch
 
 from .declare import Input, Output, Param, node
+from .facts import same_width
 from .errors import UserError
 from .sampling import plain
 from .types import ImageEmbeds, TextEmbeds
@@ -135,6 +136,22 @@ def _rows(a: torch.Tensor, b: torch.Tensor, field_b: str, what_a: str):
                     f"or as many", field=field_b)
 
 
+def _negative(values, rows: int, per: int = 1) -> torch.Tensor | None:
+    """The negative image embedding carried by the first of ``values`` that has one, for the
+    output's rows: one row stays one row (it serves all); one per input row is repeated along
+    each row's path (``per`` outputs per input row)."""
+    for v in values:
+        neg = getattr(v, "negative_image_embeds", None)
+        if neg is None:
+            continue
+        if neg.shape[0] == 1:
+            return neg
+        if neg.shape[0] != rows:
+            neg = neg[:1].expand(rows, -1)
+        return plain(neg.repeat_interleave(per, dim=0)).contiguous()
+    return None
+
+
 def _path(rows: torch.Tensor) -> torch.Tensor:
     """[T, B, D] -> [B * T, D]: each input row's whole path, one after the other."""
     return rows.transpose(0, 1).reshape(-1, rows.shape[-1]).contiguous()
@@ -159,7 +176,9 @@ _THETAS = Param("thetas", "STRING", default="",
               Param("frames", "INT", default=5, min=1, max=1024,
                     tooltip="evenly spaced thetas from 0 to 1, when thetas is blank")],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS", "one row per theta (per input row)"),
-               Output("thetas", "STRING", "the theta values, for the saved files' metadata")])
+               Output("thetas", "STRING", "the theta values, for the saved files' metadata")],
+      infer=lambda params, inputs: {"image_embeds": same_width(inputs, ("a", "text_a", "b",
+                                                                        "text_b"))})
 def slerp_node(a=None, b=None, text_a=None, text_b=None, thetas: str = "", frames: int = 5):
     va, name_a = _one_of(a, text_a, ("a", "text_a"))
     vb, name_b = _one_of(b, text_b, ("b", "text_b"))
@@ -167,7 +186,8 @@ def slerp_node(a=None, b=None, text_a=None, text_b=None, thetas: str = "", frame
     va, vb = _rows(va, vb, name_b, name_a)
     ts = parse_thetas(thetas, frames)
     out = torch.stack([slerp(va, vb, t) for t in ts]).float()
-    return ImageEmbeds(image_embeds=plain(_path(out))), show_thetas(ts)
+    neg = _negative((a, b), va.shape[0], len(ts))
+    return ImageEmbeds(image_embeds=plain(_path(out)), negative_image_embeds=neg), show_thetas(ts)
 
 
 @node("SlerpNoise", category=CATEGORY,
@@ -211,7 +231,9 @@ def slerp_noise_node(a: torch.Tensor, b: torch.Tensor, thetas: str = "", frames:
                     tooltip="scale z_d to the length of z_i (keeps the path on z_i's sphere); "
                             "off = the paper's formula with a unit z_d")],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS", "one row per theta (per image)"),
-               Output("thetas", "STRING", "the theta values")])
+               Output("thetas", "STRING", "the theta values")],
+      infer=lambda params, inputs: {"image_embeds": same_width(inputs, ("image_embeds", "caption",
+                                                                        "target"))})
 def text_diff_node(image_embeds: ImageEmbeds, caption: TextEmbeds, target: TextEmbeds,
                    thetas: str = "0,0.1,0.2,0.3,0.4,0.5", frames: int = 6, end: float = 0.5,
                    match_norm: bool = True):
@@ -227,7 +249,8 @@ def text_diff_node(image_embeds: ImageEmbeds, caption: TextEmbeds, target: TextE
                         "move in; change one of the two captions", field="target")
     ts = parse_thetas(thetas, frames, end=end)
     out = text_diff(z_i, z_t0, z_t, ts, match_norm)
-    return ImageEmbeds(image_embeds=plain(_path(out))), show_thetas(ts)
+    neg = _negative((image_embeds,), z_i.shape[0], len(ts))
+    return ImageEmbeds(image_embeds=plain(_path(out)), negative_image_embeds=neg), show_thetas(ts)
 
 
 SLOTS = 4
@@ -244,7 +267,9 @@ SLOTS = 4
                     tooltip=f"Weight of embeds_{k} (or text_{k}) in the sum, used as given (not "
                             f"normalised; negative subtracts); ignored while slot {k} is empty.")
               for k in range(1, SLOTS + 1)],
-      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")])
+      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")],
+      infer=lambda params, inputs: {"image_embeds": same_width(
+          inputs, [f"{kind}_{k}" for k in range(1, SLOTS + 1) for kind in ("embeds", "text")])})
 def mix_embeds_node(**kw):
     total, first = None, None
     for k in range(1, SLOTS + 1):
@@ -262,4 +287,5 @@ def mix_embeds_node(**kw):
     if total is None:
         raise UserError("link at least one embedding (embeds_1 ... or text_1 ...)",
                         field="embeds_1")
-    return ImageEmbeds(image_embeds=plain(total.float()).contiguous())
+    neg = _negative([kw.get(f"embeds_{k}") for k in range(1, SLOTS + 1)], total.shape[0])
+    return ImageEmbeds(image_embeds=plain(total.float()).contiguous(), negative_image_embeds=neg)

@@ -14,10 +14,9 @@ import torch
 
 from . import runtime
 from .declare import Input, Output, Param, node
-from .decoder import decoder_model, from_image, prepare_decoder_inputs
+from .decoder import check_links
 from .errors import UserError
-from .image import check_image, resize
-from .loaders import DecoderModel
+from .image import check_image
 from .sampling import DDIMSampler, plain
 from .types import ImageEmbeds, TextEmbeds
 
@@ -42,7 +41,8 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
       description="Find the decoder noise x_T that decodes (DDIM, eta 0) back to an image: with "
                   "the image's CLIP embedding it is the image's bipartite latent.",
       inputs=[Input("decoder", "UNCLIP_DECODER"),
-              Input("image", "IMAGE", tooltip="resized (centre crop) to the decoder's size"),
+              Input("image", "IMAGE", tooltip="resized to the decoder's size (Karlo: centre crop; "
+                                               "Kandinsky 2.2: its own size, rounded up to 64)"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS",
                     tooltip="the image's own embedding (CLIPImageEncode), one per image"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
@@ -51,28 +51,28 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
                     tooltip="decode with the same number of steps"),
               Param("guidance_scale", "FLOAT", default=1.0, min=0.0, max=100.0, step=0.1,
                     tooltip="decode with the same; 1 (no guidance) inverts best")],
-      outputs=[Output("noise", "UNCLIP_LATENT", "x_T, one per image; link to Decoder.noise")])
-def ddim_invert_node(decoder: DecoderModel, image: torch.Tensor, image_embeds: ImageEmbeds,
+      outputs=[Output("noise", "UNCLIP_LATENT", "x_T, one per image; link to Decoder.noise")],
+      infer=lambda params, inputs: check_links(inputs, "invert"))
+def ddim_invert_node(decoder, image: torch.Tensor, image_embeds: ImageEmbeds,
                      text: TextEmbeds | None = None, steps: int = 25,
                      guidance_scale: float = 1.0):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     check_image(image)
-    z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, 1)
+    if decoder.variant != "text2img":
+        raise UserError(f"DDIMInvert needs a text-to-image decoder; this one is a "
+                        f"{decoder.variant} decoder", field="decoder")
+    cond = decoder.conditioning(image_embeds, text, 1)
     b = image.shape[0]
-    if z.shape[0] != b:
-        if z.shape[0] != 1:
-            raise UserError(f"{b} images but {z.shape[0]} embeddings: give one embedding per "
+    if cond.rows != b:
+        if cond.rows != 1:
+            raise UserError(f"{b} images but {cond.rows} embeddings: give one embedding per "
                             f"image (CLIPImageEncode of the same images)", field="image_embeds")
-        z, cond, uncond = prepare_decoder_inputs(decoder, image_embeds, text, b)
-    if guidance_scale != 1.0 and uncond is None:
-        raise UserError("guidance needs the unconditional branch; these text embeddings have none "
-                        "(use CLIPTextEncode) or set guidance_scale 1", field="text")
-    size = decoder.sample_size
-    x0 = from_image(resize(image.float(), size, size, "bicubic", "center")).to(decoder.device)
+        cond = decoder.conditioning(image_embeds, text, b)
+    decoder.check_guidance(cond, guidance_scale)
     sampler = DDIMSampler(decoder.scheduler_config, eta=0.0)
     with torch.inference_mode():
-        model = decoder_model(decoder.decoder, decoder.text_proj, z, cond, uncond,
-                              guidance_scale=guidance_scale)
+        x0 = decoder.encode(decoder.fit_image(image.float()).to(decoder.device))
+        model = decoder.model(cond, guidance_scale)
         x_T = ddim_invert(model, sampler, x0, steps)
     return plain(x_T).contiguous()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import runtime
 from .declare import Input, Output, Param, node
+from .facts import handle, same_width, width
 from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .checkpoint import PriorModel
@@ -57,6 +58,12 @@ def best_candidates(z: torch.Tensor, text_embeds: torch.Tensor, n: int) -> torch
     return cand[torch.arange(b), sim.argmax(dim=1)]
 
 
+def _infer(inputs: dict) -> dict | None:
+    f = handle(inputs, "prior")
+    same_width(inputs, ("text", "negative"), width(f), "prior")
+    return width(f)
+
+
 def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
     cfg = prior.config("prior")
     dim = cfg.get("embedding_proj_dim") or cfg.get("embedding_dim", 768)
@@ -88,7 +95,8 @@ def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
               Param("candidates", "INT", default=1, min=1, max=64,
                     tooltip="samples drawn per prompt; the one closest to the text embedding is "
                             "kept (the paper uses 2)")],
-      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")])
+      outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")], infer=lambda params, inputs: {
+          "image_embeds": _infer(inputs)})
 def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None, steps: int,
                guidance_scale: float, seed: int, candidates: int):
     if prior is None:
@@ -98,6 +106,7 @@ def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None,
     rows = b * candidates
     cond_text = text_rows(text, rows)
     cond = (cond_text.text_embeds, cond_text.hidden_states, cond_text.attention_mask)
+    neg = None
     if negative is not None:
         _check(prior, negative, "negative")
         nb = negative.text_embeds.shape[0]
@@ -113,10 +122,24 @@ def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None,
         raise UserError("guidance needs the unconditional branch; these text embeddings have none "
                         "(use CLIPTextEncode, or link a negative) or set guidance_scale 1",
                         field="text")
+    paired = negative is not None and prior.samples_negative
+    if paired:
+        # Kandinsky 2.2: the negative prompts are sampled in the same batch, after the prompts
+        # and guided by themselves; their embeddings are what the decoder guides against.
+        cond = tuple(torch.cat([c, u]) for c, u in zip(cond, uncond))
+        uncond = tuple(torch.cat([u, u]) for u in uncond)
     with torch.inference_mode():
         z = sample_prior(prior.prior, cond, uncond, guidance_scale=guidance_scale, steps=steps,
                          generator=make_generator(seed),
                          sampler=UnCLIPSampler(prior.scheduler_config))
+    z_neg = None
+    if paired:
+        z, z_neg = z[:rows], z[rows:]
+        if candidates > 1:
+            z_neg = best_candidates(z_neg, uncond[0][:rows:candidates], candidates)
+    elif prior.samples_negative:
+        z_neg = prior.negative_embeds()
     if candidates > 1:
         z = best_candidates(z, text.text_embeds, candidates)
-    return ImageEmbeds(image_embeds=plain(z).contiguous())
+    return ImageEmbeds(image_embeds=plain(z).contiguous(),
+                       negative_image_embeds=None if z_neg is None else plain(z_neg).contiguous())

@@ -114,6 +114,50 @@ class UnCLIPSampler:
         return self.scheduler.add_noise(x0, eps, torch.tensor([int(t)]))
 
 
+SCHEDULERS = ("UnCLIPScheduler", "DDPMScheduler", "DDIMScheduler")
+
+
+def scheduler_class(config: dict):
+    """The diffusers scheduler class a config names (UnCLIPScheduler when it names none)."""
+    name = config.get("_class_name") or "UnCLIPScheduler"
+    if name not in SCHEDULERS:
+        raise UserError(f"the checkpoint's scheduler is a {name}; unclip-nodes samples with "
+                        f"{', '.join(SCHEDULERS)}", field="decoder")
+    import diffusers
+    return getattr(diffusers, name)
+
+
+class SchedulerSampler:
+    """A diffusers DDPM or DDIM scheduler as the update rule (Kandinsky 2.2's decoder samples
+    with its DDPMScheduler).  Built fresh from the config, like ``UnCLIPSampler``.  Predicted
+    variance channels are dropped unless the scheduler uses them, as diffusers' pipelines do."""
+
+    def __init__(self, config: dict):
+        self.scheduler = scheduler_class(config).from_config(config)
+        self.init_noise_sigma = float(self.scheduler.init_noise_sigma)
+        self.learned_variance = getattr(self.scheduler.config, "variance_type", None) in (
+            "learned", "learned_range")
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+
+    def timesteps(self, steps: int) -> list[int]:
+        if steps < 1 or steps > self.num_train_timesteps:
+            raise UserError(f"steps must be between 1 and {self.num_train_timesteps} for this "
+                            f"model, got {steps}", field="steps")
+        self.scheduler.set_timesteps(steps)
+        return [int(t) for t in self.scheduler.timesteps]
+
+    def step(self, model_output, t, prev_t, x, generator):
+        if model_output.shape[1] == 2 * x.shape[1] and not self.learned_variance:
+            model_output = model_output[:, :x.shape[1]]
+        return self.scheduler.step(model_output, t, x, generator=generator).prev_sample
+
+    def add_noise(self, x0, eps, t):
+        return self.scheduler.add_noise(x0, eps, torch.tensor([int(t)]))
+
+    def renoise(self, x_prev, prev_t, t, eps):
+        return renoise(self.scheduler.alphas_cumprod, x_prev, prev_t, t, eps)
+
+
 def uses_learned_variance(scheduler_config: dict) -> bool:
     return scheduler_config.get("variance_type", "fixed_small_log") == "learned_range"
 
@@ -144,14 +188,13 @@ UnCLIPSampler.renoise = _unclip_renoise  # defined here to keep the editing help
 
 class DDIMSampler:
     """DDIM (Song et al. 2021) over the model's own training schedule (the alphas_cumprod of its
-    UnCLIPScheduler config).  eta = 0 is deterministic (what DDIM inversion undoes); eta = 1
+    scheduler config: Karlo's UnCLIPScheduler, Kandinsky's DDPM).  eta = 0 is deterministic (what DDIM inversion undoes); eta = 1
     adds as much noise per step as DDPM's posterior.  The model's predicted variance, if any, is
     ignored.  x_0 predictions are clipped only when ``clip_sample`` is asked for: clipping is not
     invertible, and eta = 0 decoding of an inverted latent must retrace the inversion."""
 
     def __init__(self, config: dict, eta: float = 0.0, clip_sample: bool = False):
-        from diffusers import UnCLIPScheduler
-        sched = UnCLIPScheduler.from_config(config)
+        sched = scheduler_class(config).from_config(config)
         self.alphas_cumprod = sched.alphas_cumprod.clone()
         self.num_train_timesteps = int(sched.config.num_train_timesteps)
         self.prediction_type = sched.config.prediction_type

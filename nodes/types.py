@@ -127,9 +127,14 @@ class TextEmbeds:
 
 @dataclass(frozen=True)
 class ImageEmbeds:
-    """CLIP image embeddings z_i, [B, D] (from the prior, the image encoder or a manipulation)."""
+    """CLIP image embeddings z_i, [B, D] (from the prior, the image encoder or a manipulation).
+
+    negative_image_embeds: [1 or B, D], what a decoder that guides against an image embedding
+    (Kandinsky 2.2) pushes away from; None for families whose decoder has its own (Karlo).
+    """
 
     image_embeds: torch.Tensor
+    negative_image_embeds: torch.Tensor | None = None
 
 
 IMAGE = socket_type("IMAGE", "images, float32 [B, H, W, C] in 0..1", *_tensor_codec())

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from . import runtime
 from .declare import Input, Output, Param, node
+from .facts import handle
 from .decoder import from_image, to_image
 from .errors import UserError
 from .families.karlo import UpsamplerModel
@@ -58,7 +59,8 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
                     tooltip="Sampling steps of the upsampler; 7 is Karlo's default and usually "
                             "enough, more is slower."),
               SEED_PARAM],
-      outputs=[Output("image", "IMAGE")])
+      outputs=[Output("image", "IMAGE")],
+      infer=lambda params, inputs: handle(inputs, "upsampler") and None)
 def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:
         raise UserError("no upsampler is linked (the checkpoint has none)", field="upsampler")

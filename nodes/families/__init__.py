@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import err, pipeline_class
-from . import karlo
+from . import kandinsky22, karlo
 
-FAMILIES = (karlo,)
+FAMILIES = (karlo, kandinsky22)
 
 
 def by_pipeline(name: str):

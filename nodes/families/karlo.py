@@ -329,6 +329,12 @@ class DecoderModel(ModelHandle):
     def encode(self, pixels):
         return pixels.float()
 
+    def fit_image(self, image):
+        """An IMAGE centre-cropped and resized to the decoder's square -> pixels in [-1, 1]."""
+        from ..image import resize
+        size = self.sample_size
+        return dec.from_image(resize(image.float(), size, size, "bicubic", "center"))
+
     def empty_text(self, rows: int = 1):
         """The empty prompt encoded ``rows`` times by this checkpoint's text encoder (what image
         variations condition on), or None when the checkpoint has no text encoder.  Memoised."""

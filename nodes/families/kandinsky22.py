@@ -1,0 +1,556 @@
+"""The Kandinsky 2.2 family (kandinsky-community/kandinsky-2-2-*), as diffusers lays it out.
+
+It ships in folders of its own, each with a ``model_index.json``:
+
+* the prior folder (``KandinskyV22PriorPipeline``): prior, text_encoder, tokenizer,
+  image_encoder, image_processor, scheduler (an UnCLIPScheduler) -- CLIP ViT-bigG, 1280-d;
+* decoder folders (``KandinskyV22Pipeline``, ``...InpaintPipeline``, ``...ControlnetPipeline``):
+  unet, movq, scheduler (a DDPMScheduler).  The UNet samples MoVQ latents conditioned on the image
+  embedding alone (no text); the inpainting UNet also reads the masked image's latents and the
+  mask (9 input channels); the ControlNet one a hint image (depth).
+* or one combined folder (``KandinskyV22CombinedPipeline``) with the prior's parts as
+  ``prior_<name>``.
+
+Components get the same logical names as Karlo's where they do the same job (``prior``,
+``prior_scheduler``, ``text_encoder``, ``feature_extractor`` for the image processor,
+``decoder`` for the UNet, ``decoder_scheduler``), plus ``movq``.  So the generic prior and CLIP
+handles serve both families; the decoder handle here is this family's ``DecoderBackend``.
+
+Guidance in the decoder compares against a *negative image embedding*: what the Prior samples
+for a linked negative prompt, otherwise the image encoder's embedding of an all-zero (mean
+colour) image, as diffusers computes it.  The Prior and CLIPImageEncode attach it to the
+embeddings they output.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import decoder as dec
+from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
+                          PriorModel, err, existing_dir, hash_file, pipeline_class,
+                          read_json,
+                          scan_weights, text_config, vision_config)
+from ..errors import UserError, UserErrors
+from ..sampling import DDIMSampler, SchedulerSampler, plain
+
+NAME = "kandinsky22"
+LABEL = "Kandinsky 2.2"
+PRIOR_PIPELINES = ("KandinskyV22PriorPipeline", "KandinskyV22PriorEmb2EmbPipeline")
+DECODER_PIPELINES = ("KandinskyV22Pipeline", "KandinskyV22Img2ImgPipeline",
+                     "KandinskyV22InpaintPipeline", "KandinskyV22ControlnetPipeline",
+                     "KandinskyV22ControlnetImg2ImgPipeline")
+COMBINED_PIPELINES = ("KandinskyV22CombinedPipeline", "KandinskyV22Img2ImgCombinedPipeline",
+                      "KandinskyV22InpaintCombinedPipeline")
+PIPELINES = PRIOR_PIPELINES + DECODER_PIPELINES + COMBINED_PIPELINES
+
+# logical component -> (subfolder in its folder, file that marks it, (library, class))
+PRIOR_PARTS: dict[str, tuple[str, str, tuple[str, str]]] = {
+    "text_encoder": ("text_encoder", "config.json",
+                     ("transformers", "CLIPTextModelWithProjection")),
+    "tokenizer": ("tokenizer", "tokenizer_config.json", ("transformers", "CLIPTokenizer")),
+    "image_encoder": ("image_encoder", "config.json",
+                      ("transformers", "CLIPVisionModelWithProjection")),
+    "feature_extractor": ("image_processor", "preprocessor_config.json",
+                          ("transformers", "CLIPImageProcessor")),
+    "prior": ("prior", "config.json", ("diffusers", "PriorTransformer")),
+    "prior_scheduler": ("scheduler", "scheduler_config.json", ("diffusers", "UnCLIPScheduler")),
+}
+DECODER_PARTS: dict[str, tuple[str, str, tuple[str, str]]] = {
+    "decoder": ("unet", "config.json", ("diffusers", "UNet2DConditionModel")),
+    "movq": ("movq", "config.json", ("diffusers", "VQModel")),
+    "decoder_scheduler": ("scheduler", "scheduler_config.json", ("diffusers", "DDPMScheduler")),
+}
+WEIGHTED = ("text_encoder", "image_encoder", "prior", "decoder", "movq")
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "clip_text": (("text_encoder", "tokenizer"), ()),
+    "clip_vision": (("image_encoder", "feature_extractor"), ()),
+    # the prior's negative image embedding (no negative prompt) comes from the image encoder
+    "prior": (("prior", "prior_scheduler"), ("image_encoder", "feature_extractor")),
+    "decoder": (("decoder", "movq", "decoder_scheduler"), ()),
+    "upsampler": ((), ()),
+}
+NO_UPSAMPLER = ("Kandinsky 2.2 has no upsampler: its decoder draws at full resolution (set the "
+                "Decoder's width and height)")
+_PRIOR_HINT = "the prior folder (kandinsky-2-2-prior)"
+_DECODER_HINT = ("a decoder folder (kandinsky-2-2-decoder, -decoder-inpaint or "
+                 "-controlnet-depth)")
+
+
+# --- the checkpoint on disk ---------------------------------------------------------------------
+
+def _role(name: str | None) -> str | None:
+    if name in PRIOR_PIPELINES:
+        return "prior"
+    if name in DECODER_PIPELINES:
+        return "decoder"
+    if name in COMBINED_PIPELINES:
+        return "combined"
+    return None
+
+
+def _present(folder: Path, sub: str, marker: str) -> bool:
+    d = folder / sub
+    if not d.is_dir():
+        return False
+    if marker == "tokenizer_config.json":
+        return ((d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file()
+                or ((d / "vocab.json").is_file() and (d / "merges.txt").is_file()))
+    return (d / marker).is_file()
+
+
+def _locate(root: Path, prior_root: Path | None) -> dict[str, tuple[Path, str, str]]:
+    """logical component -> (folder it is in, subfolder, marker) for every component present."""
+    roles = {"path": _role(pipeline_class(root))}
+    if prior_root is not None:
+        roles["prior_path"] = _role(pipeline_class(prior_root, "prior_path"))
+    found: dict[str, tuple[Path, str, str]] = {}
+    for folder, role, prefix in _folders(root, prior_root, roles):
+        table = PRIOR_PARTS if role == "prior" else DECODER_PARTS
+        for part, (sub, marker, _) in table.items():
+            if _present(folder, prefix + sub, marker):
+                found.setdefault(part, (folder, prefix + sub, marker))
+    return found
+
+
+def _folders(root: Path, prior_root: Path | None, roles: dict):
+    """(folder, role, subfolder prefix) for each place components are looked for."""
+    out = []
+    if roles["path"] == "combined":
+        out += [(root, "decoder", ""), (root, "prior", "prior_")]
+    else:
+        out.append((root, roles["path"], ""))
+    if prior_root is not None:
+        role = roles["prior_path"]
+        if role == "combined":
+            out += [(prior_root, "prior", "prior_")]
+        else:
+            out.append((prior_root, role, ""))
+    return out
+
+
+def _what(part: str) -> str:
+    sub, marker, (_, cls) = PRIOR_PARTS.get(part) or DECODER_PARTS[part]
+    return f"{sub}/ ({cls})"
+
+
+def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
+                    allow_pickle: bool = False, prior_path: str = "") -> Checkpoint:
+    """Check Kandinsky 2.2 folders for ``stages`` and read their configs, reading no weights.
+
+    ``path`` is a decoder, prior or combined folder; ``prior_path`` optionally a second one.
+    ``layout`` (LoadUnCLIP): a decoder and a prior are both required."""
+    root = existing_dir(path)
+    prior_root = existing_dir(prior_path, "prior_path") if prior_path and prior_path.strip() \
+        else None
+    role = _role(pipeline_class(root))
+    if prior_root is not None:
+        other = pipeline_class(prior_root, "prior_path")
+        if _role(other) is None:
+            raise err(f"{prior_root} is not a Kandinsky 2.2 prior folder (its model_index.json "
+                      f"names {other or 'no pipeline'}); give {_PRIOR_HINT}", "prior_path")
+        if _role(other) == role and role != "combined":
+            raise err(f"path and prior_path are both Kandinsky 2.2 {role} folders; give "
+                      f"{_DECODER_HINT} as path and {_PRIOR_HINT} as prior_path", "prior_path")
+        if role == "prior":  # given the other way round: fine, the roles say which is which
+            root, prior_root = prior_root, root
+            role = _role(other)
+    found = _locate(root, prior_root)
+    kind = {"prior": "Kandinsky 2.2's prior folder", "decoder": "a Kandinsky 2.2 decoder folder",
+            "combined": "a combined Kandinsky 2.2 folder"}[role]
+
+    if "upsampler" in stages and not layout:
+        raise err(NO_UPSAMPLER)
+    need: list[str] = []
+    if layout:
+        need = ["decoder", "movq", "decoder_scheduler", "prior", "prior_scheduler",
+                "text_encoder", "tokenizer"]
+    else:
+        for stage in stages:
+            need += [p for p in STAGES[stage][0] if p not in need]
+    missing = [p for p in need if p not in found]
+    if missing:
+        prior_missing = [p for p in missing if p in PRIOR_PARTS]
+        dec_missing = [p for p in missing if p in DECODER_PARTS]
+        if layout and prior_missing and prior_root is None and role == "decoder":
+            raise err(f"{root} is {kind}; LoadUnCLIP also needs the prior: set prior_path to "
+                      f"{_PRIOR_HINT}", "prior_path")
+        if layout and dec_missing and role == "prior" and prior_root is None:
+            raise err(f"{root} is {kind}, which holds no decoder; give {_DECODER_HINT} as path "
+                      f"and this folder as prior_path (or load the prior's stages with "
+                      f"LoadUnCLIPPrior / LoadUnCLIPClipText)")
+        what = ", ".join(_what(p) for p in missing)
+        where = _PRIOR_HINT if prior_missing and not dec_missing else (
+            _DECODER_HINT if dec_missing and not prior_missing else "its folders")
+        raise err(f"{root} is {kind} but lacks {what}; these live in {where}")
+
+    wanted = set(need)
+    for stage in stages:
+        wanted.update(p for p in STAGES[stage][1] if p in found)
+    if layout:
+        wanted |= set(found)
+    parts: dict[str, dict] = {}
+    files: dict[str, list] = {}
+    dirs: dict[str, Path] = {}
+    classes: dict[str, tuple[str, str]] = {}
+    problems: list[UserError] = []
+    for folder, key in ((root, "model_index.json"), (prior_root, "prior/model_index.json")):
+        if folder is not None and (folder / "model_index.json").is_file():
+            files[key] = hash_file(folder / "model_index.json")
+    for part in sorted(wanted):
+        folder, sub, marker = found[part]
+        d = folder / sub
+        dirs[part] = d
+        classes[part] = (PRIOR_PARTS.get(part) or DECODER_PARTS[part])[2]
+        cfg_file = d / marker
+        parts[part] = read_json(cfg_file) if cfg_file.is_file() else {}
+        problems += scan_weights(d, part, files, weighted=part in WEIGHTED,
+                                 allow_pickle=allow_pickle)
+    problems += fit_problems(parts)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise UserErrors(problems)
+    roots = {"prior_path": str(prior_root)} if prior_root is not None else {}
+    return Checkpoint(root=root, parts=parts, files=files, family=NAME, dirs=dirs,
+                      classes=classes, roots=roots)
+
+
+def variant(unet_cfg: dict, latent_channels: int = 4) -> str:
+    """text2img, inpaint or controlnet, from the UNet's config."""
+    if unet_cfg.get("addition_embed_type") == "image_hint":
+        return "controlnet"
+    if unet_cfg.get("in_channels", 4) == 2 * latent_channels + 1:
+        return "inpaint"
+    return "text2img"
+
+
+def prior_dim(cfg: dict) -> int:
+    return int(cfg.get("clip_embed_dim") or cfg.get("embedding_dim", 768))
+
+
+def fit_problems(cfg: dict[str, dict]) -> list[UserError]:
+    """Components that would fail (or silently misbehave) together, from their configs alone."""
+    out: list[UserError] = []
+
+    def mismatch(a: str, av, b: str, bv, why: str = ""):
+        if av is not None and bv is not None and av != bv:
+            out.append(err(f"components do not fit together: {a} {av} != {b} {bv}"
+                           + (f" ({why})" if why else "")))
+
+    te = text_config(cfg["text_encoder"]) if cfg.get("text_encoder") else None
+    ie = vision_config(cfg["image_encoder"]) if cfg.get("image_encoder") else None
+    pr, tok, fe = cfg.get("prior"), cfg.get("tokenizer"), cfg.get("feature_extractor")
+    unet, movq = cfg.get("decoder"), cfg.get("movq")
+    if pr:
+        if te:
+            mismatch("prior embedding_proj_dim", pr.get("embedding_proj_dim") or
+                     pr.get("embedding_dim", 768), "text_encoder projection_dim",
+                     te.get("projection_dim", 512))
+            mismatch("prior embedding_dim", pr.get("embedding_dim", 768),
+                     "text_encoder hidden_size", te.get("hidden_size", 512),
+                     "the prior reads the text hidden states")
+        if ie:
+            mismatch("prior clip_embed_dim", prior_dim(pr), "image_encoder projection_dim",
+                     ie.get("projection_dim", 512))
+        if tok:
+            mismatch("tokenizer model_max_length", tok.get("model_max_length"),
+                     "prior num_embeddings", pr.get("num_embeddings", 77))
+        if unet:
+            mismatch("prior clip_embed_dim", prior_dim(pr), "decoder (unet) encoder_hid_dim",
+                     unet.get("encoder_hid_dim"), "the decoder takes the prior's embeddings")
+    if ie and fe and fe.get("do_center_crop", True):
+        crop = fe.get("crop_size")
+        crop = crop.get("height") if isinstance(crop, dict) else crop
+        mismatch("image_processor crop_size", crop, "image_encoder image_size",
+                 ie.get("image_size", 224))
+    if unet:
+        kind = unet.get("addition_embed_type")
+        if kind not in ("image", "image_hint") or unet.get("encoder_hid_dim_type") != "image_proj":
+            out.append(err(f"unet/config.json is not a Kandinsky 2.2 decoder UNet "
+                           f"(addition_embed_type {kind!r}, encoder_hid_dim_type "
+                           f"{unet.get('encoder_hid_dim_type')!r}; 2.2 uses 'image' or "
+                           f"'image_hint' with 'image_proj')"))
+        c = int((movq or {}).get("latent_channels", 4))
+        cin, cout = unet.get("in_channels", 4), unet.get("out_channels", 4)
+        ok = {"image": (c, 2 * c + 1), "image_hint": (2 * c,)}.get(kind, (cin,))
+        if cin not in ok:
+            out.append(err(f"components do not fit together: unet in_channels {cin} does not "
+                           f"fit movq latent_channels {c} (text-to-image {c}, inpaint "
+                           f"{2 * c + 1}, ControlNet {2 * c})"))
+        if cout not in (c, 2 * c):
+            out.append(err(f"unet out_channels {cout} is neither movq latent_channels {c} nor "
+                           f"twice it"))
+    return out
+
+
+def used_parts(ck: Checkpoint, stages, layout: bool) -> set[str]:
+    used = set()
+    for s in stages:
+        used.update(STAGES[s][0])
+        used.update(p for p in STAGES[s][1] if ck.has(p))
+    if layout:
+        used |= set(ck.parts)
+    return used
+
+
+# --- handles ------------------------------------------------------------------------------------
+
+_ZERO: dict[tuple, torch.Tensor] = {}
+
+
+def zero_image_embeds(handle: ModelHandle) -> torch.Tensor | None:
+    """The image encoder's embedding of an all-zero input (in normalised pixels: a mean-colour
+    image), [1, D] float32 on the CPU, as diffusers' ``get_zero_embed``; None without an image
+    encoder.  Memoised per checkpoint files, device and dtype."""
+    ck = handle.checkpoint
+    if not ck.has("image_encoder"):
+        return None
+    key = (str(ck.dir("image_encoder")), str(handle.device), str(handle.dtype),
+           ck.stamp("image_encoder"))
+    with LOCK:
+        if key not in _ZERO:
+            enc = handle.part("image_encoder")
+            size = int(vision_config(ck.config("image_encoder")).get("image_size", 224))
+            with torch.inference_mode():
+                x = torch.zeros(1, 3, size, size, device=handle.device, dtype=enc.dtype)
+                _ZERO[key] = plain(enc(x).image_embeds)
+        return _ZERO[key]
+
+
+class VisionModel(ClipVisionModel):
+    def negative_embeds(self):
+        return zero_image_embeds(self)
+
+
+class Prior(PriorModel):
+    samples_negative = True
+
+    def negative_embeds(self):
+        return zero_image_embeds(self)
+
+
+def unet_model(unet, cond: dec.Conditioning, guidance_scale: float, *, latent_channels: int,
+               hint: torch.Tensor | None = None, extra: torch.Tensor | None = None):
+    """The Kandinsky 2.2 UNet as ``(x, t) -> model output`` (guided noise, then the conditional
+    half's variance channels).  The image embedding conditions it twice, as an added time
+    embedding and as 32 cross-attention tokens; guidance runs the negative embedding in the same
+    batch, first.  ``extra`` (inpainting: masked-image latents and mask) is stacked onto the
+    input channels, ``hint`` (ControlNet) goes in as added conditioning."""
+    device, dtype = unet.device, unet.dtype
+    guided = guidance_scale != 1.0
+    embeds = torch.cat([cond.negative, cond.image_embeds]) if guided else cond.image_embeds
+    added = {"image_embeds": embeds.to(device, dtype)}
+    if hint is not None:
+        added["hint"] = (torch.cat([hint, hint]) if guided else hint).to(device, dtype)
+    if extra is not None:
+        extra = (torch.cat([extra, extra]) if guided else extra).to(device)
+    c = latent_channels
+
+    def model(x: torch.Tensor, t: int) -> torch.Tensor:
+        x_in = torch.cat([x, x]) if guided else x
+        if extra is not None:
+            x_in = torch.cat([x_in, extra], dim=1)
+        out = unet(sample=x_in.to(dtype), timestep=t, encoder_hidden_states=None,
+                   added_cond_kwargs=added).sample.float()
+        if guided:
+            eps_u, eps_c = out[:, :c].chunk(2)
+            out = torch.cat([eps_u + guidance_scale * (eps_c - eps_u),
+                             out[:, c:].chunk(2)[1]], dim=1)
+        return out
+    return model
+
+
+class Decoder(ModelHandle):
+    """Kandinsky 2.2's latent decoder: UNet + MoVQ + DDPM scheduler, this family's
+    DecoderBackend (see decoder.py)."""
+
+    @property
+    def unet(self):
+        return self.part("decoder")
+
+    @property
+    def movq(self):
+        return self.part("movq")
+
+    @property
+    def scheduler_config(self) -> dict:
+        return self.config("decoder_scheduler")
+
+    @property
+    def clip_dim(self) -> int:
+        return int(self.config("decoder").get("encoder_hid_dim") or 1280)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config("movq").get("latent_channels", 4))
+
+    @property
+    def scale(self) -> int:
+        """Pixels per latent cell: MoVQ halves the size at each block but the last."""
+        return 2 ** (len(self.config("movq").get("block_out_channels", [0] * 4)) - 1)
+
+    @property
+    def variant(self) -> str:
+        return variant(self.config("decoder"), self.latent_channels)
+
+    @property
+    def native_size(self) -> int:
+        sample = self.config("decoder").get("sample_size")
+        return int(sample) * self.scale if isinstance(sample, int) else 512
+
+    def round_size(self, pixels: int) -> int:
+        """diffusers' rounding: up to a whole number of UNet cells (scale^2 pixels)."""
+        unit = self.scale ** 2
+        return math.ceil(pixels / unit) * unit
+
+    # --- DecoderBackend ---
+
+    def conditioning(self, image_embeds, text, images_per_embedding: int):
+        if text is not None:
+            raise UserError("Kandinsky 2.2's decoder is conditioned on the image embedding "
+                            "alone and reads no text; unlink text (prompts go to the Prior)",
+                            field="text")
+        z = image_embeds.image_embeds
+        if z.ndim != 2 or z.shape[1] != self.clip_dim:
+            raise UserError(f"image embeddings have shape {tuple(z.shape)} but this Kandinsky "
+                            f"2.2 decoder takes [B, {self.clip_dim}] (another CLIP?)",
+                            field="image_embeds")
+        neg = image_embeds.negative_image_embeds
+        if neg is not None:
+            if neg.shape[0] not in (1, z.shape[0]) or neg.shape[-1] != z.shape[-1]:
+                raise UserError(f"the negative image embeddings have shape {tuple(neg.shape)} "
+                                f"for {tuple(z.shape)} embeddings", field="image_embeds")
+            neg = neg.expand(z.shape[0], -1)
+        if images_per_embedding > 1:
+            z = z.repeat_interleave(images_per_embedding, dim=0)
+            neg = neg.repeat_interleave(images_per_embedding, dim=0) if neg is not None else None
+        return dec.Conditioning(image_embeds=z, negative=neg)
+
+    def check_guidance(self, cond, guidance_scale: float) -> None:
+        if guidance_scale != 1.0 and cond.negative is None:
+            raise UserError("guidance needs a negative image embedding and these embeddings "
+                            "carry none; they come with the Prior's and CLIPImageEncode's "
+                            "output of a Kandinsky 2.2 prior folder (with its image_encoder), "
+                            "or set guidance_scale 1", field="image_embeds")
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        h = self.round_size(height) if height else self.native_size
+        w = self.round_size(width) if width else self.native_size
+        return h, w
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return self.latent_channels, height // self.scale, width // self.scale
+
+    def size_of(self, latent) -> tuple[int, int]:
+        return latent.shape[-2] * self.scale, latent.shape[-1] * self.scale
+
+    def model(self, cond, guidance_scale: float, hint=None, extra=None):
+        return unet_model(self.unet, cond, guidance_scale, latent_channels=self.latent_channels,
+                          hint=hint, extra=extra)
+
+    def sampler(self, name: str, eta: float):
+        if name == "ddim":
+            return DDIMSampler(self.scheduler_config, eta=eta)
+        if eta != 0:
+            raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
+                            field="eta")
+        return SchedulerSampler(self.scheduler_config)
+
+    def decode(self, x):
+        movq = self.movq
+        return movq.decode(x.to(movq.dtype), force_not_quantize=True).sample.float()
+
+    def encode(self, pixels):
+        movq = self.movq
+        return movq.encode(pixels.to(movq.device, movq.dtype)).latents.float()
+
+    def fit_image(self, image: torch.Tensor) -> torch.Tensor:
+        """An IMAGE at its own size rounded up to whole UNet cells -> pixels in [-1, 1]."""
+        h, w = image.shape[1:3]
+        return dec.pixels_at(image, (self.round_size(h), self.round_size(w)))
+
+
+def handles(ck: Checkpoint, stages, device, dtype, allow_pickle=False) -> tuple:
+    kinds = {"clip_text": ClipTextModel, "clip_vision": VisionModel, "prior": Prior,
+             "decoder": Decoder}
+    out = []
+    for stage in stages:
+        ok = stage in kinds and all(ck.has(p) for p in STAGES[stage][0])
+        out.append(kinds[stage](ck, device, dtype, allow_pickle) if ok else None)
+    return tuple(out)
+
+
+def facts(ck: Checkpoint, stages) -> dict[str, dict | None]:
+    cfg = ck.parts
+    out: dict[str, dict | None] = {}
+    for stage in stages:
+        f = {"family": NAME, "label": LABEL}
+        if stage == "upsampler":
+            out[stage] = {**f, "absent": NO_UPSAMPLER}
+            continue
+        if not all(ck.has(p) for p in STAGES[stage][0]):
+            out[stage] = None
+            continue
+        if stage == "clip_text":
+            f["clip_dim"] = text_config(cfg["text_encoder"]).get("projection_dim", 512)
+        elif stage == "clip_vision":
+            f["clip_dim"] = vision_config(cfg["image_encoder"]).get("projection_dim", 512)
+        elif stage == "prior":
+            f["clip_dim"] = prior_dim(cfg["prior"])
+        elif stage == "decoder":
+            f["clip_dim"] = cfg["decoder"].get("encoder_hid_dim") or 1280
+            f["takes_text"] = False
+            f["variant"] = variant(cfg["decoder"], int(cfg["movq"].get("latent_channels", 4)))
+        out[stage] = f
+    return out
+
+
+# --- inpainting with the inpainting UNet ----------------------------------------------------------
+
+def grow_repaint(keep: torch.Tensor) -> torch.Tensor:
+    """diffusers' ``prepare_mask``: every latent cell to repaint (keep != 1) also marks six of
+    its neighbours for repainting, (i-1, j), (i, j-1), (i-1, j-1), (i+1, j), (i, j+1) and
+    (i+1, j+1), vectorised.  keep: [B, 1, h, w], 1 = keep."""
+    repaint = keep != 1
+    grown = repaint.clone()
+    padded = F.pad(repaint, (1, 1, 1, 1))
+    h, w = keep.shape[-2:]
+    for di, dj in ((1, 0), (0, 1), (1, 1), (-1, 0), (0, -1), (-1, -1)):
+        # a cell is repainted when its neighbour at (i + di, j + dj) is
+        grown |= padded[..., 1 + di:1 + di + h, 1 + dj:1 + dj + w]
+    return torch.where(grown, torch.zeros_like(keep), keep)
+
+
+def inpaint_latents(decoder: Decoder, cond: dec.Conditioning, pixels: torch.Tensor,
+                    change: torch.Tensor, *, guidance_scale: float, steps: int, seed: int,
+                    sampler, resample: int = 1) -> torch.Tensor:
+    """Repaint where ``change`` [N, 1, H, W] is 1 in ``pixels`` [N, 3, H, W] (in [-1, 1]) with
+    the inpainting UNet -> pixels [N, 3, H, W] in [-1, 1], as diffusers'
+    ``KandinskyV22InpaintPipeline`` does, except that each row uses its own image and mask
+    (diffusers uses the first row's for the whole batch).
+
+    The UNet sees the noisy latents, the masked image's latents and the mask; after every step
+    the kept cells are reset to the image's latents noised to the next level, with the initial
+    noise."""
+    from ..sampling import make_generator, noise
+    device = decoder.device
+    generator = make_generator(seed)
+    keep = 1 - (change >= 0.5).float()
+    image = decoder.encode(pixels.to(device))
+    keep = grow_repaint(F.interpolate(keep.to(device), size=image.shape[-2:], mode="nearest"))
+    model = decoder.model(cond, guidance_scale, extra=torch.cat([image * keep, keep], dim=1))
+    timesteps = sampler.timesteps(steps)
+    x = noise((cond.rows, *image.shape[1:]), generator, device) * sampler.init_noise_sigma
+    x_T = x.clone()
+
+    def callback(i, t, prev_t, x):
+        known = image if prev_t is None else sampler.add_noise(image, x_T, prev_t)
+        return keep * known + (1 - keep) * x
+
+    x = dec.sample(model, sampler, timesteps, x, generator, callback=callback, resample=resample,
+                   desc="inpaint")
+    return decoder.decode(keep * image + (1 - keep) * x)
