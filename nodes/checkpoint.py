@@ -186,6 +186,30 @@ def read_component(folder: Path, library: str, name: str, device: torch.device,
     return model.to(device).eval().requires_grad_(False)
 
 
+def instantiate(ck: Checkpoint, part: str, device: str | torch.device = "meta",
+                dtype: torch.dtype = torch.float32):
+    """A component built from its config alone, with random (or, on the meta device, no)
+    weights: the same classes and configs ``load_part`` reads, for measuring real sizes without
+    the real files."""
+    library, name = ck.classes[part]
+    cfg = {k: v for k, v in ck.config(part).items()}
+    with torch.device(device):
+        if library == "transformers":
+            import transformers
+            cls = getattr(transformers, name)
+            config_cls = cls.config_class
+            model = cls(config_cls(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
+        else:
+            if library == "unclip":
+                from . import textproj as module
+            else:
+                import diffusers as module
+            model = getattr(module, name).from_config(cfg)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    return model.eval().requires_grad_(False)
+
+
 # --- the process-wide model cache -------------------------------------------------------------
 
 _MODELS: dict[tuple, Any] = {}

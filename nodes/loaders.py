@@ -24,16 +24,19 @@ from .families import detect
 from .families.karlo import DecoderModel, UpsamplerModel  # noqa: F401  (Karlo's, by name)
 
 def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
-                    allow_pickle: bool = False, prior_path: str = "") -> Checkpoint:
+                    allow_pickle: bool = False, prior_path: str = "",
+                    config_only: bool = False) -> Checkpoint:
     """Check a checkpoint for ``stages`` and read its configs, reading no weights.
 
     ``layout``: require the family's full layout (as ``LoadUnCLIP`` does); the per-stage loaders
     only need their own components.  ``prior_path``: a second folder holding the prior
-    (Kandinsky 2.2 ships prior and decoder apart).  Raises UserError saying what is wrong.
+    (Kandinsky 2.2 ships prior and decoder apart).  ``config_only``: a folder of configs
+    without weights is fine (to build components on the meta device or with random weights).
+    Raises UserError saying what is wrong.
     """
     family = detect(existing_dir(path))
     return family.open_checkpoint(path, stages, layout=layout, allow_pickle=allow_pickle,
-                                  prior_path=prior_path)
+                                  prior_path=prior_path, config_only=config_only)
 
 
 def handles(ck: Checkpoint, stages, device, dtype, allow_pickle=False) -> tuple:

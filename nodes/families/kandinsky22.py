@@ -138,7 +138,8 @@ def _what(part: str) -> str:
 
 
 def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
-                    allow_pickle: bool = False, prior_path: str = "") -> Checkpoint:
+                    allow_pickle: bool = False, prior_path: str = "",
+                    config_only: bool = False) -> Checkpoint:
     """Check Kandinsky 2.2 folders for ``stages`` and read their configs, reading no weights.
 
     ``path`` is a decoder, prior or combined folder; ``prior_path`` optionally a second one.
@@ -182,10 +183,15 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
             raise err(f"{root} is {kind}, which holds no decoder; give {_DECODER_HINT} as path "
                       f"and this folder as prior_path (or load the prior's stages with "
                       f"LoadUnCLIPPrior / LoadUnCLIPClipText)")
-        what = ", ".join(_what(p) for p in missing)
-        where = _PRIOR_HINT if prior_missing and not dec_missing else (
-            _DECODER_HINT if dec_missing and not prior_missing else "its folders")
-        raise err(f"{root} is {kind} but lacks {what}; these live in {where}")
+        prior_at = prior_root or (root if role in ("prior", "combined") else None)
+        dec_at = root if role in ("decoder", "combined") else None
+        said = []
+        for group, at, hint in ((dec_missing, dec_at, _DECODER_HINT),
+                                (prior_missing, prior_at, _PRIOR_HINT)):
+            if group:
+                what = ", ".join(_what(p) for p in group)
+                said.append(f"{at} lacks {what}" if at else f"{what} live in {hint}")
+        raise err(f"{root} is {kind}; " + "; ".join(said))
 
     wanted = set(need)
     for stage in stages:
@@ -207,7 +213,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
         classes[part] = (PRIOR_PARTS.get(part) or DECODER_PARTS[part])[2]
         cfg_file = d / marker
         parts[part] = read_json(cfg_file) if cfg_file.is_file() else {}
-        problems += scan_weights(d, part, files, weighted=part in WEIGHTED,
+        problems += scan_weights(d, part, files, weighted=part in WEIGHTED and not config_only,
                                  allow_pickle=allow_pickle)
     problems += fit_problems(parts)
     if len(problems) == 1:

@@ -82,7 +82,8 @@ def _part_present(root: Path, part: str) -> bool:
 
 
 def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
-                    allow_pickle: bool = False, prior_path: str = "") -> Checkpoint:
+                    allow_pickle: bool = False, prior_path: str = "",
+                    config_only: bool = False) -> Checkpoint:
     """Check a checkpoint directory for ``stages`` and read its configs, reading no weights.
 
     ``layout``: require the full Karlo layout (``model_index.json`` and everything a text-to-image
@@ -151,7 +152,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
         got = parts[part].get("_class_name")
         if expected and got and got != expected:
             problems.append(err(f"{part}/{PARTS[part][0]} describes a {got}, expected {expected}"))
-        problems += scan_weights(d, part, files, weighted=part in WEIGHTED,
+        problems += scan_weights(d, part, files, weighted=part in WEIGHTED and not config_only,
                                  allow_pickle=allow_pickle)
     problems += _fit_problems(parts)
     if len(problems) == 1:
