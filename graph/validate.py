@@ -165,8 +165,9 @@ def _resolve_inputs(wf: Workflow, overrides: Mapping[str, Any], p: Problems) -> 
             p.errors.append(UserError(f"--set {name}={raw}: {e}", field=name))
     for name, wi in wf.inputs.items():
         if wi.default is MISSING and name not in overrides and not wi.socket:
-            p.add(f"workflow input '{name}' has no default: give it with --set {name}=...", wi.at,
-                  field=name)
+            about = f" ({wi.description.rstrip('.')})" if wi.description else ""
+            p.add(f"workflow input '{name}' has no default: give it with --set {name}=...{about}",
+                  wi.at, field=name)
     return values
 
 

@@ -458,8 +458,9 @@ def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image"
               Param("height", "INT", default=0, min=0, max=4096, step=64,
                     tooltip="0 = the model's own size; see width"),
               Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
-                    tooltip="image-to-image only: how far the image is noised (1 = ignore it, "
-                            "0.3 = keep most of it); the last strength x steps steps run")],
+                    tooltip="image-to-image only: how far the image is noised (1 = to the first "
+                            "step's level, almost pure noise; 0.3 = keep most of it); the last "
+                            "strength x steps steps run")],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
       infer=lambda params, inputs: check_links(inputs, "decode"))
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,

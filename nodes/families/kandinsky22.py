@@ -321,7 +321,7 @@ def zero_image_embeds(handle: ModelHandle) -> torch.Tensor | None:
         if key not in _ZERO:
             enc = handle.part("image_encoder")
             size = int(vision_config(ck.config("image_encoder")).get("image_size", 224))
-            with torch.inference_mode():
+            with torch.no_grad():  # not inference_mode: the result is a cached value
                 x = torch.zeros(1, 3, size, size, device=handle.device, dtype=enc.dtype)
                 _ZERO[key] = plain(enc(x).image_embeds)
         return _ZERO[key]
