@@ -240,7 +240,7 @@ def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtyp
             raise UserError(f"cannot load {ck.dir(part).name}/ of {ck.dir(part).parent}: "
                             f"{type(e).__name__}: {e}") from e
         _MODELS[key] = obj
-        LOADED.append((str(ck.root), part))
+        LOADED.append((str(ck.dir(part).parent), part))
         return obj
 
 

@@ -348,7 +348,9 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
     device = decoder.device
     if image is not None:  # image-to-image: start from the image noised part of the way
         timesteps = start_steps(timesteps, strength)
-        x0 = decoder.encode(image.to(device))
+        # contiguous, as diffusers' img2img has it (its repeat_interleave copies): a UNet's
+        # results depend in the last bits on its input's memory layout
+        x0 = decoder.encode(image.to(device)).contiguous()
         if x0.shape[0] == 1 and rows > 1:
             x0 = x0.expand(rows, *x0.shape[1:])
         eps = start.to(device) if start is not None else noise(x0.shape, generator, device)
@@ -377,6 +379,10 @@ def check_links(inputs: dict, use: str = "decode") -> None:
                         f"Prior)", field="text")
     kind = f.get("variant", "text2img")
     if use == "inpaint":
+        handle(inputs, "upsampler")
+        if kind == "inpaint" and "upsampler" in inputs:
+            raise UserError("an inpainting decoder draws at full resolution; unlink the "
+                            "upsampler", field="upsampler")
         if kind == "controlnet" or (kind == "text2img" and not f.get("takes_text")):
             raise UserError(f"Inpaint needs an inpainting decoder for {f.get('label')}: load "
                             f"its decoder-inpaint folder (this one is {kind})", field="decoder")

@@ -151,8 +151,10 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
     if prior_root is not None:
         other = pipeline_class(prior_root, "prior_path")
         if _role(other) is None:
-            raise err(f"{prior_root} is not a Kandinsky 2.2 prior folder (its model_index.json "
-                      f"names {other or 'no pipeline'}); give {_PRIOR_HINT}", "prior_path")
+            said = (f"its model_index.json names {other}" if other else
+                    "it has no model_index.json, which says what a folder holds")
+            raise err(f"{prior_root} is not a Kandinsky 2.2 prior folder ({said}); give "
+                      f"{_PRIOR_HINT}", "prior_path")
         if _role(other) == role and role != "combined":
             raise err(f"path and prior_path are both Kandinsky 2.2 {role} folders; give "
                       f"{_DECODER_HINT} as path and {_PRIOR_HINT} as prior_path", "prior_path")
@@ -203,7 +205,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
     dirs: dict[str, Path] = {}
     classes: dict[str, tuple[str, str]] = {}
     problems: list[UserError] = []
-    for folder, key in ((root, "model_index.json"), (prior_root, "prior/model_index.json")):
+    for folder, key in ((root, "model_index.json"), (prior_root, "prior_path:model_index.json")):
         if folder is not None and (folder / "model_index.json").is_file():
             files[key] = hash_file(folder / "model_index.json")
     for part in sorted(wanted):
@@ -282,11 +284,14 @@ def fit_problems(cfg: dict[str, dict]) -> list[UserError]:
                            f"'image_hint' with 'image_proj')"))
         c = int((movq or {}).get("latent_channels", 4))
         cin, cout = unet.get("in_channels", 4), unet.get("out_channels", 4)
-        ok = {"image": (c, 2 * c + 1), "image_hint": (2 * c,)}.get(kind, (cin,))
-        if cin not in ok:
+        if kind == "image_hint" and cin != 2 * c:
+            out.append(err(f"components do not fit together: a ControlNet unet "
+                           f"(addition_embed_type image_hint) takes {2 * c} input channels with "
+                           f"movq latent_channels {c} (latents + hint features), not {cin}"))
+        elif kind == "image" and cin not in (c, 2 * c + 1):
             out.append(err(f"components do not fit together: unet in_channels {cin} does not "
                            f"fit movq latent_channels {c} (text-to-image {c}, inpaint "
-                           f"{2 * c + 1}, ControlNet {2 * c})"))
+                           f"{2 * c + 1})"))
         if cout not in (c, 2 * c):
             out.append(err(f"unet out_channels {cout} is neither movq latent_channels {c} nor "
                            f"twice it"))

@@ -81,6 +81,15 @@ def _part_present(root: Path, part: str) -> bool:
     return (d / PARTS[part][0]).is_file()
 
 
+def _other_layout(root: Path) -> str:
+    """A hint for a folder of another family that lost its model_index.json."""
+    if (root / "unet").is_dir() and (root / "movq").is_dir() or (root / "prior").is_dir() and \
+            (root / "image_processor").is_dir():
+        return ("; its unet/, movq/ or image_processor/ look like a Kandinsky 2.2 folder, which "
+                "needs its model_index.json (it names the pipeline and so the family)")
+    return ""
+
+
 def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
                     allow_pickle: bool = False, prior_path: str = "",
                     config_only: bool = False) -> Checkpoint:
@@ -102,7 +111,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
         if not (root / "model_index.json").is_file():
             found = ", ".join(sorted(present)) or "no component subfolders"
             raise err(f"{root} is not a Karlo-layout unCLIP checkpoint: model_index.json is "
-                       f"missing (found {found})")
+                       f"missing (found {found}){_other_layout(root)}")
         index = read_json(root / "model_index.json")
         listed = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)
                   and v and v[0] is not None}
@@ -122,7 +131,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
         what = ", ".join(f"{p}/ ({PARTS[p][1]}, {PARTS[p][0] if p != 'tokenizer' else 'tokenizer files'})"
                          for p in missing)
         kind = "a Karlo-layout unCLIP checkpoint" if layout else "a usable checkpoint for this loader"
-        hint = ""
+        hint = _other_layout(root)
         if any((root / f).is_file() for f in ("config.json", "scheduler_config.json")):
             hint = f"; {root.name}/ looks like one component folder, give its parent directory"
         raise err(f"{root} is not {kind}: missing {what}{hint}")

@@ -1,0 +1,171 @@
+"""Kandinsky 2.2 at its real size, with random weights: our executor against diffusers' pipelines.
+
+The components are built from the real checkpoints' configs (``bench/configs/kandinsky22``) with
+random weights, once, and saved as safetensors in diffusers' folder layout under ``--cache``
+(about 20 GB in float32; the tokenizer is a small offline one, so only the text encoder's
+embedding rows it uses are ever read).  Then a short text-to-image (``--prior-steps`` +
+``--steps`` steps at ``--size`` px, guidance 4 in both stages) runs
+
+* through the executor (``workflows/kandinsky/text_to_image.yaml``, cache off), and
+* through ``KandinskyV22PriorPipeline`` then ``KandinskyV22Pipeline`` (each loaded with
+  ``from_pretrained`` from the same folders, each stage with its own generator of the same seed,
+  as our nodes draw their noise),
+
+each in a fresh child process, so that each peak RSS is its own (``wait4``'s ru_maxrss).  The
+script prints a Markdown table and the largest pixel difference between the two images.
+
+    .venv/bin/python bench/real_size.py --cache ~/.cache/unclip-nodes/real-size
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "bench" / "configs" / "kandinsky22"
+WORKFLOW = ROOT / "workflows" / "kandinsky" / "text_to_image.yaml"
+PROMPT = "a red cat, 4k photo"
+PRIOR_PARTS = ("prior", "text_encoder", "image_encoder")
+DECODER_PARTS = ("unet", "movq")
+
+
+def build(cache: Path) -> None:
+    """Random-weight components from the real configs, one at a time (a component is freed
+    before the next is built, so building needs about the largest one's memory, twice)."""
+    import torch
+
+    from unclip_nodes.nodes.checkpoint import instantiate
+    from unclip_nodes.nodes.loaders import open_checkpoint
+    from unclip_nodes.nodes.tokenizer import save_clip_tokenizer
+
+    cache.mkdir(parents=True, exist_ok=True)
+    for folder in ("prior", "decoder"):
+        src, dst = CONFIGS / folder, cache / folder
+        if (dst / "done").is_file():
+            continue
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        if folder == "prior":
+            save_clip_tokenizer(dst / "tokenizer", PROMPT.replace(",", " ").split(),
+                                model_max_length=77)
+            index = json.loads((dst / "model_index.json").read_text())
+            assert "tokenizer" in index
+        stages = ("clip_text", "clip_vision", "prior") if folder == "prior" else ("decoder",)
+        ck = open_checkpoint(str(dst), stages, layout=False, config_only=True)
+        for part in sorted(ck.classes):
+            if ck.classes[part][1] in ("CLIPTokenizer", "CLIPImageProcessor") or \
+                    ck.classes[part][1].endswith("Scheduler"):
+                continue
+            if any(ck.dir(part).glob("*.safetensors")):
+                continue
+            t = time.perf_counter()
+            torch.manual_seed(0)
+            model = instantiate(ck, part, device="cpu")
+            if part == "prior":  # as trained priors have: a spread, not zeros
+                with torch.no_grad():
+                    model.clip_std.fill_(1.0)
+            model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
+            n = sum(p.numel() for p in model.parameters())
+            del model
+            print(f"built {folder}/{ck.dir(part).name}: {n:,} parameters in "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)
+        (dst / "done").write_text("ok\n")
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps: int,
+          seed: int) -> None:
+    """Runs in the child process: one text-to-image, its image saved as .npy."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    if kind == "executor":
+        from unclip_nodes.graph.cache import Cache
+        from unclip_nodes.graph.run import run_workflow
+        r = run_workflow(WORKFLOW, {"prior": str(cache / "prior"),
+                                    "decoder": str(cache / "decoder"), "prompt": PROMPT,
+                                    "prior_steps": prior_steps, "steps": steps, "seed": seed,
+                                    "width": size, "height": size},
+                         cache=Cache.off(), out_dir=out / "executor_png")
+        image = r.outputs["image"].numpy()
+    else:
+        from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+        prior = KandinskyV22PriorPipeline.from_pretrained(str(cache / "prior"),
+                                                          local_files_only=True)
+        prior.set_progress_bar_config(disable=True)
+        emb = prior(PROMPT, num_inference_steps=prior_steps, guidance_scale=4.0,
+                    generator=torch.Generator("cpu").manual_seed(seed))
+        decoder = KandinskyV22Pipeline.from_pretrained(str(cache / "decoder"),
+                                                       local_files_only=True)
+        decoder.set_progress_bar_config(disable=True)
+        image = decoder(image_embeds=emb.image_embeds,
+                        negative_image_embeds=emb.negative_image_embeds, height=size, width=size,
+                        num_inference_steps=steps, guidance_scale=4.0,
+                        generator=torch.Generator("cpu").manual_seed(seed),
+                        output_type="np").images
+    np.save(out / f"{kind}.npy", image)
+    (out / f"{kind}.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+
+
+def measure(kind: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--cache", str(args.cache), "--out",
+           str(args.out), "--size", str(args.size), "--prior-steps", str(args.prior_steps),
+           "--steps", str(args.steps), "--seed", str(args.seed)]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{kind} run failed")
+    inner = json.loads((args.out / f"{kind}.json").read_text())
+    return {"wall": wall, "seconds": inner["seconds"], "rss": usage.ru_maxrss * 1024}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path,
+                    default=Path.home() / ".cache" / "unclip-nodes" / "real-size")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/unclip-real-size"))
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--prior-steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--child", choices=("executor", "diffusers"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        child(args.child, args.cache, args.out, args.size, args.prior_steps, args.steps,
+              args.seed)
+        return 0
+    import numpy as np
+    t = time.perf_counter()
+    build(args.cache)
+    print(f"components ready in {time.perf_counter() - t:.0f} s; "
+          f"{disk_bytes(args.cache) / 1e9:.1f} GB on disk in {args.cache}", flush=True)
+    rows = {kind: measure(kind, args) for kind in ("executor", "diffusers")}
+    diff = float(np.abs(np.load(args.out / "executor.npy")
+                        - np.load(args.out / "diffusers.npy")).max())
+    print(f"\nKandinsky 2.2 text to image, {args.prior_steps} prior + {args.steps} decoder steps, "
+          f"{args.size} px, fp32, CPU ({os.cpu_count()} cores)\n")
+    print("| run | time in the process (s) | wall incl. start-up (s) | peak RSS (GB) |")
+    print("|---|---|---|---|")
+    for kind, r in rows.items():
+        name = "executor (workflow, cache off)" if kind == "executor" else \
+            "diffusers prior + decoder pipelines"
+        print(f"| {name} | {r['seconds']:.0f} | {r['wall']:.0f} | {r['rss'] / 1e9:.1f} |")
+    print(f"\nlargest pixel difference between the two images: {diff:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
