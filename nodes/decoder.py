@@ -307,15 +307,22 @@ def hint_rows(hint: torch.Tensor, rows: int, embeds: int, size: tuple[int, int])
         x = F.interpolate(x, size=size, mode="bicubic", align_corners=False,
                           antialias=True).clamp(0, 1)
     x = x.contiguous()  # the convolutions' results depend (in the last bits) on memory layout
-    b = x.shape[0]
+    return image_rows(x, rows, embeds, "hint")
+
+
+def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image") -> torch.Tensor:
+    """An input batch (images, hints) matched to ``rows`` samples: one for all, one per
+    embedding (repeated for its samples), or one per sample."""
+    b = image.shape[0]
     if b == rows:
-        return x
+        return image
     if b == 1:
-        return x.expand(rows, *x.shape[1:])
+        return image.expand(rows, *image.shape[1:])
     if b == embeds and rows % b == 0:
-        return x.repeat_interleave(rows // b, dim=0)
-    raise UserError(f"{b} hint images for {rows} images to draw; give one, one per embedding or "
-                    f"one per image", field="hint")
+        return image.repeat_interleave(rows // b, dim=0)
+    what = "images" if field == "image" else f"{field} images"
+    raise UserError(f"{b} {what} for {rows} images to draw; give one, one per embedding or one "
+                    f"per image", field=field)
 
 
 def pixels_at(image: torch.Tensor, size: tuple[int, int], field: str = "image") -> torch.Tensor:
@@ -407,20 +414,6 @@ def _check_decoder_params(params: dict) -> None:
     if params.get("sampler", "unclip") != "ddim" and params.get("eta", 0.0) != 0:
         raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
                         field="eta")
-
-
-def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image") -> torch.Tensor:
-    """An input image batch matched to ``rows`` samples (one for all, one per embedding, or one
-    per sample)."""
-    b = image.shape[0]
-    if b == rows:
-        return image
-    if b == 1:
-        return image.expand(rows, *image.shape[1:])
-    if b == embeds and rows % b == 0:
-        return image.repeat_interleave(rows // b, dim=0)
-    raise UserError(f"{b} images for {rows} images to draw; give one, one per embedding or one "
-                    f"per image", field=field)
 
 
 @node("Decoder", category="unCLIP/sampling",
