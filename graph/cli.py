@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="run for each value of an input: a,b,c or 0..7 (integers) or @file (one "
                           "value per line); several --sweep make every combination; shared work "
                           "runs once, and a contact sheet is written")
+    run.add_argument("--ram-budget", metavar="SIZE",
+                     help="most bytes of model weights kept in RAM (e.g. 12GB); the least "
+                          "recently used components are dropped first (default: 90%% of the "
+                          "RAM free when the first model loads)")
+    run.add_argument("--vram-budget", metavar="SIZE",
+                     help="most bytes of model weights kept on the GPU; the least recently used "
+                          "go to RAM first (default: 90%% of the GPU's free memory)")
     run.add_argument("--zip", action="store_true",
                      help="pair the --sweep lists by position instead of combining them")
     run.set_defaults(func=cmd_run)
@@ -153,7 +160,23 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _budgets(args) -> None:
+    from ..nodes.manager import MANAGER, parse_bytes
+    sizes = {}
+    for name in ("ram_budget", "vram_budget"):
+        text = getattr(args, name, None)
+        if text is None:
+            continue
+        try:
+            sizes[name.split("_")[0]] = parse_bytes(text)
+        except ValueError as e:
+            raise UserError(f"--{name.replace('_', '-')}: {e}", field=name) from None
+    if sizes:
+        MANAGER.set_budgets(**sizes)
+
+
 def cmd_run(args) -> int:
+    _budgets(args)
     plan = _sweep_plan(args)
     rs = plan.resolved if plan else load_source(workflow_path(args.workflow), parse_sets(args.sets))
     if args.report and args.report.is_dir():  # say so before the run, not after it

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
 from ..nodes.errors import UserError, UserErrors
+from ..nodes.image import PACK_DIR
 from .comfy_presets import PRESET_PREFIX, preset_spec
 from .preset import list_presets
 from .validate import VALUE_NODE, Resolved, load
@@ -52,14 +53,19 @@ def _slots(spec: NodeSpec) -> tuple[list[str], list[str]]:
 
 
 def _portable(name: str, value: Any, base: Path | None) -> Any:
-    """A ``path`` that only the workflow's folder makes sense of (a shipped workflow's sample
-    image), as an absolute path: ComfyUI resolves relative paths from its own start folder."""
+    """A ``path`` that only the workflow's folder makes sense of, as a path that ComfyUI finds
+    too (it has no workflow folder; relative paths start at its own start folder): relative to
+    the pack when the file is inside it (a shipped workflow's sample image; LoadImage looks in
+    the pack's folder last), else absolute."""
     if name != "path" or base is None or not isinstance(value, str) or not value.strip():
         return value
     p = Path(value).expanduser()
     if p.is_absolute() or (Path.cwd() / p).exists() or not (base / p).exists():
         return value  # found where LoadImage looks first, or nowhere: as written
-    return str((base / p).resolve())
+    found = (base / p).resolve()
+    if found.is_relative_to(PACK_DIR):
+        return found.relative_to(PACK_DIR).as_posix()
+    return str(found)
 
 
 def _input_order(spec: NodeSpec) -> list[str]:

@@ -155,11 +155,26 @@ class Checkpoint:
 
 # --- reading one component ------------------------------------------------------------------------
 
+def weight_variant(folder: Path, dtype: torch.dtype) -> str | None:
+    """"fp16" when the folder has half-precision weight files (``*.fp16.safetensors``, as the
+    hub's ``variant="fp16"``) and they should be read: half precision was asked for, or they
+    are the only weights there.  They are cast to ``dtype`` on loading either way."""
+    half = list(folder.glob("*.fp16.safetensors")) + list(folder.glob("*.fp16.bin"))
+    if not half:
+        return None
+    full = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")
+            and f.name.count(".") == 1]
+    return "fp16" if dtype in (torch.float16, torch.bfloat16) or not full else None
+
+
 def read_component(folder: Path, library: str, name: str, device: torch.device,
                    dtype: torch.dtype, allow_pickle: bool):
     """Instantiate ``library.name`` from ``folder`` (local files only, safetensors only unless
     ``allow_pickle``) and put it on ``device`` in eval mode."""
     common = {"local_files_only": True}
+    variant = weight_variant(folder, dtype)
+    if variant:
+        common["variant"] = variant
     safe = None if allow_pickle else True
     if library == "transformers":
         import transformers
@@ -170,7 +185,8 @@ def read_component(folder: Path, library: str, name: str, device: torch.device,
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a bar per component would drown the run's own
         try:
-            model = cls.from_pretrained(str(folder), use_safetensors=safe, dtype=dtype, **common)
+            model = cls.from_pretrained(str(folder), use_safetensors=safe, dtype=dtype,
+                                        attn_implementation="sdpa", **common)
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
@@ -212,36 +228,74 @@ def instantiate(ck: Checkpoint, part: str, device: str | torch.device = "meta",
 
 # --- the process-wide model cache -------------------------------------------------------------
 
-_MODELS: dict[tuple, Any] = {}
 LOCK = threading.RLock()
 LOADED: list[tuple[str, str]] = []
-"""(root, component) each time a component is read from disk, in order (tests and benches look)."""
+"""(folder, component) each time a component is read from disk, in order (tests and benches
+look)."""
 
 
 def clear_model_cache() -> None:
-    with LOCK:
-        _MODELS.clear()
+    from .manager import MANAGER
+    MANAGER.clear()
+
+
+_ELEMENT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+            "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def estimate_bytes(folder: Path, dtype: torch.dtype) -> int:
+    """The bytes a component's weights take once loaded in ``dtype``, from the safetensors
+    headers alone (floating tensors take ``dtype``'s size, the others their own); the files'
+    size when they cannot be read that way."""
+    files = sorted(folder.glob("*.safetensors"))
+    plain = [f for f in files if f.name.count(".") == 1]  # model.safetensors, not *.fp16.*
+    if weight_variant(folder, dtype) == "fp16":
+        plain = [f for f in files if ".fp16." in f.name]
+    size = torch.tensor([], dtype=dtype).element_size()
+    total = 0
+    for f in plain or files:
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 0 < n < (100 << 20) else {}
+        except (OSError, ValueError):
+            header = {}
+        if not header:
+            total += f.stat().st_size if f.exists() else 0
+            continue
+        for name, t in header.items():
+            if name == "__metadata__" or not isinstance(t, dict):
+                continue
+            numel = 1
+            for d in t.get("shape", []):
+                numel *= int(d)
+            kind = t.get("dtype", "F32")
+            total += numel * (size if kind.startswith(("F", "BF")) else _ELEMENT.get(kind, 4))
+    return total
 
 
 def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtype,
               allow_pickle: bool = False):
-    """One component, read from disk at most once per process (per device and dtype)."""
-    key = (str(ck.dir(part)), part, str(device), str(dtype), ck.stamp(part))
-    with LOCK:
-        hit = _MODELS.get(key)
-        if hit is not None:
-            return hit
+    """One component through the model manager: read from disk on first use (per device and
+    dtype), kept while the budgets allow, read again if it had to make room."""
+    from .manager import MANAGER
+    folder = ck.dir(part)
+    key = (str(folder), part, str(device), str(dtype), ck.stamp(part))
+
+    def load():
         library, name = ck.classes[part]
         try:
-            obj = read_component(ck.dir(part), library, name, device, dtype, allow_pickle)
+            obj = read_component(folder, library, name, device, dtype, allow_pickle)
         except UserError:
             raise
         except Exception as e:  # a corrupt or truncated file is the user's to fix
-            raise UserError(f"cannot load {ck.dir(part).name}/ of {ck.dir(part).parent}: "
+            raise UserError(f"cannot load {folder.name}/ of {folder.parent}: "
                             f"{type(e).__name__}: {e}") from e
-        _MODELS[key] = obj
-        LOADED.append((str(ck.dir(part).parent), part))
+        LOADED.append((str(folder.parent), part))
         return obj
+
+    return MANAGER.get(key, key[:4], device, load, estimate_bytes(folder, dtype),
+                       name=f"{folder.parent.name}/{folder.name}")
 
 
 # --- handles ------------------------------------------------------------------------------------

@@ -86,15 +86,23 @@ def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
 # --- LoadImage ----------------------------------------------------------------------------------
 
 
+PACK_DIR = Path(__file__).resolve().parent.parent
+"""The pack's own folder (the repository root): the last place a relative path is looked up,
+so that ``workflows/images/...`` names the shipped sample images from anywhere, also inside
+ComfyUI (the example workflows in ``example_workflows/`` use such paths)."""
+
+
 def resolve_input_path(path: str) -> Path:
-    """An absolute path.  A relative path is taken from the current directory; when nothing is
-    there, from the folder of the workflow file being run (``runtime.base_dir``), if any."""
+    """An absolute path.  A relative path is taken from the first of these folders where it
+    names something: the current directory, the folder of the workflow file being run
+    (``runtime.base_dir``, if any), the pack's folder; when none has it, the current
+    directory's."""
     if not isinstance(path, str) or not path.strip():
         raise UserError("give the path of an image file", field="path")
     p = Path(path).expanduser()
     if not p.is_absolute():
-        here, base = Path.cwd() / p, runtime.base_dir()
-        p = base / p if base is not None and not here.exists() and (base / p).exists() else here
+        folders = [f for f in (Path.cwd(), runtime.base_dir(), PACK_DIR) if f is not None]
+        p = next((f / p for f in folders if (f / p).exists()), Path.cwd() / p)
     return p.resolve()
 
 
@@ -131,7 +139,8 @@ def _load_fingerprint(params: dict) -> dict:
       description="Load a PNG, JPEG or WebP file as an image and a mask (1 - alpha).",
       params=[Param("path", "STRING", tooltip="Image file; relative paths start at the "
                                                "current directory, else at the workflow "
-                                               "file's folder.")],
+                                               "file's folder, else at the pack's folder "
+                                               "(workflows/images/... are the samples).")],
       outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
                Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
                                       "all zeros without alpha")],
@@ -473,3 +482,61 @@ def grid(images: torch.Tensor, columns: int = 0, padding: int = 0,
 def image_grid(images: torch.Tensor, columns: int = 0, padding: int = 0, background: float = 1.0):
     check_image(images, "images")
     return grid(images, columns, padding, background)
+
+
+# --- SplitImageGrid -----------------------------------------------------------------------------
+
+
+def _cell(side: int, cells: int, padding: int, what: str, field: str) -> int:
+    """The size of one cell along a side of ``side`` px cut into ``cells`` with gaps."""
+    inner = side - (cells - 1) * padding
+    if inner < cells or inner % cells:
+        raise UserError(f"a sheet {side} px {what} does not split into {cells} cells with "
+                        f"{padding} px gaps: ({side} - {cells - 1} x {padding}) / {cells} is "
+                        f"not a whole number of pixels", field=field)
+    return inner // cells
+
+
+def split_grid(sheets: torch.Tensor, columns: int, rows: int, padding: int = 0,
+               count: int = 0) -> torch.Tensor:
+    """The cells of each sheet, row by row, as one batch: the inverse of ``grid``.
+
+    ``count`` > 0 keeps only the first ``count`` cells of each sheet (``grid`` fills the last
+    row with empty cells).
+    """
+    _, h, w, _ = sheets.shape
+    cw = _cell(w, columns, padding, "wide", "columns")
+    ch = _cell(h, rows, padding, "high", "rows")
+    cells = [sheet[r * (ch + padding):r * (ch + padding) + ch,
+                   c * (cw + padding):c * (cw + padding) + cw]
+             for sheet in sheets for r in range(rows) for c in range(columns)]
+    per = rows * columns
+    if count:
+        cells = [cell for i, cell in enumerate(cells) if i % per < count]
+    return torch.stack(cells).contiguous()
+
+
+def _check_split(params: dict) -> None:
+    per = params.get("columns", 2) * params.get("rows", 2)
+    if params.get("count", 0) > per:
+        raise UserError(f"count {params['count']} is more than the sheet's {per} cells "
+                        f"(columns x rows)", field="count")
+
+
+@node("SplitImageGrid", category=CATEGORY,
+      description="Cut a contact sheet into its cells, row by row (the inverse of ImageGrid): "
+                  "one image file holding many pictures becomes an image batch.",
+      inputs=[Input("image", "IMAGE", tooltip="the sheet; every image of a batch is cut")],
+      params=[Param("columns", "INT", default=2, min=1, max=1024, tooltip="cells per row"),
+              Param("rows", "INT", default=2, min=1, max=1024, tooltip="rows of cells"),
+              Param("padding", "INT", default=0, min=0, max=1024,
+                    tooltip="gap between cells, in pixels (ImageGrid's padding)"),
+              Param("count", "INT", default=0, min=0, max=1024 * 1024,
+                    tooltip="keep the first count cells of each sheet (0 = all), e.g. to drop "
+                            "the empty cells at the end of an ImageGrid sheet")],
+      outputs=[Output("images", "IMAGE", "[sheets x cells, h, w, C]")], check=_check_split)
+def split_image_grid(image: torch.Tensor, columns: int = 2, rows: int = 2, padding: int = 0,
+                     count: int = 0):
+    check_image(image)
+    _check_split({"columns": columns, "rows": rows, "count": count})
+    return split_grid(image.float(), columns, rows, padding, count)

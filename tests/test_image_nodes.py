@@ -310,6 +310,31 @@ def test_grid_layout_size_and_pixel_placement():
     assert tall.shape == (1, 6, 6, 3) and torch.equal(tall[0, 4:, :3], images[4])
 
 
+def test_split_image_grid_undoes_image_grid_with_its_padding_and_count():
+    images = torch.rand(5, 4, 3, 3)
+    (sheet,) = REGISTRY["ImageGrid"].call(images=images, columns=3, padding=2, background=1.0)
+    (cells,) = REGISTRY["SplitImageGrid"].call(image=sheet, columns=3, rows=2, padding=2,
+                                               count=5)
+    assert torch.equal(cells, images)
+    (every,) = REGISTRY["SplitImageGrid"].call(image=torch.cat([sheet, sheet]), columns=3,
+                                               rows=2, padding=2, count=0)
+    assert every.shape == (12, 4, 3, 3)  # both sheets, empty cells included
+    assert torch.equal(every[6:11], images) and bool((every[5] == 1.0).all())
+
+
+def test_split_image_grid_rejects_sizes_that_do_not_divide_and_too_many_cells():
+    sheet = torch.rand(1, 10, 11, 3)
+    with pytest.raises(UserError, match=r"11 px wide does not split into 2 cells") as e:
+        REGISTRY["SplitImageGrid"].call(image=sheet, columns=2, rows=2)
+    assert e.value.field == "columns"
+    with pytest.raises(UserError, match=r"10 px high does not split into 3 cells") as e:
+        REGISTRY["SplitImageGrid"].call(image=sheet, columns=1, rows=3)
+    assert e.value.field == "rows"
+    with pytest.raises(UserError, match="count 5 is more than the sheet's 4 cells") as e:
+        REGISTRY["SplitImageGrid"].call(image=sheet[:, :10, :10], columns=2, rows=2, count=5)
+    assert e.value.field == "count"
+
+
 # --- SaveAnimation ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt,fps,ms", [("gif", 10.0, 100), ("webp", 4.0, 250)])

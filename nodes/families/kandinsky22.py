@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import decoder as dec
-from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
+from ..checkpoint import (LOCK, Checkpoint, load_part, ClipTextModel, ClipVisionModel, ModelHandle,
                           PriorModel, err, existing_dir, hash_file, pipeline_class,
                           read_json,
                           scan_weights, text_config, vision_config)
@@ -385,7 +385,9 @@ class Decoder(ModelHandle):
 
     @property
     def movq(self):
-        return self.part("movq")
+        """Always float32: decoding latents in half precision loses colour (as with VAEs), and
+        the MoVQ is small (68 M parameters)."""
+        return load_part(self.checkpoint, "movq", self.device, torch.float32, self.allow_pickle)
 
     @property
     def scheduler_config(self) -> dict:
