@@ -54,8 +54,9 @@ def _family(ck: Checkpoint):
 _COMMON_PARAMS = (
     Param("device", "COMBO", default="auto", choices=("auto", "cpu", "cuda"),
           tooltip="auto = the host's device (cuda when available)"),
-    Param("dtype", "COMBO", default="fp32", choices=tuple(DTYPES),
-          tooltip="weights' precision; sampling arithmetic stays float32"),
+    Param("dtype", "COMBO", default="auto", choices=("auto", *DTYPES),
+          tooltip="weights' precision (auto: ComfyUI's choice for the device inside ComfyUI, "
+                  "fp32 headless); sampling arithmetic stays float32"),
     Param("allow_pickle", "BOOLEAN", default=False,
           tooltip="also load pickle weights (.bin); they can run code, use only trusted files"),
 )
@@ -98,7 +99,16 @@ def _load(params: dict, stages: tuple[str, ...], layout: bool) -> tuple:
     _check_device(params)
     ck = _open(params, stages, layout)
     device = runtime.resolve_device(params["device"])
-    return handles(ck, stages, device, DTYPES[params["dtype"]], params["allow_pickle"])
+    return handles(ck, stages, device, resolve_dtype(params["dtype"], device),
+                   params["allow_pickle"])
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``auto`` is the host's choice (ComfyUI's for the device), float32 headless."""
+    if choice != "auto":
+        return DTYPES[choice]
+    memory = runtime.host().memory
+    return memory.dtype(device) if memory is not None else torch.float32
 
 
 _ALL = ("clip_text", "clip_vision", "prior", "decoder", "upsampler")

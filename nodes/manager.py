@@ -140,26 +140,42 @@ class ModelManager:
             size: int, name: str = "") -> Any:
         """The component under ``key``, loaded with ``load()`` if need be (``size``: its
         estimated bytes, to make room before loading)."""
+        from . import runtime
+        host = runtime.host().memory
         with self.lock:
-            e = self._entries.get(key)
-            if e is not None:
-                self._entries.move_to_end(key)
-                if e.where != e.home:
-                    self._fit(e.home.type, e.nbytes, keep=key)
-                    e.obj.to(e.home)
-                    e.where = e.home
-                    self.events.append(("reload", name))
-                    self._fit("cpu", 0, keep=key)
-                return e.obj
-            for k in [k for k, old in self._entries.items() if old.component == component]:
-                self._drop(k, "replaced")
-            self._fit(device.type, size, keep=None)
-            obj = load()
-            nbytes = module_bytes(obj)
-            self._entries[key] = Entry(obj, nbytes, device, device, component, name)
-            self.events.append(("load", name))
-            self._fit(device.type, 0, keep=key)
+            obj = self._get(key, component, device, load, size, name, host)
+            if host is not None:
+                host.use(key, obj, device)
             return obj
+
+    def _get(self, key, component, device, load, size, name, host):
+        e = self._entries.get(key)
+        if e is not None:
+            self._entries.move_to_end(key)
+            if e.where != e.home:
+                self._fit(e.home.type, e.nbytes, keep=key)
+                e.obj.to(e.home)
+                e.where = e.home
+                self.events.append(("reload", name))
+                self._fit("cpu", 0, keep=key)
+            return e.obj
+        for k in [k for k, old in self._entries.items() if old.component == component]:
+            self._drop(k, "replaced")
+        if host is not None:
+            host.before_load(size, device)
+        self._fit(device.type, size, keep=None, host=host)
+        obj = load()
+        nbytes = module_bytes(obj)
+        self._entries[key] = Entry(obj, nbytes, device, device, component, name)
+        self.events.append(("load", name))
+        self._fit(device.type, 0, keep=key, host=host)
+        return obj
+
+    def forget(self, key) -> None:
+        """Drop ``key`` whoever holds it (the host unloaded it: ComfyUI's /free)."""
+        with self.lock:
+            if key in self._entries:
+                self._drop(key, "unloaded")
 
     def settle(self) -> None:
         """Bring every device back within its budget, now that components held during the last
@@ -187,9 +203,12 @@ class ModelManager:
 
     # --- making room ---
 
-    def _fit(self, kind: str, size: int, keep, hard: bool = False) -> None:
+    def _fit(self, kind: str, size: int, keep, hard: bool = False, host=None) -> None:
         """Move or drop least recently used components of device ``kind`` until ``size`` more
-        bytes fit its budget (``hard``: all that can go)."""
+        bytes fit its budget (``hard``: all that can go).  Inside a host with its own memory
+        management (ComfyUI) the GPU is the host's to manage."""
+        if host is not None and kind != "cpu":
+            return
         budget = 0 if hard else self.budget(torch.device(kind))
         if not hard and self.used(kind) + size <= budget:
             return

@@ -40,6 +40,9 @@ class Host:
     progress: Callable[[], Progress] = Progress
     interrupted: Callable[[], bool] = lambda: False
     ui: dict[str, Any] = field(default_factory=dict)         # what savers show in ComfyUI
+    memory: Any = None
+    """The host's own memory management (``ComfyMemory`` inside ComfyUI), or None: then our
+    model manager's budgets alone decide what stays loaded."""
 
 
 _HOST: contextvars.ContextVar[Host | None] = contextvars.ContextVar("unclip_host", default=None)
@@ -179,6 +182,81 @@ def comfy_host(prompt=None, extra_pnginfo=None) -> Iterator[Host]:
         for k, v in (extra_pnginfo or {}).items():
             meta[k] = json.dumps(v)
     h = Host(device=str(mm.get_torch_device()), output_dir=Path(folder_paths.get_output_directory()),
-             metadata=meta, progress=_ComfyProgress, interrupted=_comfy_interrupted)
+             metadata=meta, progress=_ComfyProgress, interrupted=_comfy_interrupted,
+             memory=comfy_memory())
     with use_host(h):
         yield h
+
+
+class _Holder(torch.nn.Module):
+    """Our component inside a ModelPatcher: ComfyUI sets ``model.device`` as it moves a model,
+    which diffusers' and transformers' modules only have as a read-only property."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = inner
+        self.device = device
+
+
+class ComfyMemory:
+    """Our components under ComfyUI's memory management (``comfy.model_management``): before a
+    component loads, ComfyUI frees room on the device; each use registers it with ComfyUI as a
+    ModelPatcher (``load_models_gpu``), so ComfyUI counts it, can move it off the GPU when its own
+    models need room, and unloads it when asked (``/free``, "unload models"); an unloaded
+    component is also dropped from our cache, so its RAM is freed and it is read again when next
+    needed."""
+
+    def __init__(self, mm, patcher_class):
+        self.mm = mm
+        self.patchers: dict = {}
+        forget = self._forget
+
+        class Patcher(patcher_class):
+            def detach(self, unpatch_all=True):
+                out = super().detach(unpatch_all)
+                forget(self)
+                return out
+
+        self.Patcher = Patcher
+
+    def dtype(self, device: torch.device) -> torch.dtype:
+        """ComfyUI's choice of weight dtype for a diffusion model on ``device``."""
+        return self.mm.unet_dtype(device)
+
+    def before_load(self, size: int, device: torch.device) -> None:
+        if device.type != "cpu":
+            self.mm.free_memory(size, device)
+
+    def use(self, key, module, device: torch.device) -> None:
+        if not isinstance(module, torch.nn.Module):
+            return
+        p = self.patchers.get(key)
+        if p is None or p.model.inner is not module:
+            p = self.Patcher(_Holder(module, device), load_device=device,
+                             offload_device=self.mm.unet_offload_device())
+            p.unclip_key = key
+            self.patchers[key] = p
+        self.mm.load_models_gpu([p], force_full_load=True)
+
+    def _forget(self, patcher) -> None:
+        key = getattr(patcher, "unclip_key", None)
+        if self.patchers.get(key) is patcher:
+            del self.patchers[key]
+            from .manager import MANAGER
+            MANAGER.forget(key)
+
+
+_COMFY_MEMORY: list = []
+
+
+def comfy_memory() -> ComfyMemory | None:
+    """The process's ComfyMemory (one, so ComfyUI's bookkeeping sees each component once), or
+    None when ComfyUI's memory management cannot be imported."""
+    if not _COMFY_MEMORY:
+        try:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+            from comfy.model_patcher import ModelPatcher  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        _COMFY_MEMORY.append(ComfyMemory(mm, ModelPatcher))
+    return _COMFY_MEMORY[0]
