@@ -238,11 +238,14 @@ def _note_text(rs: Resolved) -> str:
             if isinstance(v, str) and v.startswith("$") and not v.startswith("$$"):
                 uses.setdefault(v[1:], []).append(f"{nid}.{field}")
     if rs.workflow.inputs:
+        base = runtime.workflow_folder(rs.workflow.file)
         lines = ["Workflow inputs, as exported:"]
         for name in rs.workflow.inputs:
             where = ", ".join(uses.get(name, [])) or "unused"
-            lines.append(f"  {name} = {json.dumps(rs.inputs.get(name), ensure_ascii=False)}"
-                         f"  ({where})")
+            value = rs.inputs.get(name)
+            if any(use.endswith(".path") for use in uses.get(name, [])):
+                value = _portable("path", value, base)  # as the nodes' widgets show it
+            lines.append(f"  {name} = {json.dumps(value, ensure_ascii=False)}  ({where})")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

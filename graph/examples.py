@@ -1,0 +1,132 @@
+"""The pack's example workflows for ComfyUI's template browser (Workflow > Browse Templates).
+
+ComfyUI lists every ``example_workflows/<name>.json`` of a custom-node pack as a template, with
+``<name>.jpg`` as its thumbnail.  Ours are UI workflows exported from shipped YAML workflows,
+exactly as ``unclip export workflows/<name>.yaml --comfy-ui -o example_workflows/<name>.json``
+writes them; the thumbnails are what running the workflow saves (``unclip run``).
+
+    python -m unclip_nodes.graph.examples               # rewrite the JSON files
+    python -m unclip_nodes.graph.examples --previews    # and run each workflow for its .jpg
+
+The sample images of the shipped workflows are inside the pack, so the exporter writes their
+paths relative to the pack (``workflows/images/...``), which our LoadImage finds inside ComfyUI
+too, whatever the pack's folder is called.  ``tests/test_comfy_examples.py`` regenerates the
+JSON files and compares them with the committed ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image
+
+from ..nodes.errors import UserError
+from ..nodes.image import PACK_DIR
+from .comfy import to_ui
+from .validate import load
+
+WORKFLOWS = PACK_DIR / "workflows"
+FOLDER = PACK_DIR / "example_workflows"
+EXAMPLES = ("text_to_image", "image_variations", "inpaint", "interpolate_images", "text_diff",
+            "pca_probe")
+PREVIEW_SIDE = 256
+"""Previews are enlarged (nearest neighbour, by a whole factor) until their shorter side is at
+least this, so that the pocket model's 64 px pictures stay sharp in the browser."""
+
+
+def ui_json(name: str) -> str:
+    """The UI workflow of ``workflows/<name>.yaml`` with its default inputs, as export writes
+    it."""
+    doc = to_ui(load(WORKFLOWS / f"{name}.yaml"))
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_examples(folder: Path = FOLDER, names: Iterable[str] = EXAMPLES) -> list[Path]:
+    """Write ``<name>.json`` for each example into ``folder``; returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        path = folder / f"{name}.json"
+        path.write_text(ui_json(name), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def preview(name: str, device: str = "auto") -> Image.Image:
+    """Run ``workflows/<name>.yaml`` with its defaults and lay out the PNGs it saves (one, or
+    several side by side), enlarged for a thumbnail."""
+    from .cache import Cache
+    from .run import run_workflow
+    with tempfile.TemporaryDirectory() as out:
+        result = run_workflow(WORKFLOWS / f"{name}.yaml", out_dir=out, device=device,
+                              cache=Cache.off())
+        pictures = [Image.open(f).convert("RGB") for f in result.files if f.endswith(".png")]
+        if not pictures:
+            raise UserError(f"workflow {name} saves no PNG to make a preview of", field="name")
+        for p in pictures:
+            p.load()
+    sheet = _side_by_side(pictures)
+    factor = max(1, math.ceil(PREVIEW_SIDE / min(sheet.size)))
+    return sheet.resize((sheet.width * factor, sheet.height * factor), Image.Resampling.NEAREST)
+
+
+def _side_by_side(pictures: list[Image.Image], gap: int = 2) -> Image.Image:
+    if len(pictures) == 1:
+        return pictures[0]
+    cols = math.ceil(math.sqrt(len(pictures)))
+    rows = math.ceil(len(pictures) / cols)
+    w, h = max(p.width for p in pictures), max(p.height for p in pictures)
+    sheet = Image.new("RGB", (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap),
+                      (255, 255, 255))
+    for i, p in enumerate(pictures):
+        sheet.paste(p, ((i % cols) * (w + gap), (i // cols) * (h + gap)))
+    return sheet
+
+
+def write_previews(folder: Path = FOLDER, names: Iterable[str] = EXAMPLES,
+                   device: str = "auto") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        path = folder / f"{name}.jpg"
+        preview(name, device).save(path, format="JPEG", quality=92)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unclip_nodes.graph.examples",
+                                 description="Write the example workflows for ComfyUI's "
+                                             "template browser.")
+    ap.add_argument("--folder", type=Path, default=FOLDER,
+                    help="where to write them (default: the pack's example_workflows/)")
+    ap.add_argument("--previews", action="store_true",
+                    help="also run each workflow and write its thumbnail <name>.jpg")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="device for --previews (default: auto)")
+    ap.add_argument("names", nargs="*", metavar="NAME", help=f"default: {' '.join(EXAMPLES)}")
+    args = ap.parse_args(argv)
+    names = args.names or list(EXAMPLES)
+    try:
+        for name in names:
+            if not (WORKFLOWS / f"{name}.yaml").is_file():
+                raise UserError(f"no shipped workflow {name!r}; one of {', '.join(EXAMPLES)}",
+                                field="name")
+        files = write_examples(args.folder, names)
+        if args.previews:
+            files += write_previews(args.folder, names, args.device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The example workflows for ComfyUI's template browser stay in sync with the shipped YAML, have
+their thumbnails, and name their sample images so that ComfyUI finds them."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from unclip_nodes.graph import examples
+from unclip_nodes.nodes import runtime
+from unclip_nodes.nodes.image import PACK_DIR, resolve_input_path
+
+
+def test_committed_example_workflows_equal_a_fresh_export(tmp_path):
+    written = examples.write_examples(tmp_path)
+    assert [p.name for p in written] == [f"{n}.json" for n in examples.EXAMPLES]
+    for path in written:
+        committed = examples.FOLDER / path.name
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"{committed} is out of date: run python -m unclip_nodes.graph.examples")
+
+
+def test_every_example_has_a_jpeg_thumbnail_and_the_folder_holds_nothing_else():
+    expected = {f"{n}.{ext}" for n in examples.EXAMPLES for ext in ("json", "jpg")}
+    assert {p.name for p in examples.FOLDER.iterdir()} == expected
+    for name in examples.EXAMPLES:
+        with Image.open(examples.FOLDER / f"{name}.jpg") as img:
+            assert img.format == "JPEG" and min(img.size) >= examples.PREVIEW_SIDE
+
+
+def test_examples_name_sample_images_relative_to_the_pack_and_comfy_finds_them(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ComfyUI's start folder: not the pack, and no workflow folder
+    seen = 0
+    for name in examples.EXAMPLES:
+        text = (examples.FOLDER / f"{name}.json").read_text(encoding="utf-8")
+        assert str(PACK_DIR) not in text
+        doc = json.loads(text)
+        for n in doc["nodes"]:
+            if n["type"] != "unCLIP LoadImage":
+                continue
+            (path,) = n["widgets_values"]
+            assert path.startswith("workflows/images/")
+            with runtime.use_base_dir(None):
+                assert resolve_input_path(path) == (PACK_DIR / path).resolve()
+            assert (PACK_DIR / path).is_file()
+            seen += 1
+    assert seen >= 5
+
+
+def test_examples_command_rejects_a_workflow_that_is_not_shipped(tmp_path, capsys):
+    assert examples.main(["--folder", str(tmp_path), "no_such_workflow"]) == 2
+    assert "no shipped workflow 'no_such_workflow'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
