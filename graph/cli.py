@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vram-budget", metavar="SIZE",
                      help="most bytes of model weights kept on the GPU; the least recently used "
                           "go to RAM first (default: 90%% of the GPU's free memory)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the prior and decoder UNets (faster steps after a "
+                          "compile per shape; results differ from eager in the last bits and "
+                          "are cached apart)")
     run.add_argument("--zip", action="store_true",
                      help="pair the --sweep lists by position instead of combining them")
     run.set_defaults(func=cmd_run)
@@ -177,6 +181,9 @@ def _budgets(args) -> None:
 
 def cmd_run(args) -> int:
     _budgets(args)
+    if getattr(args, "compile", False):
+        from ..nodes import runtime
+        runtime.OPTIONS.compile = True
     plan = _sweep_plan(args)
     rs = plan.resolved if plan else load_source(workflow_path(args.workflow), parse_sets(args.sets))
     if args.report and args.report.is_dir():  # say so before the run, not after it

@@ -294,8 +294,16 @@ def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtyp
         LOADED.append((str(folder.parent), part))
         return obj
 
-    return MANAGER.get(key, key[:4], device, load, estimate_bytes(folder, dtype),
-                       name=f"{folder.parent.name}/{folder.name}")
+    obj = MANAGER.get(key, key[:4], device, load, estimate_bytes(folder, dtype),
+                      name=f"{folder.parent.name}/{folder.name}")
+    from .runtime import OPTIONS
+    if OPTIONS.compile and part in COMPILED and isinstance(obj, torch.nn.Module):
+        return MANAGER.compiled(key, obj, OPTIONS.compile_backend)
+    return obj
+
+
+COMPILED = ("prior", "decoder", "super_res_first", "super_res_last")
+"""The components called once per sampling step: the ones worth compiling."""
 
 
 # --- handles ------------------------------------------------------------------------------------

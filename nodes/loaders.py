@@ -81,8 +81,11 @@ def _fingerprint(stages: tuple[str, ...], layout: bool):
     def fingerprint(params: dict) -> dict:
         ck = _open(params, stages, layout)
         used = _family(ck).used_parts(ck, stages, layout)
-        return {**ck.identity(sorted(used)),
-                "device": str(runtime.resolve_device(params.get("device", "auto")))}
+        out = {**ck.identity(sorted(used)),
+               "device": str(runtime.resolve_device(params.get("device", "auto")))}
+        if runtime.OPTIONS.compile:  # compiled kernels round differently: other results
+            out["compile"] = runtime.OPTIONS.compile_backend
+        return out
     return fingerprint
 
 

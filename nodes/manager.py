@@ -101,6 +101,7 @@ class Entry:
     where: torch.device         # where it is now
     component: tuple            # (folder, part, device, dtype): a changed file replaces it
     name: str
+    compiled: dict = None       # backend -> its torch.compile wrapper, made on first request
 
 
 class ModelManager:
@@ -170,6 +171,19 @@ class ModelManager:
         self.events.append(("load", name))
         self._fit(device.type, 0, keep=key, host=host)
         return obj
+
+    def compiled(self, key, obj, backend: str):
+        """``torch.compile(obj)`` for the component under ``key``, made once; shapes are static
+        (``dynamic=False``): each stage samples one shape, recompiled if a run asks another."""
+        with self.lock:
+            e = self._entries.get(key)
+            if e is None or e.obj is not obj:
+                return torch.compile(obj, dynamic=False, backend=backend)
+            if e.compiled is None:
+                e.compiled = {}
+            if backend not in e.compiled:
+                e.compiled[backend] = torch.compile(obj, dynamic=False, backend=backend)
+            return e.compiled[backend]
 
     def forget(self, key) -> None:
         """Drop ``key`` whoever holds it (the host unloaded it: ComfyUI's /free)."""

@@ -45,6 +45,20 @@ class Host:
     model manager's budgets alone decide what stays loaded."""
 
 
+@dataclass
+class Options:
+    """Process-wide run options that change numerics, so they enter the loaders' fingerprints
+    (and so every cache key downstream)."""
+
+    compile: bool = False
+    """torch.compile the denoisers (prior, decoder, upsampler UNets), shapes static per stage:
+    faster steps after a compile per shape, results equal to eager only up to rounding."""
+    compile_backend: str = "inductor"
+
+
+OPTIONS = Options()
+
+
 _HOST: contextvars.ContextVar[Host | None] = contextvars.ContextVar("unclip_host", default=None)
 
 
