@@ -52,10 +52,14 @@ def output_key(node_key: str, output: str) -> str:
     return sha256(f"{node_key}/{output}".encode())
 
 
-def compute_keys(nodes: dict, order: Iterable[str]) -> dict[str, str | None]:
+def compute_keys(nodes: dict, order: Iterable[str], batched: bool = False
+                 ) -> dict[str, str | None]:
     """Key per node id (None when the node or anything it depends on is not cacheable).
 
-    ``nodes`` maps id -> validate.ResolvedNode; ``order`` is topological.
+    ``nodes`` maps id -> validate.ResolvedNode; ``order`` is topological.  ``batched``: the run
+    batches nodes that declare a batch parameter (``--batch``); their results differ from
+    unbatched ones in the last bits, so they (and all that follows from them) get keys of their
+    own and never stand in for unbatched results, nor the reverse.
     """
     keys: dict[str, str | None] = {}
     for nid in order:
@@ -69,6 +73,8 @@ def compute_keys(nodes: dict, order: Iterable[str]) -> dict[str, str | None]:
                     "params": rn.params, "inputs": upstream}
         if rn.spec.fingerprint is not None:
             material["fingerprint"] = rn.fingerprint
+        if batched and rn.spec.batch:
+            material["batched"] = True
         keys[nid] = sha256(canonical(material))
     return keys
 

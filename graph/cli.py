@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vram-budget", metavar="SIZE",
                      help="most bytes of model weights kept on the GPU; the least recently used "
                           "go to RAM first (default: 90%% of the GPU's free memory)")
+    run.add_argument("--batch", type=int, default=1, metavar="N",
+                     help="run up to N sampling nodes that differ only in their seed (a sweep's "
+                          "seeds) in one model call; each keeps its own seed's noise, results "
+                          "differ from unbatched runs in the last bits and are cached apart "
+                          "(default 1: bit-exact)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the prior and decoder UNets (faster steps after a "
                           "compile per shape; results differ from eager in the last bits and "
@@ -181,6 +186,8 @@ def _budgets(args) -> None:
 
 def cmd_run(args) -> int:
     _budgets(args)
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: give 1 (no batching) or more", field="batch")
     if getattr(args, "compile", False):
         from ..nodes import runtime
         runtime.OPTIONS.compile = True
@@ -193,7 +200,7 @@ def cmd_run(args) -> int:
     try:
         with stop:
             result = execute(rs, out_dir=args.out, device=args.device, cache=cache,
-                             progress=True, interrupted=stop.pressed)
+                             progress=True, interrupted=stop.pressed, batch=args.batch)
     except RunInterrupted as e:
         print_summary(e.result)
         if plan:

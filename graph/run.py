@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import networkx as nx
 import torch
 from tqdm import tqdm
 
@@ -45,6 +46,8 @@ class NodeRecord:
     seconds: float = 0.0
     key: str | None = None
     files: list[str] = field(default_factory=list)
+    batched: int = 0
+    """How many nodes ran in the one batched call this one ran in (``--batch``); 0 alone."""
 
 
 @dataclass
@@ -83,8 +86,8 @@ def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | No
                  values: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
                  device: str = "auto", cache: Cache | None = None,
                  report: str | Path | None = None, progress: bool = False,
-                 interrupted: Callable[[], bool] | None = None, host: Host | None = None
-                 ) -> RunResult:
+                 interrupted: Callable[[], bool] | None = None, host: Host | None = None,
+                 batch: int = 1) -> RunResult:
     """Validate and run a workflow (a YAML path or a mapping).
 
     ``values``: Python values for socket-typed workflow inputs (``{"image": tensor}``), keyed
@@ -93,12 +96,14 @@ def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | No
     for none.  ``report``: also write the run report there as JSON.  ``progress``: tqdm bars.
     ``host``: run under this host's device, output folder, PNG metadata, progress and
     interruption (ComfyUI's, for a preset node) instead of the executor's own.
+    ``batch``: run up to this many nodes that differ only in their batch parameter (the seeds of
+    a sweep) in one model call (see ``execute``).
     Raises UserError(s) for mistakes, RunInterrupted when ``interrupted()`` turns true.
     """
     resolved = load(source, overrides, values=values)
     try:
         result = execute(resolved, out_dir=out_dir, device=device, cache=cache,
-                         progress=progress, interrupted=interrupted, host=host)
+                         progress=progress, interrupted=interrupted, host=host, batch=batch)
     except RunInterrupted as e:
         if report:
             write_report(e.result, report)
@@ -120,7 +125,11 @@ def check_device(device: str) -> None:
 
 def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = None,
             progress: bool = False, interrupted: Callable[[], bool] | None = None,
-            host: Host | None = None) -> RunResult:
+            host: Host | None = None, batch: int = 1) -> RunResult:
+    """Run a resolved workflow.  ``batch`` > 1: nodes that declare a batch parameter and differ
+    only in it (a sweep's seeds) run up to ``batch`` at a time in one model call; each still
+    draws from its own seed, but the batched arithmetic differs in the last bits, so such runs
+    are cached apart (see ``compute_keys``).  Default 1: bit-exact."""
     if rs.unbound:
         names = ", ".join(f"'{n}' ({rs.workflow.inputs[n].type})" for n in rs.unbound)
         raise UserError(f"cannot run: the socket input(s) {names} have no value; it is a preset "
@@ -133,7 +142,7 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     targets = {n for n, _ in rs.outputs.values()}
     targets |= {nid for nid, rn in rs.nodes.items() if rn.spec.output_node}
     order = dag.order(rs.graph, dag.needed(rs.graph, targets))
-    keys = compute_keys(rs.nodes, order)
+    keys = compute_keys(rs.nodes, order, batched=batch > 1)
     records = {nid: NodeRecord(nid, rs.nodes[nid].spec.type, key=keys.get(nid))
                for nid in dag.order(rs.graph)}
     same = same_as(order, keys)
@@ -144,6 +153,13 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
         order = [nid for nid in order if nid not in same]
     values: dict[tuple[str, str], Any] = {}
     to_run = _plan(rs, order, keys, cache, values, records)
+    groups = batch_groups(rs, to_run, batch) if batch > 1 else {}
+    ordered = batch_order(rs, to_run, groups) if groups else None
+    if ordered is None:
+        groups = {}
+    else:
+        to_run = ordered
+    grouped = {m for members in groups.values() for m in members[1:]}
 
     def finish(stopped: bool) -> RunResult:
         outs = {name: values[ref] for name, ref in rs.outputs.items() if ref in values}
@@ -179,7 +195,10 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
                 bar.set_postfix_str(nid)
                 if nid in rs.parts and rs.nodes[nid].spec.output_node:
                     host.metadata = part_meta(rs.parts[nid])  # a sweep: each file, its own run
-                _run_node(rs, nid, keys, cache, values, records[nid])
+                if nid in groups:
+                    _run_group(rs, groups[nid], keys, cache, values, records)
+                elif nid not in grouped:  # a batched node has run with its group's first
+                    _run_node(rs, nid, keys, cache, values, records[nid])
                 bar.update()
                 for ref in rs.nodes[nid].links.values():
                     uses[ref] -= 1
@@ -285,6 +304,82 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
             cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
         if rn.spec.output_node and out.type == "STRING" and isinstance(value, str):
             rec.files += [line for line in value.splitlines() if line.strip()]
+
+
+def batch_groups(rs: Resolved, to_run: list[str], size: int) -> dict[str, list[str]]:
+    """First node id -> the ids run with it in one call: nodes whose type declares a batch
+    parameter and that share the type, the model handles they are linked to and every other
+    parameter, at most ``size`` together.  Their other inputs may differ (each member's own
+    embeddings, images).  A group whose members depend on one another is not formed."""
+    by_sig: dict[str, list[str]] = {}
+    for nid in to_run:
+        rn = rs.nodes[nid]
+        if not rn.spec.batch:
+            continue
+        others = {k: v for k, v in rn.params.items() if k != rn.spec.batch}
+        handles = {k: v for k, v in rn.links.items()
+                   if not SOCKET_TYPES[rn.spec.input(k).type].storable}
+        sig = json.dumps([rn.spec.type, sorted(rn.links), sorted(handles.items()), others],
+                         sort_keys=True, default=str)
+        by_sig.setdefault(sig, []).append(nid)
+    groups = {}
+    for members in by_sig.values():
+        for i in range(0, len(members), size):
+            chunk = members[i:i + size]
+            if len(chunk) > 1 and not any(nx.has_path(rs.graph, a, b) for a in chunk
+                                          for b in chunk if a != b):
+                groups[chunk[0]] = chunk
+    return groups
+
+
+def batch_order(rs: Resolved, to_run: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """``to_run`` reordered so that each group's members come together, after everything any
+    of them needs; None when the groups cannot be ordered so (then run without them)."""
+    leader = {m: first for first, members in groups.items() for m in members}
+    g = nx.DiGraph()
+    g.add_nodes_from(leader.get(n, n) for n in to_run)
+    wanted = set(to_run)
+    for nid in to_run:
+        for src, _ in rs.nodes[nid].links.values():
+            if src in wanted and leader.get(src, src) != leader.get(nid, nid):
+                g.add_edge(leader.get(src, src), leader.get(nid, nid))
+    try:
+        order = list(nx.lexicographical_topological_sort(
+            g, key=lambda n: to_run.index(n)))
+    except nx.NetworkXUnfeasible:
+        return None
+    return [m for n in order for m in groups.get(n, [n])]
+
+
+def _run_group(rs: Resolved, members: list[str], keys: dict, cache: Cache, values: dict,
+               records: dict[str, NodeRecord]) -> None:
+    """One call for ``members``: the batch parameter as a tuple of their values, and each input
+    that differs between them as a tuple of their values (identical ones as they are)."""
+    first = rs.nodes[members[0]]
+    spec = first.spec
+    linked = {}
+    for name in first.links:
+        refs = [rs.nodes[m].links[name] for m in members]
+        linked[name] = values[refs[0]] if len(set(refs)) == 1 else tuple(values[r] for r in refs)
+    kwargs = {s.name: None for s in spec.inputs} | linked | {
+        k: v for k, v in first.params.items() if k != spec.batch}
+    for nid in members:
+        records[nid].status = INTERRUPTED
+    t0 = time.perf_counter()
+    try:
+        results = spec.call_batch([rs.nodes[n].params[spec.batch] for n in members], **kwargs)
+    except UserError as e:
+        raise first.locate(e, rs.workflow.file) from e
+    seconds = time.perf_counter() - t0
+    for nid, result in zip(members, results):
+        rec = records[nid]
+        rec.status, rec.seconds = RAN, seconds / len(members)
+        rec.batched = len(members)
+        key = keys[nid]
+        for out, value in zip(spec.outputs, result):
+            values[(nid, out.name)] = value
+            if key is not None:
+                cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
 
 
 class _Bar(Progress):

@@ -336,14 +336,14 @@ def run_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
               overrides: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
               device: str = "auto", cache: Cache | None = None,
               report: str | Path | None = None, progress: bool = False, grid: bool = True,
-              interrupted: Callable[[], bool] | None = None) -> SweepResult:
+              interrupted: Callable[[], bool] | None = None, batch: int = 1) -> SweepResult:
     """Run every combination of ``sweeps`` (``{"seed": range(8)}`` or ``["seed=0..7"]``) as
-    one graph; returns the run and the contact sheet's path."""
+    one graph; returns the run and the contact sheet's path.  ``batch``: as ``execute``'s."""
     plan = plan_sweep(source, sweeps, zip=zip, overrides=overrides)
     out = Path(out_dir) if out_dir is not None else Path.cwd() / "output"
     try:
         result = execute(plan.resolved, out_dir=out, device=device, cache=cache,
-                         progress=progress, interrupted=interrupted)
+                         progress=progress, interrupted=interrupted, batch=batch)
     except RunInterrupted as e:
         e.result.extra["sweep"] = describe(plan, None)
         if report:

@@ -173,6 +173,9 @@ class NodeSpec:
     fingerprint: Callable[[dict], Any] | None = None
     check: Callable[[dict], None] | None = None
     infer: Callable[[dict, dict], dict | None] | None = None
+    batch: str | None = None
+    """A parameter (``seed``) that may be given as a tuple: the function then runs once per
+    value in one batched call and returns one result per value (``call_batch``)."""
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -214,6 +217,15 @@ class NodeSpec:
             raise TypeError(f"node {self.type} returned {type(result).__name__}, "
                             f"expected a tuple of {len(self.outputs)} outputs")
         return result
+
+    def call_batch(self, values: tuple, **kwargs) -> list[tuple]:
+        """Run the function once for all ``values`` of the ``batch`` parameter; one result
+        tuple per value, in order."""
+        results = self.fn(**kwargs, **{self.batch: tuple(values)})
+        if not isinstance(results, tuple) or len(results) != len(values):
+            raise TypeError(f"node {self.type} returned {type(results).__name__} for a batch of "
+                            f"{len(values)}")
+        return [r if isinstance(r, tuple) else (r,) for r in results]
 
     def schema(self) -> dict:
         """The machine view of this node (for ``unclip nodes --json``), like ComfyUI's object_info."""
@@ -257,7 +269,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
          display_name: str = "", output_node: bool = False, cacheable: bool = True,
          fingerprint: Callable[[dict], Any] | None = None,
          check: Callable[[dict], None] | None = None,
-         infer: Callable[[dict, dict], dict | None] | None = None):
+         infer: Callable[[dict, dict], dict | None] | None = None,
+         batch: str | None = None):
     """Declare a node type.  Decorates the function that does the work and registers the spec.
 
     ``fingerprint(params)`` returns extra JSON-able cache-key material computed before running
@@ -273,7 +286,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
         spec = NodeSpec(type=type, fn=fn, category=category, description=description,
                         inputs=tuple(inputs), params=tuple(params), outputs=tuple(outputs),
                         version=version, display_name=display_name, output_node=output_node,
-                        cacheable=cacheable, fingerprint=fingerprint, check=check, infer=infer)
+                        cacheable=cacheable, fingerprint=fingerprint, check=check, infer=infer,
+                        batch=batch)
         from .types import SOCKET_TYPES  # registered before any node module is imported
         for s in (*spec.inputs, *spec.outputs):
             if s.type not in SOCKET_TYPES:

@@ -25,7 +25,7 @@ from . import runtime
 from .declare import Input, Output, Param, node
 from .facts import handle, same_width, width
 from .errors import UserError
-from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Sampler,
+from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Generators, Sampler,
                        StepCallback, UnCLIPSampler, make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
 
@@ -278,6 +278,9 @@ def initial_noise(shape: tuple[int, int, int], rows: int, given: torch.Tensor | 
                             field="noise")
         return given.float().expand(rows, *shape)
     if same:
+        if isinstance(generator, Generators):  # one draw per batched run, for its rows
+            return torch.cat([noise((1, *shape), g, "cpu").expand(r, *shape)
+                              for g, r in generator.groups])
         return noise((1, *shape), generator, "cpu").expand(rows, *shape)
     return None
 
@@ -339,14 +342,15 @@ def pixels_at(image: torch.Tensor, size: tuple[int, int], field: str = "image") 
 
 
 def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_scale: float,
-           seed: int, sampler: Sampler, size: tuple[int, int], x_T: torch.Tensor | None = None,
+           seed: int | Generators, sampler: Sampler, size: tuple[int, int], x_T: torch.Tensor | None = None,
            same_noise: bool = False, image: torch.Tensor | None = None, strength: float = 1.0,
            hint: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one image per row of ``cond`` -> [N, 3, H, W] in [-1, 1].
 
     Random draws, all from ``generator(seed)``: the initial noise (x_T unless linked; with an
-    ``image``, the noise that takes it to the first level), then one per step."""
-    generator = make_generator(seed)
+    ``image``, the noise that takes it to the first level), then one per step.  ``seed`` may be
+    ``Generators``: several runs batched, each drawing from its own."""
+    generator = seed if isinstance(seed, Generators) else make_generator(seed)
     shape = decoder.latent_shape(*size)
     rows = cond.rows
     start = initial_noise(shape, rows, x_T, same_noise, generator)
@@ -461,7 +465,7 @@ def _check_decoder_params(params: dict) -> None:
                             "step's level, almost pure noise; 0.3 = keep most of it); the last "
                             "strength x steps steps run")],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
-      infer=lambda params, inputs: check_links(inputs, "decode"))
+      infer=lambda params, inputs: check_links(inputs, "decode"), batch="seed")
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,
@@ -482,9 +486,42 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
     if noise is not None and image is not None:
         raise UserError("link either noise (x_T) or an image for image-to-image, not both",
                         field="image")
-    cond = decoder.conditioning(image_embeds, text, images_per_embedding)
-    decoder.check_guidance(cond, guidance_scale)
     rule = decoder.sampler(sampler, eta)
+    runs = seed if isinstance(seed, tuple) else None
+    if runs is None:
+        cond, size, pixels, hints, x_T = _inputs(decoder, image_embeds, text, noise, image, hint,
+                                                 images_per_embedding, width, height)
+        decoder.check_guidance(cond, guidance_scale)
+        generator = seed
+    else:  # --batch: one decode per seed, each with its own inputs, in one model call
+        pick = lambda v, i: v[i] if isinstance(v, tuple) else v  # noqa: E731
+        parts = [_inputs(decoder, pick(image_embeds, i), pick(text, i), pick(noise, i),
+                         pick(image, i), pick(hint, i), images_per_embedding, width, height)
+                 for i in range(len(runs))]
+        if len({p[1] for p in parts}) > 1:
+            raise UserError("batched decodes must have one size; run without --batch",
+                            field="seed")
+        for p in parts:
+            decoder.check_guidance(p[0], guidance_scale)
+        cond, size = cat_rows([p[0] for p in parts]), parts[0][1]
+        rows = [p[0].rows for p in parts]
+        pixels, hints, x_T = (
+            None if parts[0][k] is None else
+            torch.cat([p[k].expand(r, *p[k].shape[1:]) for p, r in zip(parts, rows)])
+            for k in (2, 3, 4))
+        generator = Generators([(make_generator(s), r) for s, r in zip(runs, rows)])
+    with torch.inference_mode():
+        x = decode(decoder, cond, steps=steps, guidance_scale=guidance_scale, seed=generator,
+                   sampler=rule, size=size, x_T=x_T, same_noise=same_noise, image=pixels,
+                   strength=strength, hint=hints)
+    if runs:
+        return tuple((to_image(part),) for part in generator.split(x))
+    return to_image(x)
+
+
+def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height):
+    """What one decode samples from: (conditioning, size, img2img pixels, hints, x_T)."""
+    cond = decoder.conditioning(image_embeds, text, images_per_embedding)
     if noise is not None and width == 0 and height == 0:
         size = decoder.size_of(noise)
     else:
@@ -494,8 +531,17 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
     if image is not None:
         pixels = image_rows(pixels_at(image, size), cond.rows, embeds)
     hints = hint_rows(hint, cond.rows, embeds, size) if hint is not None else None
-    with torch.inference_mode():
-        x = decode(decoder, cond, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                   sampler=rule, size=size, x_T=noise, same_noise=same_noise, image=pixels,
-                   strength=strength, hint=hints)
-    return to_image(x)
+    return cond, size, pixels, hints, noise
+
+
+def cat_rows(conds: list[Conditioning]) -> Conditioning:
+    """Several runs' conditioning, one after the other (one model call for all)."""
+    def cat(values):
+        if values[0] is None:
+            return None
+        if isinstance(values[0], tuple):
+            return tuple(cat([v[i] for v in values]) for i in range(len(values[0])))
+        return torch.cat(values)
+    return Conditioning(*(cat([getattr(c, f) for c in conds])
+                          for f in ("image_embeds", "negative", "text", "uncond")))
+

@@ -60,9 +60,46 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
 
 
-def noise(shape, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU in float32, then moved to ``device``."""
+class Generators:
+    """The generators of several runs batched into one model call (``--batch``): ``groups`` is
+    [(generator, rows)], each run's rows consecutive.  Every draw takes each run's rows from that
+    run's own generator, with the shape the run alone would draw, so each run's noise is exactly
+    what it draws unbatched; only the model's arithmetic sees the larger batch."""
+
+    def __init__(self, groups: list[tuple[torch.Generator, int]]):
+        self.groups = list(groups)
+
+    @property
+    def rows(self) -> int:
+        return sum(r for _, r in self.groups)
+
+    def split(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(x.split([r for _, r in self.groups]))
+
+
+def noise(shape, generator, device: torch.device | str) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU in float32, then moved to ``device``; with
+    ``Generators``, each run's rows from its own generator."""
+    if isinstance(generator, Generators):
+        if shape[0] != generator.rows:
+            raise ValueError(f"{shape[0]} rows drawn for batched runs of {generator.rows}")
+        return torch.cat([torch.randn((r, *shape[1:]), generator=g, dtype=torch.float32)
+                          for g, r in generator.groups]).to(device)
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+
+
+def per_run(step):
+    """A sampler's ``step`` that, under ``Generators``, steps each run's rows on their own
+    (the update is elementwise, so this is exactly the unbatched arithmetic, and the noise each
+    run's scheduler draws comes from its own generator)."""
+    def wrapped(self, model_output, t, prev_t, x, generator):
+        if not isinstance(generator, Generators):
+            return step(self, model_output, t, prev_t, x, generator)
+        sizes = [r for _, r in generator.groups]
+        parts = [step(self, o, t, prev_t, xi, g) for o, xi, (g, _) in
+                 zip(model_output.split(sizes), x.split(sizes), generator.groups)]
+        return torch.cat(parts)
+    return wrapped
 
 
 class Sampler(Protocol):
@@ -101,6 +138,7 @@ class UnCLIPSampler:
         self.scheduler.set_timesteps(steps)
         return [int(t) for t in self.scheduler.timesteps]
 
+    @per_run
     def step(self, model_output, t, prev_t, x, generator):
         channels = x.shape[1]
         if model_output.shape[1] == 2 * channels and not self.learned_variance:
@@ -146,6 +184,7 @@ class SchedulerSampler:
         self.scheduler.set_timesteps(steps)
         return [int(t) for t in self.scheduler.timesteps]
 
+    @per_run
     def step(self, model_output, t, prev_t, x, generator):
         if model_output.shape[1] == 2 * x.shape[1] and not self.learned_variance:
             model_output = model_output[:, :x.shape[1]]
@@ -229,6 +268,7 @@ class DDIMSampler:
             eps = (x - sa * x0) / sb
         return x0, eps
 
+    @per_run
     def step(self, model_output, t, prev_t, x, generator):
         x0, eps = self.predict(model_output, t, x)
         a_t, a_prev = _alpha_bar(self.alphas_cumprod, t), _alpha_bar(self.alphas_cumprod, prev_t)

@@ -15,8 +15,8 @@ from .facts import handle
 from .decoder import from_image, to_image
 from .errors import UserError
 from .families.karlo import UpsamplerModel
-from .sampling import (SEED_PARAM, Sampler, StepCallback, UnCLIPSampler, make_generator,
-                       noise)
+from .sampling import (SEED_PARAM, Generators, Sampler, StepCallback, UnCLIPSampler,
+                       make_generator, noise)
 
 
 def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
@@ -60,19 +60,33 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
                             "enough, more is slower."),
               SEED_PARAM],
       outputs=[Output("image", "IMAGE")],
-      infer=lambda params, inputs: handle(inputs, "upsampler") and None)
+      infer=lambda params, inputs: handle(inputs, "upsampler") and None, batch="seed")
 def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:
         raise UserError("no upsampler is linked (the checkpoint has none)", field="upsampler")
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        raise UserError(f"expected IMAGE [B, H, W, C] with 1, 3 or 4 channels, got shape "
-                        f"{tuple(image.shape)}", field="image")
+    runs = seed if isinstance(seed, tuple) else None
+    images = image if isinstance(image, tuple) else (image,) * (len(runs) if runs else 1)
+    for one in images:
+        if one.ndim != 4 or one.shape[-1] not in (1, 3, 4):
+            raise UserError(f"expected IMAGE [B, H, W, C] with 1, 3 or 4 channels, got shape "
+                            f"{tuple(one.shape)}", field="image")
     channels = int(upsampler.config("super_res_first").get("in_channels", 6)) // 2
     if channels != 3:
         raise UserError(f"this upsampler works on {channels}-channel images, not RGB",
                         field="upsampler")
+    if runs:  # --batch: one upsampling per seed, each of its own image, in one model call
+        lows = [from_image(one) for one in images]
+        if len({tuple(lo.shape[1:]) for lo in lows}) > 1:
+            raise UserError("batched upsamplings must have one size; run without --batch",
+                            field="seed")
+        generator = Generators([(make_generator(s), lo.shape[0]) for s, lo in zip(runs, lows)])
+        low = torch.cat(lows)
+    else:
+        generator, low = make_generator(seed), from_image(image)
     with torch.inference_mode():
-        x = sample_upsampler(upsampler.first, upsampler.last, from_image(image), steps=steps,
-                             generator=make_generator(seed),
+        x = sample_upsampler(upsampler.first, upsampler.last, low, steps=steps,
+                             generator=generator,
                              sampler=UnCLIPSampler(upsampler.scheduler_config))
+    if runs:
+        return tuple((to_image(part),) for part in generator.split(x))
     return to_image(x)
