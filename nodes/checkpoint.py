@@ -38,10 +38,18 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def resolve_path(path: str) -> Path:
-    """``pocket`` is the bundled model; anything else is a directory (``~`` expanded)."""
+    """``pocket`` is the bundled model; a directory (``~`` expanded); or, when no such
+    directory exists, the name of a checkpoint folder in the model folders (``UNCLIP_MODELS``
+    headless, ComfyUI's ``models/unclip`` inside it: see folders.py)."""
     if path.strip() == "pocket":
         return POCKET
-    return Path(path).expanduser().resolve()
+    p = Path(path).expanduser()
+    if not p.exists() and not p.is_absolute():
+        from .folders import find_model
+        found = find_model(path)
+        if found is not None:
+            return found.resolve()
+    return p.resolve()
 
 
 def err(msg: str, field: str = "path") -> UserError:
@@ -74,6 +82,8 @@ def existing_dir(path: str, field: str = "path") -> Path:
     if not root.is_dir():
         raise err(f"{root} is not a directory; give the checkpoint's root directory "
                   f"(the one holding model_index.json)", field)
+    from .folders import confine_model
+    confine_model(root, field)
     return root
 
 

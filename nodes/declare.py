@@ -67,6 +67,11 @@ class Param:
     choices: tuple[str, ...] | None = None
     multiline: bool = False
     tooltip: str = ""
+    comfy_choices: Callable[[], list[str]] | None = field(default=None, compare=False)
+    """Inside ComfyUI, a STRING parameter shown as a drop-down of these values (model folders,
+    input files), computed when ComfyUI asks for the node's inputs."""
+    comfy_upload: bool = False
+    """Inside ComfyUI, the drop-down also gets ComfyUI's image upload button."""
 
     def __post_init__(self):
         if self.type not in PARAM_TYPES:
@@ -342,6 +347,13 @@ def comfy_input_types(spec: NodeSpec) -> dict:
             opts["multiline"] = True
         if p.tooltip:
             opts["tooltip"] = p.tooltip
+        listed = _comfy_list(p)
+        if listed is not None:
+            if p.comfy_upload:
+                opts["image_upload"] = True
+            opts["default"] = opts["default"] if opts["default"] in listed else listed[0]
+            required[p.name] = (listed, opts)
+            continue
         required[p.name] = (list(p.choices), opts) if p.type == "COMBO" else (p.type, opts)
     out: dict[str, dict] = {"required": required}
     if optional:
@@ -349,6 +361,17 @@ def comfy_input_types(spec: NodeSpec) -> dict:
     if spec.output_node:
         out["hidden"] = dict(_COMFY_HIDDEN)
     return out
+
+
+def _comfy_list(p: Param) -> list[str] | None:
+    """The drop-down values of a parameter with ``comfy_choices``, inside ComfyUI only."""
+    if p.comfy_choices is None:
+        return None
+    from .folders import comfy_folder_paths
+    if comfy_folder_paths() is None:
+        return None
+    values = list(p.comfy_choices())
+    return values or [p.default if isinstance(p.default, str) else ""]
 
 
 _COMFY_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from . import runtime
 from .declare import Input, Output, Param, node
 from .errors import UserError
+from .folders import input_files
 
 CATEGORY = "unCLIP/image"
 SIZE_MAX = 16384
@@ -99,6 +100,10 @@ def resolve_input_path(path: str) -> Path:
     directory's."""
     if not isinstance(path, str) or not path.strip():
         raise UserError("give the path of an image file", field="path")
+    from .folders import comfy_input_path
+    confined = comfy_input_path(path)  # inside ComfyUI: its input folder only
+    if confined is not None:
+        return confined
     p = Path(path).expanduser()
     if not p.is_absolute():
         folders = [f for f in (Path.cwd(), runtime.base_dir(), PACK_DIR) if f is not None]
@@ -140,7 +145,10 @@ def _load_fingerprint(params: dict) -> dict:
       params=[Param("path", "STRING", tooltip="Image file; relative paths start at the "
                                                "current directory, else at the workflow "
                                                "file's folder, else at the pack's folder "
-                                               "(workflows/images/... are the samples).")],
+                                               "(workflows/images/... are the samples). In "
+                                               "ComfyUI: a file of its input folder (or "
+                                               "upload one), or a sample.",
+                    comfy_choices=input_files, comfy_upload=True)],
       outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
                Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
                                       "all zeros without alpha")],

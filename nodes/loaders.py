@@ -21,6 +21,7 @@ from .checkpoint import (CLIP_TEXT, CLIP_VISION, DECODER, DTYPES, LOADED, POCKET
 from .declare import Output, Param, node
 from .errors import UserError
 from .families import detect
+from .folders import model_choices, prior_choices
 from .families.karlo import DecoderModel, UpsamplerModel  # noqa: F401  (Karlo's, by name)
 
 def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
@@ -61,7 +62,8 @@ _COMMON_PARAMS = (
           tooltip="also load pickle weights (.bin); they can run code, use only trusted files"),
 )
 _PATH_TOOLTIP = ("checkpoint directory in diffusers' layout (Karlo unCLIP, or a Kandinsky 2.2 "
-                 "prior or decoder folder), or 'pocket' for the bundled model")
+                 "prior or decoder folder), the name of one in the model folders "
+                 "(UNCLIP_MODELS; ComfyUI's models/unclip), or 'pocket' for the bundled model")
 
 
 def _check_device(params: dict) -> None:
@@ -120,8 +122,9 @@ _ALL = ("clip_text", "clip_vision", "prior", "decoder", "upsampler")
 @node("LoadUnCLIP", category="unCLIP/loaders",
       description="Load an unCLIP checkpoint (Karlo layout, or Kandinsky 2.2's decoder folder "
                   "with its prior folder) as one model handle per stage.",
-      params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP),
-              Param("prior_path", "STRING", default="",
+      params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
+                    comfy_choices=model_choices),
+              Param("prior_path", "STRING", default="", comfy_choices=prior_choices,
                     tooltip="Kandinsky 2.2 only: its prior folder (kandinsky-2-2-prior), when path "
                             "is a decoder folder; empty for Karlo and for a combined folder"),
               *_COMMON_PARAMS],
@@ -144,7 +147,8 @@ def _stage_loader(type_: str, stage: str, socket: str, what: str):
     @node(type_, category="unCLIP/loaders",
           description=f"Load only the {what} of an unCLIP checkpoint (to combine stages from "
                       f"different checkpoints).",
-          params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP), *_COMMON_PARAMS],
+          params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
+                        comfy_choices=model_choices), *_COMMON_PARAMS],
           outputs=[Output(stage, socket)],
           fingerprint=_fingerprint((stage,), False), check=_check_device,
           infer=_infer((stage,), False, (stage,)))

@@ -1,0 +1,119 @@
+"""Model folders and input confinement: names resolve through UNCLIP_MODELS headless and through
+ComfyUI's 'unclip' model folders inside it, where loaders offer a drop-down and neither they nor
+LoadImage read outside ComfyUI's known folders.  ComfyUI's folder_paths is modelled."""
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kandinsky_util import tiny_kandinsky  # noqa: F401
+from stages_util import tiny_checkpoint  # noqa: F401
+from unclip_nodes.nodes import image as images
+from unclip_nodes.nodes.declare import REGISTRY, comfy_input_types
+from unclip_nodes.nodes.errors import UserError
+
+PARAMS = dict(device="cpu", dtype="fp32", allow_pickle=False)
+
+
+def fake_folder_paths(base: Path):
+    """ComfyUI's folder_paths, as far as we use it: model folders by type (extra paths
+    included), the input folder, annotated input names."""
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(base / "models")
+    fp.folder_names_and_paths = {}
+
+    def add_model_folder_path(name, path, is_default=False):
+        paths = fp.folder_names_and_paths.setdefault(name, ([], set()))[0]
+        if path not in paths:
+            paths.insert(0, path) if is_default else paths.append(path)
+
+    fp.add_model_folder_path = add_model_folder_path
+    fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths.get(name, ([],))[0])
+    fp.get_input_directory = lambda: str(base / "input")
+    fp.get_output_directory = lambda: str(base / "output")
+    fp.get_annotated_filepath = lambda name: str(base / "input" / name)
+    return fp
+
+
+@pytest.fixture
+def comfy(tmp_path, monkeypatch, tiny_checkpoint, tiny_kandinsky):
+    base = tmp_path / "ComfyUI"
+    (base / "input").mkdir(parents=True)
+    unclip = base / "models" / "unclip"
+    unclip.mkdir(parents=True)
+    shutil.copytree(tiny_checkpoint, unclip / "karlo-tiny")
+    for name in ("prior", "decoder"):
+        shutil.copytree(tiny_kandinsky / name, unclip / "kandinsky22" / name)
+    extra = tmp_path / "elsewhere"                 # an extra_model_paths.yaml 'unclip:' entry
+    shutil.copytree(tiny_kandinsky / "decoder-inpaint", extra / "k22-inpaint")
+    fp = fake_folder_paths(base)
+    fp.add_model_folder_path("unclip", str(extra))
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(base / "input" / "red.png")
+    (tmp_path / "secret.png").write_bytes((base / "input" / "red.png").read_bytes())
+    return base
+
+
+def test_names_in_unclip_models_resolve_headless(tiny_checkpoint, tmp_path, monkeypatch):
+    shutil.copytree(tiny_checkpoint, tmp_path / "models" / "my-karlo")
+    monkeypatch.setenv("UNCLIP_MODELS", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    handles = REGISTRY["LoadUnCLIP"].fn(path="my-karlo", **PARAMS)
+    assert handles[3].source == str((tmp_path / "models" / "my-karlo").resolve())
+    with pytest.raises(UserError, match="does not exist"):
+        REGISTRY["LoadUnCLIP"].fn(path="not-there", **PARAMS)
+
+
+def test_loaders_offer_comfyuis_unclip_folders_as_a_drop_down(comfy):
+    inputs = comfy_input_types(REGISTRY["LoadUnCLIP"])["required"]
+    paths, _ = inputs["path"]
+    assert paths == ["pocket", "kandinsky22/decoder", "kandinsky22/prior", "karlo-tiny",
+                     "k22-inpaint"]          # models/unclip first, then the extra folder
+    priors, opts = inputs["prior_path"]
+    assert priors == ["", "kandinsky22/prior"] and opts["default"] == ""
+    per_stage, _ = comfy_input_types(REGISTRY["LoadUnCLIPDecoder"])["required"]["path"]
+    assert per_stage == paths
+
+
+def test_a_kandinsky_pair_from_the_drop_down_loads(comfy):
+    handles = REGISTRY["LoadUnCLIP"].fn(path="kandinsky22/decoder",
+                                        prior_path="kandinsky22/prior", **PARAMS)
+    assert handles[3].family == "kandinsky22" and handles[2] is not None
+    dec = REGISTRY["LoadUnCLIPDecoder"].fn(path="k22-inpaint", **PARAMS)
+    assert dec.variant == "inpaint"
+
+
+def test_inside_comfyui_no_loader_reads_outside_its_model_folders(comfy, tiny_checkpoint):
+    with pytest.raises(UserError) as e:
+        REGISTRY["LoadUnCLIP"].fn(path=str(tiny_checkpoint), **PARAMS)
+    assert "outside ComfyUI's unclip model folders" in e.value.message
+    assert e.value.field == "path"
+    assert REGISTRY["LoadUnCLIP"].fn(path="pocket", **PARAMS)[3] is not None   # bundled
+
+
+def test_loadimage_lists_comfyuis_input_folder_with_an_upload_button(comfy):
+    files, opts = comfy_input_types(REGISTRY["LoadImage"])["required"]["path"]
+    assert files[0] == "red.png" and opts["image_upload"] is True
+    assert "workflows/images/red_circle_white.png" in files   # the example workflows' samples
+
+
+def test_inside_comfyui_loadimage_reads_only_its_input_folder(comfy, tmp_path):
+    image, _ = images.load_image("red.png")
+    assert image.shape == (1, 8, 8, 3)
+    sample, _ = images.load_image("workflows/images/red_circle_white.png")
+    assert sample.shape[1:3] == (64, 64)
+    for outside in (str(tmp_path / "secret.png"), "../../secret.png", "/etc/passwd"):
+        with pytest.raises(UserError) as e:
+            images.load_image(outside)
+        assert "reads only from its input folder" in e.value.message and e.value.field == "path"
+
+
+def test_headless_paths_are_not_confined(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "anywhere.png")
+    image, _ = images.load_image(str(tmp_path / "anywhere.png"))
+    assert image.shape == (1, 4, 4, 3)
