@@ -144,6 +144,8 @@ class ModelManager:
         from . import runtime
         host = runtime.host().memory
         with self.lock:
+            if host is not None:
+                host.settle()
             obj = self._get(key, component, device, load, size, name, host)
             if host is not None:
                 host.use(key, obj, device)

@@ -16,8 +16,8 @@ from .facts import handle, same_width, width
 from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .checkpoint import PriorModel
-from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Sampler, UnCLIPSampler,
-                       make_generator, noise, plain)
+from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Generators, Sampler,
+                       UnCLIPSampler, make_generator, noise, plain)
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -96,17 +96,44 @@ def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
                     tooltip="samples drawn per prompt; the one closest to the text embedding is "
                             "kept (the paper uses 2)")],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")], infer=lambda params, inputs: {
-          "image_embeds": _infer(inputs)})
+          "image_embeds": _infer(inputs)}, batch="seed")
 def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None, steps: int,
                guidance_scale: float, seed: int, candidates: int):
     if prior is None:
         raise UserError("no prior is linked (an image-variation checkpoint has none)", field="prior")
+    runs = seed if isinstance(seed, tuple) else None
+    if runs is None:
+        batch = _rows(prior, text, negative, candidates, guidance_scale)
+        generator = make_generator(seed)
+        parts = [batch]
+    else:  # --batch: one prior run per seed, each with its own prompts, in one model call
+        pick = lambda v, i: v[i] if isinstance(v, tuple) else v  # noqa: E731
+        parts = [_rows(prior, pick(text, i), pick(negative, i), candidates, guidance_scale)
+                 for i in range(len(runs))]
+        generator = Generators([(make_generator(s), p[0][0].shape[0])
+                                for s, p in zip(runs, parts)])
+    cond = tuple(torch.cat([p[0][k] for p in parts]) for k in range(3))
+    uncond = None if any(p[1] is None for p in parts) else tuple(
+        torch.cat([p[1][k] for p in parts]) for k in range(3))
+    with torch.inference_mode():
+        z = sample_prior(prior.prior, cond, uncond, guidance_scale=guidance_scale, steps=steps,
+                         generator=generator, sampler=UnCLIPSampler(prior.scheduler_config))
+    if runs is None:
+        return _finish(prior, z, text, parts[0], candidates)
+    return tuple((_finish(prior, zi, pick(text, i), parts[i], candidates),)
+                 for i, zi in enumerate(generator.split(z)))
+
+
+def _rows(prior, text: TextEmbeds, negative: TextEmbeds | None, candidates: int,
+          guidance_scale: float):
+    """One prior run's rows: (cond, uncond, rows, paired) with cond/uncond = (pooled, hidden,
+    mask); ``paired``: the negative prompts are sampled too (Kandinsky 2.2), after the
+    prompts."""
     _check(prior, text, "text")
     b = text.text_embeds.shape[0]
     rows = b * candidates
     cond_text = text_rows(text, rows)
     cond = (cond_text.text_embeds, cond_text.hidden_states, cond_text.attention_mask)
-    neg = None
     if negative is not None:
         _check(prior, negative, "negative")
         nb = negative.text_embeds.shape[0]
@@ -128,10 +155,12 @@ def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None,
         # and guided by themselves; their embeddings are what the decoder guides against.
         cond = tuple(torch.cat([c, u]) for c, u in zip(cond, uncond))
         uncond = tuple(torch.cat([u, u]) for u in uncond)
-    with torch.inference_mode():
-        z = sample_prior(prior.prior, cond, uncond, guidance_scale=guidance_scale, steps=steps,
-                         generator=make_generator(seed),
-                         sampler=UnCLIPSampler(prior.scheduler_config))
+    return cond, uncond, rows, paired
+
+
+def _finish(prior, z: torch.Tensor, text: TextEmbeds, part, candidates: int) -> ImageEmbeds:
+    """One run's sampled rows -> its image embeddings (candidates reranked, negative kept)."""
+    _, uncond, rows, paired = part
     z_neg = None
     if paired:
         z, z_neg = z[:rows], z[rows:]

@@ -215,20 +215,27 @@ class _Holder(torch.nn.Module):
 class ComfyMemory:
     """Our components under ComfyUI's memory management (``comfy.model_management``): before a
     component loads, ComfyUI frees room on the device; each use registers it with ComfyUI as a
-    ModelPatcher (``load_models_gpu``), so ComfyUI counts it, can move it off the GPU when its own
-    models need room, and unloads it when asked (``/free``, "unload models"); an unloaded
-    component is also dropped from our cache, so its RAM is freed and it is read again when next
-    needed."""
+    ModelPatcher (``load_models_gpu``), so ComfyUI counts it and can move it off the GPU when
+    its own models need room.  When ComfyUI unloads one for good (``/free``, "unload models",
+    making room: its ``detach`` with ``unpatch_all``), we drop it from our cache too, so its RAM
+    is freed and it is read again when next needed.
+
+    That drop waits for our next use of the manager: ComfyUI unloads models inside a loop over
+    its own list, and freeing the model there would fire ComfyUI's finalizer, which edits that
+    list under the loop.  ``detach`` without ``unpatch_all`` (ComfyUI re-registering a patcher
+    it already holds, or a patcher being collected) is not an unload."""
 
     def __init__(self, mm, patcher_class):
         self.mm = mm
         self.patchers: dict = {}
-        forget = self._forget
+        self.unloaded: list = []
+        unloaded = self.unloaded
 
         class Patcher(patcher_class):
             def detach(self, unpatch_all=True):
                 out = super().detach(unpatch_all)
-                forget(self)
+                if unpatch_all:
+                    unloaded.append(self)
                 return out
 
         self.Patcher = Patcher
@@ -241,6 +248,16 @@ class ComfyMemory:
         if device.type != "cpu":
             self.mm.free_memory(size, device)
 
+    def settle(self) -> None:
+        """Drop from our cache what ComfyUI unloaded since we last looked."""
+        from .manager import MANAGER
+        while self.unloaded:
+            patcher = self.unloaded.pop()
+            key = getattr(patcher, "unclip_key", None)
+            if self.patchers.get(key) is patcher:
+                del self.patchers[key]
+                MANAGER.forget(key)
+
     def use(self, key, module, device: torch.device) -> None:
         if not isinstance(module, torch.nn.Module):
             return
@@ -251,13 +268,6 @@ class ComfyMemory:
             p.unclip_key = key
             self.patchers[key] = p
         self.mm.load_models_gpu([p], force_full_load=True)
-
-    def _forget(self, patcher) -> None:
-        key = getattr(patcher, "unclip_key", None)
-        if self.patchers.get(key) is patcher:
-            del self.patchers[key]
-            from .manager import MANAGER
-            MANAGER.forget(key)
 
 
 _COMFY_MEMORY: list = []

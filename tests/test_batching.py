@@ -32,6 +32,18 @@ def test_a_seed_sweep_batches_decoders_and_upsamplers_and_stays_close(tmp_path):
     assert float((first[0] - first[1]).abs().max()) > 0.05   # the seeds differ for real
 
 
+def test_a_text_to_image_seed_sweep_batches_every_sampling_stage(tmp_path):
+    alone = run_sweep("workflows/text_to_image.yaml", SWEEP, overrides=FAST, grid=False,
+                      cache=Cache.off(), out_dir=tmp_path / "a")
+    batched = run_sweep("workflows/text_to_image.yaml", SWEEP, overrides=FAST, grid=False,
+                        cache=Cache.off(), out_dir=tmp_path / "b", batch=2)
+    counts = {r.node.split("/")[-1] for r in batched.result.report if r.batched == 2}
+    assert counts == {"prior", "decode", "upsample"}
+    for ca, cb in zip(alone.plan.combinations, batched.plan.combinations):
+        a, b = alone.outputs(ca)["image"], batched.outputs(cb)["image"]
+        assert float((a - b).abs().max()) < 1e-3
+
+
 def test_each_batched_run_draws_its_own_seeds_noise(tmp_path, monkeypatch):
     draws = {1: [], 4: []}
     current = []

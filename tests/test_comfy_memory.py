@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+import weakref
 
 import pytest
 import torch
@@ -32,8 +33,12 @@ class FakeComfy:
                     offload_device
 
             def detach(self, unpatch_all=True):
+                fake.calls.append(("detach", unpatch_all))
                 self.model.to(self.offload_device)
                 return self.model
+
+            def __del__(self):  # as ComfyUI's: a collected patcher detaches, not unpatching
+                self.detach(unpatch_all=False)
 
         mm = types.ModuleType("comfy.model_management")
         mm.get_torch_device = lambda: torch.device("cpu")
@@ -44,16 +49,24 @@ class FakeComfy:
         def free_memory(memory_required, device, keep_loaded=()):
             fake.calls.append(("free_memory", memory_required, device.type))
 
+        def cleanup_models():  # ComfyUI's finalizer: forget models that were collected
+            fake.loaded[:] = [m for m in fake.loaded if m() is not None]
+
         def load_models_gpu(models, memory_required=0, force_full_load=False, **kw):
             for m in models:
                 fake.calls.append(("load_models_gpu", m))
-                if m not in fake.loaded:
-                    fake.loaded.insert(0, m)
-                    m.model.to(m.load_device)
+                known = [ref for ref in fake.loaded if ref() is m]
+                for ref in known:  # ComfyUI re-registers a patcher it holds: detach, no unpatch
+                    fake.loaded.remove(ref)
+                    m.detach(unpatch_all=False)
+                ref = weakref.ref(m)
+                fake.loaded.insert(0, ref)
+                weakref.finalize(m.model, cleanup_models)
+                m.model.to(m.load_device)
 
         def unload_all_models():
-            for m in list(fake.loaded):
-                m.detach()
+            for i in range(len(fake.loaded) - 1, -1, -1):  # as free_memory: by index
+                fake.loaded[i]().detach(unpatch_all=True)
             fake.loaded.clear()
 
         mm.free_memory, mm.load_models_gpu = free_memory, load_models_gpu
@@ -108,7 +121,7 @@ def test_each_use_of_a_component_goes_through_comfyuis_load_models_gpu(comfy, ti
     with runtime.comfy_host():
         assert runtime.host().memory is not None
         text_to_image(tiny_kandinsky)
-        registered = {type(p.model.inner).__name__ for p in comfy.loaded}
+        registered = {type(ref().model.inner).__name__ for ref in comfy.loaded}
         assert {"CLIPTextModelWithProjection", "PriorTransformer", "UNet2DConditionModel",
                 "VQModel", "CLIPVisionModelWithProjection"} <= registered
         uses = sum(1 for c in comfy.calls if c[0] == "load_models_gpu")
@@ -121,12 +134,26 @@ def test_comfyui_unloading_our_models_frees_them_and_they_load_again(comfy, tiny
         first = text_to_image(tiny_kandinsky)
         held = len(MANAGER._entries)
         comfy.mm.unload_all_models()     # what /free with unload_models does
+        assert len(MANAGER._entries) == held     # dropped on our next use, not inside its loop
+        runtime.comfy_memory().settle()
         assert len(MANAGER._entries) < held
         assert ("unloaded", "decoder/unet") in MANAGER.events
         start = len(loaders.LOADED)
         again = text_to_image(tiny_kandinsky)
     assert len(loaders.LOADED) > start   # read from disk again
     assert torch.equal(first, again)
+
+
+def test_reusing_a_component_keeps_it_loaded_in_both_caches(comfy, tiny_kandinsky):
+    """ComfyUI detaches (without unpatching) a patcher it is asked to load again; that is no
+    unload, and nothing is read again."""
+    with runtime.comfy_host():
+        text_to_image(tiny_kandinsky)
+        start, loaded, events = len(loaders.LOADED), len(comfy.loaded), len(MANAGER.events)
+        text_to_image(tiny_kandinsky)
+    assert ("detach", False) in comfy.calls
+    assert len(loaders.LOADED) == start and len(comfy.loaded) == loaded
+    assert not any(what == "unloaded" for what, _ in MANAGER.events[events:])
 
 
 def test_comfyui_frees_room_on_its_device_before_a_component_loads(comfy):
