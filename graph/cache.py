@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import load as st_load, save as st_save
 
+from ..nodes import runtime
 from ..nodes.types import SocketType, nbytes
 
 KEY_FORMAT = "unclip-nodes cache 1"
@@ -234,6 +235,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, runtime.normal_mode())  # mkstemp's 0600 would make every file private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

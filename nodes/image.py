@@ -247,6 +247,7 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
             temps.append(Path(name))
             with os.fdopen(fd, "wb") as f:
                 write(f)
+            os.chmod(name, runtime.normal_mode())  # not mkstemp's private 0600
         number = _next_number(folder, stem)
         for tmp in temps:
             while True:

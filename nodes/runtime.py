@@ -146,6 +146,15 @@ def workflow_folder(file: str | None) -> Path | None:
     return p.resolve().parent if p.is_file() else None
 
 
+def normal_mode() -> int:
+    """The mode a plain ``open()`` gives a new file, 0666 less the umask: what files we write
+    through a private temporary file (mkstemp's 0600) get before they are renamed into place."""
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def take_ui() -> dict:
     h = host()
     ui, h.ui = h.ui, {}

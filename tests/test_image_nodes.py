@@ -368,3 +368,18 @@ def test_animation_prefix_is_checked(host):
     with pytest.raises(UserError) as e:
         ANIM.check({"prefix": "../escape"})
     assert e.value.field == "prefix"
+
+
+def test_saved_images_and_cache_entries_get_the_umasks_permissions(tmp_path):
+    import os
+    from unclip_nodes.graph.cache import write_atomic
+    from unclip_nodes.nodes import runtime as rt
+    old = os.umask(0o022)
+    try:
+        with rt.use_host(rt.Host(output_dir=tmp_path)):
+            files = im.save_image(torch.zeros(1, 4, 4, 3), "perm").splitlines()
+        write_atomic(tmp_path / "entry.bin", b"x")
+        for f in [*files, str(tmp_path / "entry.bin")]:
+            assert os.stat(f).st_mode & 0o777 == 0o644, f
+    finally:
+        os.umask(old)
