@@ -15,14 +15,16 @@ from pathlib import Path
 from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
 from .cache import Cache, CacheWarning, default_dir, write_atomic
-from .comfy import is_api, is_ui, load_source, to_api, to_ui, unsaved_outputs
+from .comfy import (describe_reads, is_api, is_ui, load_source, moved_paths, pickle_problems,
+                    recorded_folder, to_api, to_ui, unsaved_outputs)
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from . import sweep
-from .preset import list_presets, user_dirs
+from .preset import SHIPPED, find_preset, list_presets
 from .validate import is_source, load
 
 EXIT_USER, EXIT_INTERRUPTED = 2, 130
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = SHIPPED
+"""The shipped workflows (``preset.SHIPPED``): where ``unclip run NAME`` looks first."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="run for each value of an input: a,b,c or 0..7 (integers) or @file (one "
                           "value per line); several --sweep make every combination; shared work "
                           "runs once, and a contact sheet is written")
+    run.add_argument("--max-combinations", type=int, default=None, metavar="N",
+                     help="allow sweeps of up to N combinations (default 4096, or "
+                          "UNCLIP_MAX_COMBINATIONS)")
     run.add_argument("--ram-budget", metavar="SIZE",
                      help="most bytes of model weights kept in RAM (e.g. 12GB); the least "
                           "recently used components are dropped first (default: 90%% of the "
@@ -89,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
                           "are cached apart)")
     run.add_argument("--zip", action="store_true",
                      help="pair the --sweep lists by position instead of combining them")
+    run.add_argument("--allow-pickle", action="store_true",
+                     help="let a workflow read from a .png or .json file load pickle weights "
+                          "(allow_pickle: true), which can run code; without it such a "
+                          "workflow is refused")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running anything")
@@ -122,16 +131,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def workflow_path(arg: str) -> Path:
-    """The file itself, else a preset of that name (``text_to_image``): shipped in workflows/
-    (or workflows/presets/), else in a folder of $UNCLIP_PRESETS -- where ``preset:NAME`` looks."""
+    """The file itself, else the workflow that ``preset:NAME`` names (``text_to_image``, also
+    ``text_to_image.yaml``): the same lookup, ``preset.find_preset``."""
     path = Path(arg)
     if path.exists() or path.parent != Path("."):
         return path
-    for folder in (WORKFLOWS, WORKFLOWS / "presets", *user_dirs()):
-        for cand in (folder / arg, folder / f"{arg}.yaml"):
-            if cand.is_file():
-                return cand
-    return path
+    return find_preset(arg, shipped=WORKFLOWS) or path
 
 
 def parse_sets(sets: list[str]) -> dict[str, str]:
@@ -192,7 +197,10 @@ def cmd_run(args) -> int:
         from ..nodes import runtime
         runtime.OPTIONS.compile = True
     plan = _sweep_plan(args)
-    rs = plan.resolved if plan else load_source(workflow_path(args.workflow), parse_sets(args.sets))
+    path = workflow_path(args.workflow)
+    rs = plan.resolved if plan else load_source(path, parse_sets(args.sets))
+    if not plan and path.suffix.lower() in (".png", ".json") and path.is_file():
+        _check_stored(rs, path, args.allow_pickle)
     if args.report and args.report.is_dir():  # say so before the run, not after it
         raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
     cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
@@ -222,6 +230,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_stored(rs, path: Path, allow_pickle: bool) -> None:
+    """A workflow stored in a PNG or a JSON file may come from anyone: say what it reads, and
+    refuse pickle weights (unless ``--allow-pickle``) and stored relative paths that here
+    would name another file than where the workflow was recorded."""
+    problems = [] if allow_pickle else pickle_problems(rs, str(path))
+    folder = recorded_folder(path)
+    if folder is not None:
+        problems += moved_paths(rs, folder, str(path))
+    lines = describe_reads(rs)
+    if lines:
+        print(f"{path}: the stored workflow reads these files and folders:", file=sys.stderr)
+        for line in lines:
+            print(line, file=sys.stderr)
+    if problems:
+        raise problems[0] if len(problems) == 1 else UserErrors(problems)
+
+
 def _sweep_plan(args):
     """The combined graph of ``--sweep`` (None without one)."""
     if not args.sweeps:
@@ -233,7 +258,8 @@ def _sweep_plan(args):
         raise UserError(f"{path}: --sweep runs our YAML workflows, not ComfyUI's formats or "
                         "images; give this one's inputs with --set", field="sweep")
     sweeps = [sweep.parse_sweep(s) for s in args.sweeps]
-    return sweep.plan_sweep(path, sweeps, zip=args.zip, overrides=parse_sets(args.sets))
+    return sweep.plan_sweep(path, sweeps, zip=args.zip, overrides=parse_sets(args.sets),
+                            max_combinations=args.max_combinations)
 
 
 def _is_comfy(path: Path) -> bool:

@@ -27,7 +27,7 @@ from ..nodes.errors import UserError, UserErrors
 from ..nodes.image import PACK_DIR
 from .comfy_presets import PRESET_PREFIX, preset_spec
 from .preset import list_presets
-from .validate import VALUE_NODE, Resolved, load
+from .validate import SOURCE_PREFIX, VALUE_NODE, Resolved, load
 from .workflow import NODE_ID, suggest
 
 PROMPT, WORKFLOW, YAML_TEXT, INPUTS = "prompt", "workflow", "unclip_workflow", "unclip_inputs"
@@ -36,6 +36,8 @@ YAML_FILE = "unclip_workflow_file"
 then ours: the workflow text as written, the values of its inputs for this run, and the file it
 was read from (its folder is where relative sample-file paths were found)."""
 
+PATH_FIELDS = ("path", "prior_path")
+"""Node parameters that name a file or folder to read (LoadImage's, the loaders')."""
 SEED_WIDGETS = ("seed", "noise_seed")  # INT widgets the front end gives a control_after_generate
 UI_VERSION = 0.4
 _PRIMITIVE = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -254,10 +256,61 @@ def png_metadata(rs: Resolved) -> dict[str, str]:
     """The text chunks our savers write for a headless run, as ComfyUI's SaveImage would (the
     ``prompt`` and ``workflow`` JSON) plus our own workflow text and input values."""
     meta = {PROMPT: json.dumps(to_api(rs)), WORKFLOW: json.dumps(to_ui(rs)),
-            YAML_TEXT: rs.workflow.text, INPUTS: rs.inputs_json()}
+            YAML_TEXT: rs.workflow.text, INPUTS: recorded_inputs(rs)}
     if runtime.workflow_folder(rs.workflow.file) is not None:
         meta[YAML_FILE] = str(Path(rs.workflow.file).resolve())
     return meta
+
+
+def recorded_inputs(rs: Resolved) -> str:
+    """The input values of a run as the PNG records them (JSON), with every input that names a
+    file or folder to read (a LoadImage ``path``, a loader's ``path``/``prior_path``, an IMAGE
+    input given as a file) as the node found it, so the PNG runs again from any folder: an
+    absolute path, or for a file of the pack itself (the shipped sample images) a path relative
+    to the pack, which LoadImage finds in any installation.  Model names (``pocket``, a folder
+    of UNCLIP_MODELS) stay names."""
+    values = dict(rs.inputs)
+    base = runtime.workflow_folder(rs.workflow.file)
+    for name, kind in _path_inputs(rs).items():
+        if isinstance(values.get(name), str) and values[name].strip():
+            values[name] = _recorded_path(kind, values[name], base)
+    return json.dumps(values, sort_keys=True, ensure_ascii=False)
+
+
+def _path_inputs(rs: Resolved) -> dict[str, str]:
+    """Workflow input name -> "image" | "model" for the inputs that reach a path field."""
+    kinds: dict[str, str] = {}
+    for nid, rn in rs.nodes.items():
+        kind = "image" if rn.spec.type == "LoadImage" else "model"
+        if nid.startswith(SOURCE_PREFIX) and rn.spec.type == "LoadImage":
+            kinds.setdefault(nid[len(SOURCE_PREFIX):], kind)  # --set image=FILE
+            continue
+        decl = rs.workflow.nodes.get(nid)
+        for field in PATH_FIELDS:
+            at = decl.params.get(field) if decl is not None else None
+            ref = at.value if at is not None else None
+            if isinstance(ref, str) and ref.startswith("$") and not ref.startswith("$$") \
+                    and ref[1:] in rs.inputs:
+                kinds.setdefault(ref[1:], kind)
+    return kinds
+
+
+def _recorded_path(kind: str, value: str, base: Path | None) -> str:
+    p = Path(value).expanduser()
+    if p.is_absolute() or (kind == "model" and value.strip() == "pocket"):
+        return value
+    if kind == "model":  # a loader reads a relative path from the current folder, else a name
+        return str(p.resolve()) if p.exists() else value
+    from ..nodes.image import resolve_input_path
+    try:
+        with runtime.use_base_dir(base):
+            found = resolve_input_path(value)
+    except UserError:
+        return value
+    if not found.exists():
+        return value
+    return found.relative_to(PACK_DIR).as_posix() if found.is_relative_to(PACK_DIR) \
+        else str(found)
 
 
 def unsaved_outputs(rs: Resolved) -> list[str]:
@@ -420,8 +473,9 @@ def _relocated(fn, old: str | None, new: str | None):
 
 
 def read_json(path: Path) -> Any:
+    from .workflow import read_text
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path, "workflow file"))
     except FileNotFoundError:
         raise UserError(f"workflow file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -512,3 +566,100 @@ def load_source(path: Path, overrides: Mapping[str, Any] | None = None, *,
                             "format: in ComfyUI use Workflow > Export (API), or `unclip export "
                             "--comfy-api` on the YAML", file=str(path))
     return load(path, overrides, preset=preset)  # YAML, or JSON in our own format (JSON is YAML)
+
+
+# --- workflows from elsewhere (a PNG, a ComfyUI JSON) ------------------------------------------
+
+def recorded_folder(path: Path) -> Path | None:
+    """The folder of the workflow file a PNG of ours was made from (None if it does not say)."""
+    if path.suffix.lower() != ".png" or not path.is_file():
+        return None
+    try:
+        name = png_text(path).get(YAML_FILE)
+    except UserError:
+        return None
+    return Path(name).parent if name else None
+
+
+def reads(rs: Resolved) -> list[tuple[str, str, str, Path | None]]:
+    """What a workflow reads from disk: (node id, field, value as written, resolved path or None
+    for a model name) for every LoadImage ``path`` and loader ``path``/``prior_path``."""
+    from ..nodes.checkpoint import POCKET, resolve_path
+    from ..nodes.image import resolve_input_path
+    out = []
+    with runtime.use_base_dir(runtime.workflow_folder(rs.workflow.file)):  # as the run will
+        for nid, rn in rs.nodes.items():
+            for field in PATH_FIELDS:
+                value = rn.params.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    continue
+                try:
+                    found = (resolve_input_path(value) if rn.spec.type == "LoadImage"
+                             else resolve_path(value))
+                except UserError:
+                    found = None
+                if found == POCKET:
+                    found = None  # the bundled model: nothing of the user's
+                out.append((nid, field, value, found))
+    return out
+
+
+def describe_reads(rs: Resolved) -> list[str]:
+    """``reads`` as lines for the terminal, preset files included."""
+    lines = []
+    for nid, field, value, found in reads(rs):
+        where = f" -> {found}" if found is not None and str(found) != value else ""
+        if found is None:
+            where = " (the bundled model)" if value.strip() == "pocket" else " (not found)"
+        lines.append(f"  {nid}.{field}: {value}{where}")
+    presets = sorted({d.type.origin.file for d in rs.workflow.nodes.values()
+                      if d.type.origin is not None and d.type.origin.file})
+    lines += [f"  preset file: {f}" for f in presets]
+    return lines
+
+
+def pickle_problems(rs: Resolved, file: str) -> list[UserError]:
+    """A node that would load pickle weights, which can run code: not from a stored workflow
+    unless the user says so."""
+    return [UserError(f"{rn.spec.type} would load pickle weights (allow_pickle: true), which "
+                      "can run any code; this workflow comes from a file you may not have "
+                      "written: run it only if you trust it and its model files, with "
+                      "--allow-pickle", file=file, node=nid, field="allow_pickle")
+            for nid, rn in rs.nodes.items() if rn.params.get("allow_pickle") is True]
+
+
+def moved_paths(rs: Resolved, folder: Path, file: str) -> list[UserError]:
+    """Stored relative paths that here name another file than in ``folder``, the folder of the
+    workflow the PNG was made from (or that are missing there): reading them would silently
+    use some other file."""
+    from ..nodes.checkpoint import POCKET
+    problems = []
+    for nid, field, value, found in reads(rs):
+        if found is None or found == POCKET or Path(value).expanduser().is_absolute():
+            continue
+        kind = "image" if rs.nodes[nid].spec.type == "LoadImage" else "model"
+        if kind == "model" and not Path(value).expanduser().exists():
+            continue  # a model name, not a path
+        there = (folder / Path(value).expanduser()).resolve()
+        if found == there:
+            continue
+        if kind == "image" and not there.exists() and found.is_relative_to(PACK_DIR):
+            continue  # a sample image of the pack, the same in every installation
+        how = _how_to_give(rs, nid, field)
+        state = "which is missing here" if not there.exists() else "a different file"
+        problems.append(UserError(
+            f"the stored relative path {value!r} names {found} here, but the workflow was "
+            f"recorded in {folder}, where it names {there} ({state}); not reading another file "
+            f"than the one recorded: {how}", file=file, node=nid, field=field))
+    return problems
+
+
+def _how_to_give(rs: Resolved, nid: str, field: str) -> str:
+    decl = rs.workflow.nodes.get(nid)
+    at = decl.params.get(field) if decl is not None else None
+    name = nid[len(SOURCE_PREFIX):] if nid.startswith(SOURCE_PREFIX) else (
+        at.value[1:] if at is not None and isinstance(at.value, str)
+        and at.value.startswith("$") and not at.value.startswith("$$") else None)
+    if name:
+        return f"give it with --set {name}=PATH, or run from that folder"
+    return "run it from that folder, or edit the workflow to give an absolute path"

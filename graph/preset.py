@@ -11,7 +11,13 @@ a mistake inside a preset is reported in the preset's file, naming the node(s) t
 
 ``preset:NAME`` (letters, digits, ``_``, ``-``) is looked up in the shipped ``workflows/`` and
 ``workflows/presets/`` folders, then in each folder of ``$UNCLIP_PRESETS`` (os.pathsep
-separated); anything else is a file path relative to the file that uses it.
+separated); anything else is a file path relative to the file that uses it.  ``unclip run NAME``
+uses the same lookup (``find_preset``).
+
+A workflow from someone else may name any file as a preset (``preset:/etc/passwd``), so a file is
+screened before it is parsed as a workflow (``screen``): one that is not a workflow mapping fails
+with a message that shows nothing of its content, except a short, sanitised first line for a
+``.yaml``/``.yml`` file.
 """
 from __future__ import annotations
 
@@ -21,12 +27,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..nodes import declare
 from ..nodes.declare import Param
 from ..nodes.errors import UserError
 from .validate import _link_target, _upstream_output
-from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Origin, PresetError, Problems, Workflow,
-                       WorkflowInput, read, show, suggest)
+from .workflow import (BAD, MISSING, NAME, TOP_KEYS, At, NodeDecl, Origin, PresetError, Problems,
+                       Workflow, WorkflowInput, read, show, suggest)
 
 PREFIX = "preset:"
 SHIPPED = Path(__file__).resolve().parent.parent / "workflows"
@@ -34,6 +42,7 @@ ENV = "UNCLIP_PRESETS"
 MAX_NODES = 10_000
 """Presets that use presets several times over grow fast; past this, say so instead."""
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+SUFFIXES = (".yaml", ".yml")
 
 
 # --- finding presets ----------------------------------------------------------------------------
@@ -44,15 +53,28 @@ def user_dirs() -> list[Path]:
     return [Path(d).expanduser() for d in raw.split(os.pathsep) if d.strip()]
 
 
-def preset_dirs() -> list[Path]:
+def preset_dirs(shipped: Path | None = None) -> list[Path]:
     """Where ``preset:NAME`` is looked up, first match wins: the shipped folders, then the
-    user's (so a user folder can add presets but never changes what a shipped workflow uses)."""
-    return [SHIPPED, SHIPPED / "presets", *user_dirs()]
+    user's (so a user folder can add presets but never changes what a shipped workflow uses).
+    ``shipped``: another folder in place of the installed ``workflows/``."""
+    root = SHIPPED if shipped is None else Path(shipped)
+    return [root, root / "presets", *user_dirs()]
 
 
-def find_preset(name: str) -> Path | None:
-    for d in preset_dirs():
-        for cand in (d / f"{name}.yaml", d / f"{name}.yml"):
+def find_preset(name: str, *, shipped: Path | None = None) -> Path | None:
+    """The file that ``preset:NAME`` and ``unclip run NAME`` mean: ``NAME.yaml``, else
+    ``NAME.yml``, in the first folder of ``preset_dirs`` holding either.  A name ending in
+    ``.yaml``/``.yml`` looks for that file only.  None when there is none, and for anything but
+    a plain name (no folders, so nothing outside the preset folders is reachable)."""
+    stem, tails = name, SUFFIXES
+    for tail in SUFFIXES:
+        if name.endswith(tail):
+            stem, tails = name[:-len(tail)], (tail,)
+    if not _PRESET_NAME.match(stem):
+        return None
+    for d in preset_dirs(shipped):
+        for tail in tails:
+            cand = d / f"{stem}{tail}"
             if cand.is_file():
                 return cand
     return None
@@ -67,7 +89,7 @@ def list_presets() -> dict[str, Path]:
         except OSError:
             continue
         for f in files:
-            if f.suffix in (".yaml", ".yml") and f.is_file() and _PRESET_NAME.match(f.stem):
+            if f.suffix in SUFFIXES and f.is_file() and _PRESET_NAME.match(f.stem):
                 found.setdefault(f.stem, f)
     return found
 
@@ -98,6 +120,75 @@ def locate(ref: str, base: Path) -> tuple[Path | None, str]:
     return path, ""
 
 
+def screen(path: Path) -> str | None:
+    """Why ``path`` cannot be a workflow file, or None when it may be one: a YAML (or JSON)
+    mapping with ``nodes`` and no other keys than a workflow's.  The reason quotes nothing of
+    the file, except the start of its first line, made printable, for a ``.yaml``/``.yml``
+    file: a workflow from elsewhere may name any file as a preset, and its content must not
+    reach an error message."""
+    try:
+        from ..nodes.errors import env_limit
+        from .workflow import MAX_FILE_BYTES
+        limit = env_limit("FILE_BYTES", MAX_FILE_BYTES)
+        size = path.stat().st_size
+        if size > limit:
+            return (f"{size:,} bytes, more than the limit of {limit:,} for a workflow file "
+                    f"(UNCLIP_MAX_FILE_BYTES)")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except OSError as e:
+        return f"cannot read it ({e.strerror or type(e).__name__})"
+    why = _shape(text)
+    if why is None:
+        return None
+    if path.suffix.lower() in SUFFIXES:
+        if why.startswith("not YAML ("):  # one's own workflow file with a typo: let the reader
+            return None                   # report the syntax error at its line, as elsewhere
+        why += _excerpt(text)
+    return why
+
+
+def _shape(text: str) -> str | None:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)  # nodes only: no value is built
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        return "not YAML" + (f" (a syntax error at line {mark.line + 1})" if mark else "")
+    except RecursionError:
+        return "not YAML (nested too deeply)"
+    if node is None:
+        return "empty"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list, not a mapping"
+    if not isinstance(node, yaml.MappingNode):
+        return "a single value, not a mapping"
+    keys = [k.value if isinstance(k, yaml.ScalarNode) else None for k, _ in node.value]
+    unknown = sum(1 for k in keys if k not in (*TOP_KEYS, "<<"))
+    if unknown:
+        return f"a mapping with {unknown} key(s) that a workflow does not have"
+    if "nodes" not in keys:
+        return "a mapping without 'nodes'"
+    return None
+
+
+def _excerpt(text: str, width: int = 32) -> str:
+    """The start of the file's first non-blank line: printable ASCII only, at most ``width``
+    characters, and cut after a ``:`` or ``=`` so that a key is shown but never its value."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    cut = min((i for i in (line.find(":"), line.find("=")) if i >= 0), default=len(line))
+    shown = line[:min(cut + 1, width)]
+    clean = "".join(c if " " <= c <= "~" else "?" for c in shown)
+    return f"; it begins {clean!r}" + (" ..." if len(shown) < len(line) else "")
+
+
+def not_a_workflow(why: str, path: Path | None = None) -> str:
+    what = f"{path} is" if path is not None else "this is"
+    return (f"{what} not a workflow file ({why}); a preset is a workflow: a YAML mapping "
+            "with 'nodes' (and 'description', 'inputs', 'outputs')")
+
+
 # --- what a preset looks like from outside ------------------------------------------------------
 
 @dataclass
@@ -114,6 +205,9 @@ class PresetSignature:
 def signature(path: str | Path) -> PresetSignature:
     """Read (and expand) a preset file; raise UserError(s) when it is not usable."""
     from .validate import read_expanded
+    why = screen(Path(path))
+    if why is not None:
+        raise UserError(not_a_workflow(why, Path(path)))
     wf, p = read_expanded(path)
     for nid, decl in wf.nodes.items():  # the rest is checked when it runs
         t = decl.type.value
@@ -274,6 +368,11 @@ def _load(wf: Workflow, decl: NodeDecl, ctx: _Ctx, origin: Origin | None) -> _Us
     use_origin = Origin(str(path), (entry, *(origin.via if origin else ())),
                         (*(origin.order if origin else ()), decl.at.line or big,
                          decl.at.column or 0), f"{prefix}{nid}/")
+    why = screen(path)
+    if why is not None:  # nothing of the file goes into the message
+        ctx.p.extend([PresetError(not_a_workflow(why), file=str(path), via=use_origin.via,
+                                  order=use_origin.order)])
+        return None
     try:
         child, cp = read(path, use_origin)
     except UserError as e:  # unreadable file, YAML syntax: nothing inside to check
@@ -286,10 +385,13 @@ def _load(wf: Workflow, decl: NodeDecl, ctx: _Ctx, origin: Origin | None) -> _Us
     if cp.errors:
         return None
     ctx.nodes += len(child.nodes) - 1
-    if ctx.nodes > MAX_NODES:
+    from ..nodes.errors import env_limit
+    most = max(MAX_NODES, env_limit("NODES", MAX_NODES))  # below that, validation reports it
+    if ctx.nodes > most:
         ctx.too_big = True
-        ctx.add(f"presets expand to more than {MAX_NODES} nodes here; a preset is probably used "
-                "many times over at several levels", decl.type, node=prefix + nid, field="type")
+        ctx.add(f"presets expand to more than {most:,} nodes here; a preset is probably used "
+                "many times over at several levels (UNCLIP_MAX_NODES raises the limit)",
+                decl.type, node=prefix + nid, field="type")
         return None
     outer_stack = ctx.stack
     ctx.stack = (*outer_stack, (key, str(path)))

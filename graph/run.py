@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..nodes import runtime
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, UserErrors
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
@@ -183,6 +183,7 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
         host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
                     metadata={} if rs.parts else png_metadata(written),  # ComfyUI's + ours
                     progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
+    check_output_places(rs, to_run, Path(host.output_dir))
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
     try:
@@ -209,6 +210,36 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     finally:
         bar.close()
     return finish(False)
+
+
+def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
+    """Before anything runs: raise every reason why the output folder or a saver's prefix
+    cannot take files (a file in the way, read-only, a name too long), so that no work is lost
+    at the end.  The output folder is checked only when something will write there: a saver
+    runs, or a sweep with an IMAGE output writes its contact sheet.  Creates nothing."""
+    from ..nodes.image import folder_problem, output_place_problem
+    savers = [nid for nid in to_run if rs.nodes[nid].spec.output_node
+              and isinstance(rs.nodes[nid].params.get("prefix"), str)]
+    sheet = bool(rs.parts) and any(rs.nodes[src].spec.output(out).type == "IMAGE"
+                                   for src, out in rs.outputs.values())
+    if not savers and not sheet:
+        return
+    why = folder_problem(root)
+    if why:
+        raise UserError(f"output folder {root} {why}; give another with --out (out_dir= from "
+                        "Python)", field="out")
+    errors = []
+    for nid in savers:
+        rn = rs.nodes[nid]
+        try:
+            why = output_place_problem(root, rn.params["prefix"])
+        except UserError as e:  # a bad prefix: validation has said so already
+            why = e.message
+        if why:
+            errors.append(rn.locate(UserError(f"cannot save {rn.params['prefix']!r} there: "
+                                              f"{why}", field="prefix"), rs.workflow.file))
+    if errors:
+        raise errors[0] if len(errors) == 1 else UserErrors(errors)
 
 
 def same_as(order: list[str], keys: dict[str, str | None]) -> dict[str, str]:
@@ -285,6 +316,10 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
         result = rn.spec.call(**kwargs)
     except UserError as e:
         raise rn.locate(e, rs.workflow.file) from e
+    except OSError as e:
+        if not rn.spec.output_node:
+            raise
+        raise rn.locate(write_error(e, rn), rs.workflow.file) from None
     finally:
         rec.seconds = time.perf_counter() - t0
     changed = [name for name, v in linked.items() if versions(v) != before[name]]
@@ -304,6 +339,14 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
             cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
         if rn.spec.output_node and out.type == "STRING" and isinstance(value, str):
             rec.files += [line for line in value.splitlines() if line.strip()]
+
+
+def write_error(e: OSError, rn) -> UserError:
+    """A saver's failed write (disk full, permissions taken away mid-run) as a UserError naming
+    the file; what ran before it is cached already."""
+    what = f"cannot write {e.filename}" if e.filename else "cannot write its files"
+    return UserError(f"{what}: {e.strerror or e}",
+                     field="prefix" if rn.spec.param("prefix") else None)
 
 
 def batch_groups(rs: Resolved, to_run: list[str], size: int) -> dict[str, list[str]]:

@@ -32,13 +32,16 @@ import torch
 
 from ..nodes.declare import Param, parse_literal
 from ..nodes.errors import UserError, UserErrors
+from ..nodes.errors import env_limit, over_limit
 from . import dag
 from .cache import Cache, compute_keys
 from .run import RunInterrupted, RunResult, execute, write_report
 from .validate import Resolved, ResolvedNode, read_expanded, resolve
-from .workflow import Problems, Workflow, suggest
+from .workflow import Problems, Workflow, read_text, suggest
 
 MAX_COMBINATIONS = 4096
+"""The most combinations one sweep runs (also with --zip), unless UNCLIP_MAX_COMBINATIONS or
+the ``max_combinations`` argument says otherwise."""
 _RANGE = re.compile(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*\Z")
 _SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,23}\Z")
 
@@ -66,7 +69,7 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
         if not path.is_absolute():
             path = (base or Path.cwd()) / path
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = read_text(path, f"--sweep {name}=@{rest[1:]}: value file").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"--sweep {name}=@{rest[1:]}: cannot read {path} "
                             f"({getattr(e, 'strerror', None) or e})", field=name) from None
@@ -119,32 +122,47 @@ class SweepPlan:
         return f"{combo.tag}/{name}"
 
 
+def combination_limit(max_combinations: int | None = None) -> int:
+    """The argument if given, else UNCLIP_MAX_COMBINATIONS, else MAX_COMBINATIONS."""
+    if max_combinations is None:
+        return env_limit("COMBINATIONS", MAX_COMBINATIONS)
+    if not isinstance(max_combinations, int) or max_combinations < 1:
+        raise UserError(f"max_combinations={max_combinations!r}: give a whole number of at "
+                        "least 1", field="max_combinations")
+    return max_combinations
+
+
 def plan_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
-               overrides: Mapping[str, Any] | None = None) -> SweepPlan:
-    """Validate every combination and merge them into one graph; raise every problem."""
+               overrides: Mapping[str, Any] | None = None,
+               max_combinations: int | None = None) -> SweepPlan:
+    """Validate every combination and merge them into one graph; raise every problem.
+    ``max_combinations``: the most combinations allowed (default: ``combination_limit()``)."""
+    limit = combination_limit(max_combinations)
     sweeps = as_sweeps(sweeps)
     overrides = dict(overrides or {})
     wf, p = read_expanded(source)
     p.raise_any()
-    typed = _typed_values(wf, sweeps, overrides)
+    typed = _typed_values(wf, sweeps, overrides, limit)
     if zip:
         lengths = {s.name: len(v) for s, v in zip_(sweeps, typed)}
         if len(set(lengths.values())) > 1:
             raise UserError("--zip pairs values by position, so the lists must be equally long: "
                             + ", ".join(f"{k} has {n}" for k, n in lengths.items()), field="sweep")
-        rows = list(zip_(*typed))
+        count = len(typed[0]) if typed else 0
     else:
         count = math.prod(len(v) for v in typed)
-        if count > MAX_COMBINATIONS:
-            raise UserError(f"the sweep makes {count} combinations; at most {MAX_COMBINATIONS} "
-                            "run together (split it, or use --zip to pair lists)", field="sweep")
-        rows = list(itertools.product(*typed))
+    if count > limit:
+        advice = "split it" + ("" if zip or len(typed) < 2 else ", or pair lists with --zip")
+        raise over_limit(f"the sweep makes {count:,} combinations ({advice})", count, limit,
+                         "COMBINATIONS", "--max-combinations", field="sweep")
+    rows = list(zip_(*typed)) if zip else list(itertools.product(*typed))
     labels = [_labels(s, v) for s, v in zip_(sweeps, typed)]
+    where = [_positions(v) for v in typed]
     combos: list[Combination] = []
     problems: dict[str, tuple[UserError, list[str]]] = {}
     for row in rows:
         inputs = {s.name: v for s, v in zip_(sweeps, row)}
-        shown = {s.name: labels[i][_index(typed[i], v)]
+        shown = {s.name: labels[i][where[i][_same(v)]]
                  for i, (s, v) in enumerate(zip_(sweeps, row))}
         try:
             run = resolve(wf, Problems(wf.file), {**overrides, **inputs})
@@ -160,7 +178,8 @@ def plan_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
     return SweepPlan(merged, sweeps, combos, zip, _grid_output(combos[0].run), shared)
 
 
-def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict) -> list[list[Any]]:
+def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict,
+                  limit: int = MAX_COMBINATIONS) -> list[list[Any]]:
     errors: list[UserError] = []
     typed: list[list[Any]] = []
     seen: set[str] = set()
@@ -188,9 +207,11 @@ def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict) -> list[li
             m = _RANGE.match(raw) if isinstance(raw, str) and wi.type == "INT" else None
             if m:
                 a, b = int(m.group(1)), int(m.group(2))
-                if abs(b - a) >= MAX_COMBINATIONS:
-                    errors.append(UserError(f"{where}={raw}: {abs(b - a) + 1} values is too many",
-                                            field=s.name))
+                if abs(b - a) >= limit:
+                    n = abs(b - a) + 1
+                    errors.append(over_limit(f"{where}={raw}: {n:,} values is too many", n,
+                                             limit, "COMBINATIONS", "--max-combinations",
+                                             field=s.name))
                     break
                 values += list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
                 continue
@@ -201,7 +222,13 @@ def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict) -> list[li
                 errors.append(UserError(f"{where}={raw}: {e}", field=s.name))
         if not values and not errors:
             errors.append(UserError(f"{where}: no values", field=s.name))
-        twice = sorted({repr(v) for i, v in enumerate(values) if v in values[:i]})
+        seen_values: set = set()
+        twice: set[str] = set()
+        for v in values:  # linear: a file of 50,000 lines is checked at once
+            if v in seen_values:
+                twice.add(repr(v))
+            seen_values.add(v)
+        twice = sorted(twice)
         if twice:
             errors.append(UserError(f"{where}: {', '.join(twice)} given more than once",
                                     field=s.name))
@@ -211,8 +238,18 @@ def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict) -> list[li
     return typed
 
 
-def _index(values: list, v: Any) -> int:
-    return next(i for i, x in enumerate(values) if x == v and type(x) is type(v))
+def _same(v: Any) -> Any:
+    """What two swept values must share to count as the same value: equal and of one type
+    (so True is not 1).  Values are checked scalars, so they can be hashed."""
+    return type(v), v
+
+
+def _positions(values: list) -> dict:
+    """Each value's first position in ``values``."""
+    first: dict = {}
+    for i, v in enumerate(values):
+        first.setdefault(_same(v), i)
+    return first
 
 
 def _labels(s: Sweep, values: list) -> list[str]:
@@ -336,10 +373,13 @@ def run_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
               overrides: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
               device: str = "auto", cache: Cache | None = None,
               report: str | Path | None = None, progress: bool = False, grid: bool = True,
-              interrupted: Callable[[], bool] | None = None, batch: int = 1) -> SweepResult:
+              interrupted: Callable[[], bool] | None = None, batch: int = 1,
+              max_combinations: int | None = None) -> SweepResult:
     """Run every combination of ``sweeps`` (``{"seed": range(8)}`` or ``["seed=0..7"]``) as
-    one graph; returns the run and the contact sheet's path.  ``batch``: as ``execute``'s."""
-    plan = plan_sweep(source, sweeps, zip=zip, overrides=overrides)
+    one graph; returns the run and the contact sheet's path.  ``batch``: as ``execute``'s;
+    ``max_combinations``: as ``plan_sweep``'s."""
+    plan = plan_sweep(source, sweeps, zip=zip, overrides=overrides,
+                      max_combinations=max_combinations)
     out = Path(out_dir) if out_dir is not None else Path.cwd() / "output"
     try:
         result = execute(plan.resolved, out_dir=out, device=device, cache=cache,

@@ -73,11 +73,30 @@ def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = Non
     return resolve(wf, p, overrides, values=values, preset=preset)
 
 
+MAX_NODES = 10_000
+"""The most nodes a workflow may have once its presets are expanded, unless UNCLIP_MAX_NODES
+says otherwise."""
+
+
 def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
-    """Parse ``source`` and expand its preset nodes inline; problems are collected in ``p``."""
+    """Parse ``source`` and expand its preset nodes inline; problems are collected in ``p``.
+    More nodes than the limit is an error raised at once (nothing else is checked then)."""
+    from ..nodes.errors import env_limit
     from .preset import expand
     wf, p = read(source)
-    return expand(wf, p), p
+    limit = env_limit("NODES", MAX_NODES)
+    if len(wf.nodes) > limit:  # before expanding: presets only add nodes
+        raise _too_many_nodes(wf, len(wf.nodes), limit)
+    wf = expand(wf, p)
+    if len(wf.nodes) > limit:
+        raise _too_many_nodes(wf, len(wf.nodes), limit)
+    return wf, p
+
+
+def _too_many_nodes(wf: Workflow, count: int, limit: int) -> UserError:
+    from ..nodes.errors import over_limit
+    return over_limit(f"the workflow has {count:,} nodes (presets expanded)", count, limit,
+                      "NODES", file=wf.file)
 
 
 def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = None, *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,11 @@ accepted: such an input is linked, so only a workflow used as a preset can have 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 MISSING = object()
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both keep marks
 """Default of a workflow input that must be given with ``--set``."""
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both keep marks
+MAX_FILE_BYTES = 16 << 20
+"""The largest file read whole (a workflow, a preset, a sweep's @file) unless
+UNCLIP_MAX_FILE_BYTES says otherwise: a bigger one is refused before it is read."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def read(source: str | Path | Mapping, origin: Origin | None = None
         path = Path(source)
         file = str(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, "workflow file")
         except FileNotFoundError:
             raise UserError(f"workflow file not found: {file}") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -218,6 +222,20 @@ def read(source: str | Path | Mapping, origin: Origin | None = None
     if origin is not None:
         _stamp(wf, origin)
     return wf, problems
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 file read whole, refused with a UserError (before reading) when it is larger
+    than the limit.  OSError and UnicodeDecodeError are left to the caller."""
+    from ..nodes.errors import env_limit, over_limit
+    limit = env_limit("FILE_BYTES", MAX_FILE_BYTES)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1)  # a file that grows meanwhile, or that stat cannot size
+    if max(size, len(data)) > limit:
+        size = max(size, len(data))
+        raise over_limit(f"{what} {path} has {size:,} bytes", size, limit, "FILE_BYTES")
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode
 
 
 def _stamp(wf: Workflow, origin: Origin) -> None:

@@ -17,11 +17,19 @@ import torch.nn.functional as F
 from .declare import Input, Output, Param, node
 from .facts import pass_width
 from .errors import UserError
+from .errors import env_limit, over_limit
 from .checkpoint import ClipTextModel, ClipVisionModel
 from .sampling import plain
 from .types import ImageEmbeds, TextEmbeds
 
 log = logging.getLogger(__name__)
+
+MAX_PROMPTS = 1024
+"""The most prompt lines one CLIPTextEncode node takes, unless UNCLIP_MAX_PROMPTS says otherwise
+(each line is a batch entry of everything downstream)."""
+ENCODE_CHUNK = 64
+"""Prompts go through the text encoder this many at a time, so its activations stay bounded;
+the results equal one big batch's to float rounding (at most 64 prompts: bit for bit)."""
 
 
 def split_prompts(text: str) -> list[str]:
@@ -51,8 +59,12 @@ def encode_prompts(clip: ClipTextModel, prompts: list[str]) -> TextEmbeds:
             out = clip.text_encoder(batch.input_ids.to(clip.device))
         return plain(out.text_embeds), plain(out.last_hidden_state), batch.attention_mask.bool()
 
-    embeds, hidden, mask = encode(prompts)
-    u_embeds, u_hidden, u_mask = encode([""] * len(prompts))
+    def chunked(texts):
+        parts = [encode(texts[i:i + ENCODE_CHUNK]) for i in range(0, len(texts), ENCODE_CHUNK)]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(t) for t in zip(*parts))
+
+    embeds, hidden, mask = chunked(list(prompts))
+    u_embeds, u_hidden, u_mask = chunked([""] * len(prompts))
     return TextEmbeds(text_embeds=embeds, hidden_states=hidden, attention_mask=mask,
                       prompts=tuple(prompts), uncond_text_embeds=u_embeds,
                       uncond_hidden_states=u_hidden, uncond_attention_mask=u_mask)
@@ -127,15 +139,26 @@ def encode_images(vision: ClipVisionModel, image: torch.Tensor) -> ImageEmbeds:
                        negative_image_embeds=vision.negative_embeds())
 
 
+def _check_prompts(params: dict) -> None:
+    """More prompt lines than the limit is refused before anything runs."""
+    count = len(split_prompts(params.get("prompt", "")))
+    limit = env_limit("PROMPTS", MAX_PROMPTS)
+    if count > limit:
+        raise over_limit(f"{count:,} prompt lines in one node (each is a batch entry)", count,
+                         limit, "PROMPTS", field="prompt")
+
+
 @node("CLIPTextEncode", category="unCLIP/conditioning",
       description="Encode prompts with the CLIP text encoder (one prompt per line).",
       inputs=[Input("clip", "UNCLIP_CLIP_TEXT")],
       params=[Param("prompt", "STRING", multiline=True,
                     tooltip="one prompt per line; each line becomes one batch entry")],
-      outputs=[Output("text", "UNCLIP_TEXT_EMBEDS")], infer=pass_width("clip", "text"))
+      outputs=[Output("text", "UNCLIP_TEXT_EMBEDS")], infer=pass_width("clip", "text"),
+      check=_check_prompts)
 def clip_text_encode(clip: ClipTextModel, prompt: str):
     if clip is None:
         raise UserError("no CLIP text encoder is linked (the checkpoint has none)", field="clip")
+    _check_prompts({"prompt": prompt})  # also when called directly (ComfyUI)
     return encode_prompts(clip, split_prompts(prompt))
 
 
@@ -146,8 +169,9 @@ def clip_text_encode(clip: ClipTextModel, prompt: str):
       infer=pass_width("clip_vision", "image_embeds"))
 def clip_image_encode(clip_vision: ClipVisionModel, image: torch.Tensor):
     if clip_vision is None:
-        raise UserError("this checkpoint has no image encoder (image_encoder/ + feature_extractor/); "
-                        "load one that has, e.g. with LoadUnCLIPClipVision", field="clip_vision")
+        raise UserError("this checkpoint has no image encoder (image_encoder/ + "
+                        "feature_extractor/); load one that has, e.g. with LoadUnCLIPClipVision",
+                        field="clip_vision")
     if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
         raise UserError(f"expected IMAGE [B, H, W, C] with 1, 3 or 4 channels, got shape "
                         f"{tuple(image.shape)}", field="image")

@@ -26,7 +26,7 @@ from .declare import Input, Output, Param, node
 from .facts import handle, same_width, width
 from .errors import UserError
 from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Generators, Sampler,
-                       StepCallback, UnCLIPSampler, make_generator, noise, plain)
+                       StepCallback, UnCLIPSampler, make_generator, step_tensor, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
 
 
@@ -88,7 +88,7 @@ def decoder_model(decoder, text_proj, image_embeds: torch.Tensor,
 
     def model(x: torch.Tensor, t: int) -> torch.Tensor:
         x_in = torch.cat([x, x]) if guided else x
-        out = decoder(sample=x_in.to(dtype), timestep=t, encoder_hidden_states=context,
+        out = decoder(sample=x_in.to(dtype), timestep=step_tensor(t), encoder_hidden_states=context,
                       class_labels=time_embeds, attention_mask=mask).sample.float()
         if guided:
             out_u, out_c = out.chunk(2)

@@ -6,6 +6,8 @@ traceback; the ``unclip`` CLI exits with code 2.  Any other exception is a bug i
 """
 from __future__ import annotations
 
+import os
+
 
 class UserError(Exception):
     """A mistake in what the user asked for, with where it was made."""
@@ -68,3 +70,29 @@ class UserErrors(UserError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+# --- limits on what a file can ask for ------------------------------------------------------
+
+def env_limit(name: str, default: int) -> int:
+    """The limit ``UNCLIP_MAX_<NAME>`` from the environment, else ``default``."""
+    var = f"UNCLIP_MAX_{name}"
+    raw = os.environ.get(var, "").strip().replace("_", "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise UserError(f"{var}={os.environ[var]!r}: give a whole number of at least 1")
+    return value
+
+
+def over_limit(text: str, count: int, limit: int, name: str, arg: str | None = None,
+               **where) -> UserError:
+    """The error for ``count`` (said in ``text``) over ``limit``, saying how to raise it: the
+    variable ``UNCLIP_MAX_<NAME>``, or the Python argument ``arg``."""
+    how = f"UNCLIP_MAX_{name}={count}" + (f" (or {arg}={count})" if arg else "")
+    return UserError(f"{text}, more than the limit of {limit:,}; to allow it, set {how}",
+                     **where)

@@ -13,6 +13,7 @@ line.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -20,8 +21,10 @@ import math
 import os
 import re
 import tempfile
+import threading
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,11 +33,18 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import runtime
 from .declare import Input, Output, Param, node
-from .errors import UserError
+from .errors import UserError, env_limit, over_limit  # noqa: F401
 from .folders import input_files
 
 CATEGORY = "unCLIP/image"
 SIZE_MAX = 16384
+
+
+# --- limits on what a workflow can ask for --------------------------------------------------------
+
+MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+"""Pillow's decompression-bomb threshold (about 89.5 megapixels) unless UNCLIP_MAX_IMAGE_PIXELS
+says otherwise: LoadImage refuses larger images before decoding them."""
 
 # --- conversions --------------------------------------------------------------------------------
 
@@ -123,13 +133,39 @@ def _read_file(path: str) -> tuple[Path, bytes]:
         raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None
 
 
+_PILLOW_CHECK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _our_size_check() -> Iterator[None]:
+    """Pillow's own decompression-bomb check off (it would warn or refuse by its threshold,
+    not ours): the caller has checked the size against our limit.  The lock keeps two of our
+    loads from restoring each other's setting wrongly."""
+    with _PILLOW_CHECK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
 def _open_image(p: Path, data: bytes) -> Image.Image:
-    """Open (header only); a UserError when Pillow does not recognise the file."""
+    """Open (header only); a UserError when Pillow does not recognise the file, or when the
+    image has more pixels than the limit (checked before anything is decoded)."""
+    limit = env_limit("IMAGE_PIXELS", MAX_IMAGE_PIXELS)
     try:
-        return Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        with _our_size_check():
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{p} is not an image this tool can read (PNG, JPEG, WebP, ...): {e}",
                         field="path") from None
+    pixels = img.width * img.height
+    if pixels > limit:
+        raise over_limit(f"{p} is too large to load: {img.width} x {img.height} = {pixels:,} "
+                         "pixels", pixels, limit, "IMAGE_PIXELS", field="path")
+    return img
 
 
 def _load_fingerprint(params: dict) -> dict:
@@ -158,9 +194,10 @@ def load_image(path: str):
     p, data = _read_file(path)
     img = _open_image(p, data)
     try:
-        img.seek(0)
-        img = ImageOps.exif_transpose(img)
-        return pil_to_tensor(img)
+        with _our_size_check():
+            img.seek(0)
+            img = ImageOps.exif_transpose(img)
+            return pil_to_tensor(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"cannot decode {p}: {e}", field="path") from None
 
@@ -196,8 +233,104 @@ def _check_prefix_param(params: dict) -> None:
         check_prefix(params["prefix"])
 
 
+# --- where outputs go: checked before a run, so that no work is lost on a bad place ------------
+
+NUMBER_ROOM = len("_00000_.webp")
+"""What a saver adds to the last part of its prefix (the number and the longest extension)."""
+
+
+def _limits(existing: Path) -> tuple[int, int]:
+    """(longest name, longest path) in bytes on the file system holding ``existing``."""
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # not a POSIX system, or no answer
+        return 255, 4096
+
+
+def _too_long(name: str, name_max: int) -> str | None:
+    n = len(os.fsencode(name))
+    if n <= name_max:
+        return None
+    shown = name if len(name) <= 24 else name[:20] + "..."
+    return f"is too long: the name '{shown}' has {n} bytes, more than the file system " \
+           f"allows ({name_max})"
+
+
+def _not_writable(folder: Path) -> str | None:
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "is on a read-only file system"
+    except (OSError, AttributeError):
+        pass
+    return "is read-only (no permission to write in it)"
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why no file can be written in ``folder``, or None.  A missing folder is fine when it
+    can be created (savers create it when they write); nothing is created here.  The reason
+    completes a sentence about the folder: 'is a file, not a folder'."""
+    folder = Path(os.path.abspath(folder))
+    current = Path(folder.anchor)
+    name_max, path_max = _limits(current)
+    n = len(os.fsencode(str(folder)))
+    if n >= path_max:
+        return f"is too long: {n} bytes, more than the file system allows ({path_max - 1})"
+    parts = folder.parts[1:]
+    for i, part in enumerate(parts):
+        why = _too_long(part, name_max)
+        if why:
+            return why
+        step = current / part
+        try:
+            exists, is_dir = os.path.lexists(step), step.is_dir()
+        except OSError as e:
+            return f"cannot be looked at: {step}: {e.strerror or e}"
+        if not exists:  # the rest is to be created, here
+            for rest in parts[i + 1:]:
+                why = _too_long(rest, name_max)
+                if why:
+                    return why
+            why = _not_writable(current)
+            return f"does not exist and cannot be created: {current} {why}" if why else None
+        if not is_dir:
+            if step.is_symlink() and not step.exists():
+                return f"goes through a broken link: {step}"
+            if step == folder:
+                return "is a file, not a folder"
+            return f"crosses a file: {step} is a file, not a folder"
+        current = step
+        name_max, _ = _limits(current)
+    return _not_writable(folder)
+
+
+def output_place_problem(root: Path, prefix: str) -> str | None:
+    """Why a saver with ``prefix`` could not write under the output folder ``root``, or None;
+    the reason names the folder (or the file name) concerned.  Creates nothing."""
+    parts = check_prefix(prefix)
+    root = Path(os.path.abspath(root))
+    folder = root.joinpath(*parts[:-1])
+    why = folder_problem(folder)
+    if why:
+        return f"folder {folder} {why}"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    inside = existing == root or root in existing.parents  # else nothing of it exists yet
+    if inside and not existing.resolve().is_relative_to(root.resolve()):
+        return f"folder {folder} leads outside the output folder {root.resolve()} (a link)"
+    name = f"{parts[-1]}_00001_.png"
+    n, name_max = len(os.fsencode(parts[-1])) + NUMBER_ROOM, _limits(existing)[0]
+    if n > name_max:
+        return f"file name '{name[:20]}...' is too long: {n} bytes with the number, more " \
+               f"than the file system allows ({name_max})"
+    return None
+
+
 def _output_folder(prefix: str) -> tuple[Path, str, str]:
-    """(folder, file stem, subfolder relative to the output dir) for a checked prefix."""
+    """(folder, file stem, subfolder relative to the output dir) for a checked prefix; the
+    folder is created."""
     parts = check_prefix(prefix)
     root = runtime.output_dir()
     if not root.is_absolute():
@@ -206,7 +339,11 @@ def _output_folder(prefix: str) -> tuple[Path, str, str]:
     real_root = root.resolve()
     if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
         raise UserError(f"{prefix!r} leads outside the output folder {real_root}", field="prefix")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {folder}: {e.strerror or e}",
+                        field="prefix") from None
     return folder, parts[-1], "/".join(parts[:-1])
 
 
@@ -237,12 +374,16 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
 
     All files are encoded to temp files first, then published; on any failure the temp files
     are removed.  Each written file is listed in ``runtime.host().ui[ui_key]`` for ComfyUI.
+    An OSError (disk full, permissions taken away) is a UserError naming the file.
     """
     folder, stem, subfolder = _output_folder(prefix)
     temps: list[Path] = []
     written: list[Path] = []
+    first = _next_number(folder, stem)
+    target = folder / f"{stem}_{first:05d}_.{ext}"
     try:
-        for write in writers:
+        for i, write in enumerate(writers):
+            target = folder / f"{stem}_{first + i:05d}_.{ext}"  # its name, unless taken by then
             fd, name = tempfile.mkstemp(dir=folder, prefix=".unclip-", suffix=".tmp")
             temps.append(Path(name))
             with os.fdopen(fd, "wb") as f:
@@ -256,6 +397,8 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
                 if _publish(tmp, target):
                     written.append(target)
                     break
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}", field="prefix") from None
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)

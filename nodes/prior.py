@@ -17,7 +17,7 @@ from .decoder import text_rows, uncond_of
 from .errors import UserError
 from .checkpoint import PriorModel
 from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Generators, Sampler,
-                       UnCLIPSampler, make_generator, noise, plain)
+                       UnCLIPSampler, make_generator, step_tensor, noise, plain)
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -40,7 +40,8 @@ def sample_prior(prior, text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         t = timesteps[i]
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
         z_in = torch.cat([z, z]) if guided else z
-        pred = prior(z_in.to(dtype), timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden,
+        pred = prior(z_in.to(dtype), timestep=step_tensor(t), proj_embedding=embeds,
+                     encoder_hidden_states=hidden,
                      attention_mask=mask).predicted_image_embedding.float()
         if guided:
             pred_u, pred_c = pred.chunk(2)

@@ -56,6 +56,13 @@ def cfg_batch(text, uncond, guided: bool):
     return tuple(torch.cat([u, c]) for u, c in zip(uncond, text))
 
 
+def step_tensor(t: int) -> torch.Tensor:
+    """A timestep as the 0-d int64 tensor diffusers' pipelines pass: the models treat it as
+    they treat an int, and a compiled model then sees one input, not a new constant (and a new
+    graph) at every step."""
+    return torch.tensor(int(t), dtype=torch.int64)
+
+
 def make_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
 

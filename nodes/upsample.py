@@ -16,7 +16,7 @@ from .decoder import from_image, to_image
 from .errors import UserError
 from .families.karlo import UpsamplerModel
 from .sampling import (SEED_PARAM, Generators, Sampler, StepCallback, UnCLIPSampler,
-                       make_generator, noise)
+                       make_generator, noise, step_tensor)
 
 
 def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
@@ -44,7 +44,8 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
         for jump in range(resample if prev_t is not None else 1):
             if jump > 0:
                 x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
-            out = unet(sample=torch.cat([x, cond], dim=1).to(dtype), timestep=t).sample.float()
+            out = unet(sample=torch.cat([x, cond], dim=1).to(dtype),
+                       timestep=step_tensor(t)).sample.float()
             x = sampler.step(out, t, prev_t, x, generator)
             if callback is not None:
                 x = callback(i, t, prev_t, x)

@@ -35,7 +35,7 @@ from ..checkpoint import (LOCK, Checkpoint, load_part, ClipTextModel, ClipVision
                           read_json,
                           scan_weights, text_config, vision_config)
 from ..errors import UserError, UserErrors
-from ..sampling import DDIMSampler, SchedulerSampler, plain
+from ..sampling import DDIMSampler, SchedulerSampler, plain, step_tensor
 
 NAME = "kandinsky22"
 LABEL = "Kandinsky 2.2"
@@ -365,7 +365,7 @@ def unet_model(unet, cond: dec.Conditioning, guidance_scale: float, *, latent_ch
         x_in = torch.cat([x, x]) if guided else x
         if extra is not None:
             x_in = torch.cat([x_in, extra], dim=1)
-        out = unet(sample=x_in.to(dtype), timestep=t, encoder_hidden_states=None,
+        out = unet(sample=x_in.to(dtype), timestep=step_tensor(t), encoder_hidden_states=None,
                    added_cond_kwargs=added).sample.float()
         if guided:
             eps_u, eps_c = out[:, :c].chunk(2)
