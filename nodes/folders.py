@@ -33,7 +33,10 @@ def comfy_folder_paths():
     if not all(hasattr(folder_paths, n) for n in needed):
         return None  # not ComfyUI's module (a stand-in that only serves output folders)
     default = os.path.join(folder_paths.models_dir, FOLDER_TYPE)
-    if default not in folder_paths.get_folder_paths(FOLDER_TYPE):  # extra paths come after it
+    known = getattr(folder_paths, "folder_names_and_paths", {})
+    # get_folder_paths raises KeyError for a type nobody registered yet
+    paths = folder_paths.get_folder_paths(FOLDER_TYPE) if FOLDER_TYPE in known else []
+    if default not in paths:  # an extra_model_paths.yaml 'unclip:' entry may come first
         folder_paths.add_model_folder_path(FOLDER_TYPE, default, is_default=True)
     return folder_paths
 

@@ -33,7 +33,7 @@ def fake_folder_paths(base: Path):
             paths.insert(0, path) if is_default else paths.append(path)
 
     fp.add_model_folder_path = add_model_folder_path
-    fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths.get(name, ([],))[0])
+    fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])  # KeyError too
     fp.get_input_directory = lambda: str(base / "input")
     fp.get_output_directory = lambda: str(base / "output")
     fp.get_annotated_filepath = lambda name: str(base / "input" / name)
@@ -117,3 +117,10 @@ def test_headless_paths_are_not_confined(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "anywhere.png")
     image, _ = images.load_image(str(tmp_path / "anywhere.png"))
     assert image.shape == (1, 4, 4, 3)
+
+
+def test_the_unclip_folder_type_is_registered_when_comfyui_has_none(tmp_path, monkeypatch):
+    from unclip_nodes.nodes.folders import model_roots
+    fp = fake_folder_paths(tmp_path)               # no 'unclip' type yet: KeyError in ComfyUI
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    assert model_roots() == [tmp_path / "models" / "unclip"]
