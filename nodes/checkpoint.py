@@ -66,6 +66,18 @@ def read_json(p: Path, field: str = "path") -> dict:
     return data
 
 
+def mismatch_collector():
+    """(problems, mismatch): ``mismatch(a, av, b, bv, why)`` records that two components do not
+    fit together when both values are known and differ; the families' fit checks use it."""
+    out: list[UserError] = []
+
+    def mismatch(a: str, av, b: str, bv, why: str = "") -> None:
+        if av is not None and bv is not None and av != bv:
+            out.append(err(f"components do not fit together: {a} {av} != {b} {bv}"
+                           + (f" ({why})" if why else "")))
+    return out, mismatch
+
+
 def hash_file(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:32]
 

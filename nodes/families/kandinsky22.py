@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import decoder as dec
-from ..checkpoint import (LOCK, Checkpoint, load_part, ClipTextModel, ClipVisionModel, ModelHandle,
-                          PriorModel, err, existing_dir, hash_file, pipeline_class,
-                          read_json,
-                          scan_weights, text_config, vision_config)
+from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
+                          PriorModel, err, existing_dir, hash_file, load_part,
+                          mismatch_collector, pipeline_class, read_json, scan_weights,
+                          text_config, vision_config)
 from ..errors import UserError, UserErrors
 from ..sampling import DDIMSampler, SchedulerSampler, plain, step_tensor
 
@@ -242,12 +242,7 @@ def prior_dim(cfg: dict) -> int:
 
 def fit_problems(cfg: dict[str, dict]) -> list[UserError]:
     """Components that would fail (or silently misbehave) together, from their configs alone."""
-    out: list[UserError] = []
-
-    def mismatch(a: str, av, b: str, bv, why: str = ""):
-        if av is not None and bv is not None and av != bv:
-            out.append(err(f"components do not fit together: {a} {av} != {b} {bv}"
-                           + (f" ({why})" if why else "")))
+    out, mismatch = mismatch_collector()
 
     te = text_config(cfg["text_encoder"]) if cfg.get("text_encoder") else None
     ie = vision_config(cfg["image_encoder"]) if cfg.get("image_encoder") else None

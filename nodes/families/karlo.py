@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import (Checkpoint, ClipTextModel, ClipVisionModel, LOCK, ModelHandle,
-                          PriorModel, err, existing_dir, hash_file, read_json, scan_weights,
-                          text_config, vision_config)
+from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
+                          PriorModel, err, existing_dir, hash_file, mismatch_collector,
+                          read_json, scan_weights, text_config, vision_config)
 from ..errors import UserError, UserErrors
 from .. import decoder as dec
 
@@ -172,16 +172,9 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
                       classes={p: CLASSES[p] for p in parts})
 
 
-
-
 def _fit_problems(cfg: dict[str, dict]) -> list[UserError]:
     """Components that would fail (or silently misbehave) together, from their configs alone."""
-    out: list[UserError] = []
-
-    def mismatch(a: str, av, b: str, bv, why: str = ""):
-        if av is not None and bv is not None and av != bv:
-            out.append(err(f"components do not fit together: {a} {av} != {b} {bv}"
-                            + (f" ({why})" if why else "")))
+    out, mismatch = mismatch_collector()
 
     te, ie, tok = cfg.get("text_encoder"), cfg.get("image_encoder"), cfg.get("tokenizer")
     pr, tp, dec = cfg.get("prior"), cfg.get("text_proj"), cfg.get("decoder")
