@@ -5,11 +5,10 @@ imports it under a name derived from its path, so everything inside uses relativ
 
 ComfyUI reads ``NODE_CLASS_MAPPINGS``: our node types, then one 'unCLIP preset:<name>' node per
 preset (graph/comfy_presets.py).  The presets are read when the mappings are first asked for,
-not on every import of the package (the ``unclip`` command never needs them).
+not on every import of the package (the ``unclip`` command never needs them).  Nor is anything
+else imported here: the ``unclip`` command (``__main__.py``) must be able to catch a Ctrl-C
+while torch loads.
 """
-from .nodes import NODE_CLASS_MAPPINGS as _NODE_CLASSES
-from .nodes import NODE_DISPLAY_NAME_MAPPINGS as _NODE_NAMES
-
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 __version__ = "0.1.0"
 
@@ -18,8 +17,10 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from .graph.comfy_presets import preset_mappings
+    from .nodes import NODE_CLASS_MAPPINGS as node_classes
+    from .nodes import NODE_DISPLAY_NAME_MAPPINGS as node_names
     classes, names = preset_mappings()
-    mappings = {"NODE_CLASS_MAPPINGS": {**_NODE_CLASSES, **classes},
-                "NODE_DISPLAY_NAME_MAPPINGS": {**_NODE_NAMES, **names}}
+    mappings = {"NODE_CLASS_MAPPINGS": {**node_classes, **classes},
+                "NODE_DISPLAY_NAME_MAPPINGS": {**node_names, **names}}
     globals().update(mappings)  # built once
     return mappings[name]

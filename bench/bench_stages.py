@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from unclip_nodes.graph.cache import Cache, MemoryTier
-    from unclip_nodes.graph.run import run_workflow
+    from unclip_nodes.graph import run_workflow
     from unclip_nodes.nodes.loaders import LOADED, load_unclip
     from unclip_nodes.nodes.tiny import save_tiny_checkpoint
     from diffusers import UnCLIPScheduler

@@ -353,7 +353,7 @@ def our_workflow(family: str, ck: dict, *, device: str, dtype: str, batch: int, 
 
 def run_ours(wf: dict, out_dir: Path):
     from unclip_nodes.graph.cache import Cache
-    from unclip_nodes.graph.run import run_workflow
+    from unclip_nodes.graph import run_workflow
 
     def run():
         r = run_workflow(wf, cache=Cache.off(), out_dir=out_dir)

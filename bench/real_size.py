@@ -95,7 +95,7 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
     t0 = time.perf_counter()
     if kind == "executor":
         from unclip_nodes.graph.cache import Cache
-        from unclip_nodes.graph.run import run_workflow
+        from unclip_nodes.graph import run_workflow
         r = run_workflow(WORKFLOW, {"prior": str(cache / "prior"),
                                     "decoder": str(cache / "decoder"), "prompt": PROMPT,
                                     "prior_steps": prior_steps, "steps": steps, "seed": seed,

@@ -11,7 +11,8 @@ Python API::
     sweep = run_sweep("workflows/text_to_image.yaml", {"seed": range(8)}, out_dir="out")
 """
 from .cache import Cache, CacheWarning, MemoryTier
-from .run import RunInterrupted, RunResult, NodeRecord, run_workflow
+from .api import run_workflow
+from .run import RunInterrupted, RunResult, NodeRecord
 from .sweep import run_sweep
 from .validate import Resolved, load
 

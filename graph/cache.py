@@ -5,19 +5,40 @@ checked parameters, fingerprint and the keys of the upstream outputs it links to
 anywhere upstream changes every key below it.  A node that is not cacheable (a saver) has no key,
 and neither has anything downstream of it: its output may differ from run to run.
 
+The key material also holds this package's version (``PACKAGE_VERSION``): a new release never
+serves results computed by an older one, even where a node forgot to bump its ``version``.
+
 Disk entries are safetensors files named ``<output key>.<sha256 of the file>.safetensors``: the
 name carries the checksum, so one atomic rename publishes a complete, verifiable entry.  A file
-whose bytes do not match its name, or that does not decode, is reported, deleted and recomputed.
+whose bytes do not match its name, or that does not decode, is reported, deleted and recomputed
+(in a read-only folder: reported and recomputed, the file stays).
+
+The disk tier is bounded (``DEFAULT_DISK_BYTES``, ``UNCLIP_CACHE_MAX_BYTES``, ``max_bytes=``).
+An entry's mtime is its "last used" time: set when written, and again on every hit.  When a write
+takes the folder over its budget, the least recently used entries are deleted (never the one
+just written) until it is at ``LOW_WATER`` of the budget, so the folder is not listed again on
+every following write.  Several processes may share a folder: entries are immutable files that
+appear by an atomic rename and go by an unlink, so a reader that loses a race to an eviction
+simply misses.  Each process counts the folder once (on its first write) and then adds what it
+writes; it counts again when it evicts, or after ``RESCAN_SECONDS``.
+
+Nodes declared ``disk_cache=False`` (LoadImage: the file it reads is the source of truth, and its
+decoded float tensors are ~16 bytes per pixel, 1.6 GB for a 10000 x 10000 image) keep their
+outputs in memory only; ``compute_keys`` notes their output keys for ``Cache`` to skip the disk.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,12 +47,47 @@ import torch
 from safetensors.torch import load as st_load, save as st_save
 
 from ..nodes import runtime
+from ..nodes.errors import UserError
 from ..nodes.types import SocketType, nbytes
 
 KEY_FORMAT = "unclip-nodes cache 1"
 DEFAULT_MEMORY_BYTES = 1 << 30
+DEFAULT_DISK_BYTES = 10 << 30
+"""The disk tier's budget unless ``UNCLIP_CACHE_MAX_BYTES`` (or ``max_bytes=``) says otherwise."""
+DISK_BYTES_ENV = "UNCLIP_CACHE_MAX_BYTES"
+LOW_WATER = 0.9
+"""A write over the budget evicts down to this fraction of it (``prune`` down to the budget)."""
+RESCAN_SECONDS = 600.0
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 3600.0
+"""Temporary files this old are left over from a writer that died (a live one takes seconds)."""
+PRUNE_TMP_SECONDS = 60.0
 SUFFIX = ".safetensors"
 MISS = object()
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _package_version() -> str:
+    """This package's version: ``pyproject.toml`` beside it (a checkout or a ComfyUI pack, which
+    may differ from whatever ``unclip-nodes`` is installed), else the installed metadata, else
+    "unknown"."""
+    try:
+        text = (_PACKAGE_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+        section = re.search(r"(?ms)^\[project\]\s*$(.*?)(?=^\[|\Z)", text)
+        found = section and re.search(r'(?m)^version\s*=\s*["\']([^"\']+)["\']', section.group(1))
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    from importlib import metadata
+    try:
+        return metadata.version("unclip-nodes")
+    except Exception:  # noqa: BLE001 -- not installed, or broken metadata
+        return "unknown"
+
+
+PACKAGE_VERSION = _package_version()
+"""Part of every key: results of one release are never served to another."""
 
 
 class CacheWarning(UserWarning):
@@ -53,6 +109,20 @@ def output_key(node_key: str, output: str) -> str:
     return sha256(f"{node_key}/{output}".encode())
 
 
+_MEMORY_ONLY: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+"""Output keys of nodes declared ``disk_cache=False`` (keys are content hashes, so this holds for
+every Cache); the oldest are forgotten past ``_MEMORY_ONLY_MAX`` (they would then just be
+written to disk, as before)."""
+_MEMORY_ONLY_MAX = 1 << 16
+
+
+def _note_memory_only(key: str) -> None:
+    _MEMORY_ONLY[key] = None
+    _MEMORY_ONLY.move_to_end(key)
+    while len(_MEMORY_ONLY) > _MEMORY_ONLY_MAX:
+        _MEMORY_ONLY.popitem(last=False)
+
+
 def compute_keys(nodes: dict, order: Iterable[str], batched: bool = False
                  ) -> dict[str, str | None]:
     """Key per node id (None when the node or anything it depends on is not cacheable).
@@ -70,13 +140,16 @@ def compute_keys(nodes: dict, order: Iterable[str], batched: bool = False
         if not rn.spec.cacheable or any(v is None for v in upstream.values()):
             keys[nid] = None
             continue
-        material = {"format": KEY_FORMAT, "type": rn.spec.type, "version": rn.spec.version,
-                    "params": rn.params, "inputs": upstream}
+        material = {"format": KEY_FORMAT, "package": PACKAGE_VERSION, "type": rn.spec.type,
+                    "version": rn.spec.version, "params": rn.params, "inputs": upstream}
         if rn.spec.fingerprint is not None:
             material["fingerprint"] = rn.fingerprint
         if batched and rn.spec.batch:
             material["batched"] = True
         keys[nid] = sha256(canonical(material))
+        if not getattr(rn.spec, "disk_cache", True):
+            for out in rn.spec.outputs:
+                _note_memory_only(output_key(keys[nid], out.name))
     return keys
 
 
@@ -155,10 +228,45 @@ def default_dir() -> Path:
     return Path(base) / "unclip-nodes"
 
 
+def default_max_bytes() -> int:
+    """``UNCLIP_CACHE_MAX_BYTES`` (a size: 500MB, 2GiB, ...), else ``DEFAULT_DISK_BYTES``."""
+    raw = os.environ.get(DISK_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DISK_BYTES
+    from ..nodes.manager import parse_bytes
+    try:
+        return parse_bytes(raw)
+    except ValueError as e:
+        raise UserError(f"{DISK_BYTES_ENV}={raw!r}: {e}") from None
+
+
+class _Usage:
+    """What this process knows of one cache folder's size; shared by the DiskTiers on it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bytes = 0
+        self.counted_at: float | None = None  # time.monotonic() of the last full count
+
+
+_USAGE: dict[str, _Usage] = {}
+_USAGE_LOCK = threading.Lock()
+
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 class DiskTier:
-    def __init__(self, root: str | Path):
+    """Checksummed entries under ``root/objects/<2 hex>/``, at most ``max_bytes`` of them
+    (roughly, when several processes write: each keeps to the budget as it last counted)."""
+
+    def __init__(self, root: str | Path, max_bytes: int | None = None):
         self.root = Path(root)
         self.objects = self.root / "objects"
+        self.max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
+        with _USAGE_LOCK:
+            self._usage = _USAGE.setdefault(os.path.abspath(self.root), _Usage())
+        self._write_warned = False
+        self._writable = True
 
     def _entries(self, key: str) -> list[Path]:
         shard = self.objects / key[:2]
@@ -172,37 +280,173 @@ class DiskTier:
         for path in self._entries(key):
             try:
                 value = _read_entry(path, stype)
+            except FileNotFoundError:
+                continue  # evicted (by another process) since it was listed: a plain miss
             except Exception as e:  # noqa: BLE001 -- whatever is wrong, the entry is not trusted
-                warnings.warn(f"cache entry {path} is damaged ({e}); it is deleted and "
-                              "recomputed", CacheWarning, stacklevel=2)
-                path.unlink(missing_ok=True)
+                self._damaged(path, e)
                 continue
+            try:
+                os.utime(path)  # "last used" (atime is not reliably updated by reading)
+            except OSError:
+                pass  # read-only folder, or just evicted: the value is good either way
             return value
         return MISS
 
+    def _damaged(self, path: Path, e: Exception) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            return  # someone else removed it meanwhile
+        except OSError as err:
+            why = ("the cache folder is read-only" if err.errno in _READ_ONLY
+                   else "the file could not be removed")
+            warnings.warn(f"cache entry {path} is damaged ({e}); it is recomputed in memory, but "
+                          f"could not be deleted: {why} ({err.strerror or err})", CacheWarning,
+                          stacklevel=3)
+            return
+        with self._usage.lock:
+            self._usage.bytes = max(0, self._usage.bytes - size)
+        warnings.warn(f"cache entry {path} is damaged ({e}); it is deleted and recomputed",
+                      CacheWarning, stacklevel=3)
+
     def put(self, key: str, stype: SocketType, value: Any) -> Path | None:
+        if not self._writable:
+            return None
         tensors, meta = stype.encode(value)
         tensors = {k: _own(t) for k, t in tensors.items()}
         header = json.dumps({"type": stype.name, "meta": meta}, ensure_ascii=False)
         data = st_save(tensors, metadata={"unclip": header})
+        if len(data) > self.max_bytes:
+            return None  # more than the whole budget: kept in memory only
         path = self.objects / key[:2] / f"{key}.{sha256(data)}{SUFFIX}"
         try:
+            self._count()
             others = self._entries(key)
+            added = 0
             if path not in others:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, data)
+                added = len(data)
             for old in others:
                 if old != path:
+                    added -= _size(old)
                     old.unlink(missing_ok=True)
         except OSError as e:
-            warnings.warn(f"could not write cache entry {path}: {e}", CacheWarning, stacklevel=2)
+            self._write_failed(path, e)
             return None
+        with self._usage.lock:
+            self._usage.bytes += added
+            over = self._usage.bytes > self.max_bytes
+        if over:
+            self.evict(int(self.max_bytes * LOW_WATER), keep=path)
         return path
+
+    def _write_failed(self, path: Path, e: OSError) -> None:
+        """Warn once per tier (a run), not once per entry; a read-only folder is not tried again."""
+        read_only = isinstance(e, PermissionError) or e.errno in _READ_ONLY
+        if read_only:
+            self._writable = False
+        if self._write_warned:
+            return
+        self._write_warned = True
+        if read_only:
+            text = (f"the cache folder {self.root} is read-only ({e.strerror or e}): results are "
+                    "not stored there (choose another with --cache-dir, or use --no-cache)")
+        else:
+            text = (f"could not write cache entry {path}: {e} (further write problems of this "
+                    "run are not reported)")
+        warnings.warn(text, CacheWarning, stacklevel=4)
+
+    # --- the budget -----------------------------------------------------------------------------
+
+    def _scan(self) -> tuple[list[tuple[float, int, Path]], list[tuple[float, int, Path]]]:
+        """(entries, temporary files), each as (mtime, size, path); what vanishes meanwhile
+        (another process evicting) is left out."""
+        entries: list = []
+        temps: list = []
+        try:
+            shards = [d for d in os.scandir(self.objects) if d.is_dir(follow_symlinks=False)]
+        except OSError:
+            return entries, temps
+        for shard in shards:
+            try:
+                files = list(os.scandir(shard.path))
+            except OSError:
+                continue
+            for f in files:
+                if f.name.startswith(TMP_PREFIX):
+                    bucket = temps
+                elif f.name.endswith(SUFFIX):
+                    bucket = entries
+                else:
+                    continue
+                try:
+                    st = f.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                bucket.append((st.st_mtime, st.st_size, Path(f.path)))
+        return entries, temps
+
+    def _count(self) -> None:
+        """Count the folder once per process (and again after RESCAN_SECONDS), removing the
+        temporary files that a writer which died left behind."""
+        u = self._usage
+        if u.counted_at is not None and time.monotonic() - u.counted_at < RESCAN_SECONDS:
+            return
+        entries, temps = self._scan()
+        _remove_temps(temps, STALE_TMP_SECONDS)
+        with u.lock:
+            u.bytes, u.counted_at = sum(s for _, s, _ in entries), time.monotonic()
+
+    def used_bytes(self) -> int:
+        """The bytes of entries as this process counts them."""
+        self._count()
+        return self._usage.bytes
+
+    def evict(self, target: int, keep: Path | None = None) -> list[tuple[Path, int]]:
+        """Delete the least recently used entries (oldest mtime first) until at most ``target``
+        bytes remain; ``keep`` (the entry just written) is never deleted.  Returns the
+        (path, size) of what was deleted."""
+        entries, _ = self._scan()
+        total = sum(s for _, s, _ in entries)
+        removed = []
+        for _, size, path in sorted(entries, key=lambda e: e[0]):
+            if total <= target:
+                break
+            if path == keep:
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass  # another process evicted it first
+            except OSError:
+                continue  # cannot delete here (read-only): it still counts
+            else:
+                removed.append((path, size))
+            total -= size
+        with self._usage.lock:
+            self._usage.bytes, self._usage.counted_at = total, time.monotonic()
+        return removed
+
+    def prune(self, max_bytes: int | None = None, temp_age: float = PRUNE_TMP_SECONDS
+              ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+        """Evict down to ``max_bytes`` (default: this tier's budget) and delete temporary files
+        older than ``temp_age`` seconds.  Returns (entries removed, temporary files removed)."""
+        removed = self.evict(self.max_bytes if max_bytes is None else max_bytes)
+        return removed, _remove_temps(self._scan()[1], temp_age)
 
     def info(self) -> tuple[int, int]:
         """(entries, bytes) on disk."""
-        files = list(self.objects.glob(f"*/*{SUFFIX}")) if self.objects.is_dir() else []
-        return len(files), sum(f.stat().st_size for f in files)
+        entries, _ = self._scan()
+        return len(entries), sum(s for _, s, _ in entries)
+
+    def temporary(self) -> tuple[int, int]:
+        """(count, bytes) of temporary files: writes under way, or left over by a writer that
+        died (the first write of a run removes those older than an hour, ``prune`` those older
+        than a minute)."""
+        temps = self._scan()[1]
+        return len(temps), sum(s for _, s, _ in temps)
 
     def clear(self) -> int:
         """Delete every entry (and leftover temp files); only our own files are touched."""
@@ -213,14 +457,39 @@ class DiskTier:
             if not shard.is_dir():
                 continue
             for f in shard.iterdir():
-                if f.name.endswith(SUFFIX) or f.name.startswith(".tmp-"):
+                if f.name.endswith(SUFFIX) or f.name.startswith(TMP_PREFIX):
                     f.unlink(missing_ok=True)
                     n += f.name.endswith(SUFFIX)
             try:
                 shard.rmdir()
             except OSError:
                 pass
+        with self._usage.lock:
+            self._usage.counted_at = None  # count again at the next write
         return n
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _remove_temps(temps: list[tuple[float, int, Path]], older_than: float
+                  ) -> list[tuple[Path, int]]:
+    """Delete the temporary files last written more than ``older_than`` seconds ago (a younger
+    one may belong to a writer still at work); what cannot be deleted stays."""
+    cutoff = time.time() - older_than
+    removed = []
+    for mtime, size, path in temps:
+        if mtime < cutoff:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append((path, size))
+    return removed
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:
@@ -231,7 +500,7 @@ def _own(t: torch.Tensor) -> torch.Tensor:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Readers see the old file or the whole new one, never a part (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -264,13 +533,16 @@ class Cache:
 
     ``Cache()`` uses this process's shared memory tier and the user cache directory;
     ``Cache(dir)`` another directory; ``Cache(disk=False)`` memory only; ``Cache.off()`` nothing.
+    ``max_bytes``: the disk tier's budget (default ``UNCLIP_CACHE_MAX_BYTES``, else 10 GiB).
+    Outputs of nodes declared ``disk_cache=False`` (see ``compute_keys``) skip the disk tier.
     """
 
     def __init__(self, dir: str | Path | None = None, *, memory: MemoryTier | None = None,
-                 disk: bool = True, enabled: bool = True):
+                 disk: bool = True, enabled: bool = True, max_bytes: int | None = None):
         self.enabled = enabled
         self.memory = memory if memory is not None else _SHARED_MEMORY
-        self.disk = DiskTier(dir or default_dir()) if disk and enabled else None
+        self.disk = (DiskTier(dir or default_dir(), max_bytes=max_bytes)
+                     if disk and enabled else None)
 
     @classmethod
     def off(cls) -> "Cache":
@@ -283,7 +555,7 @@ class Cache:
         value = self.memory.get(key)
         if value is not MISS:
             return value, "memory"
-        if self.disk is not None and stype.storable:
+        if self.disk is not None and stype.storable and key not in _MEMORY_ONLY:
             value = self.disk.get(key, stype)
             if value is not MISS:
                 self.memory.put(key, value)
@@ -294,5 +566,5 @@ class Cache:
         if not self.enabled or key is None:
             return
         self.memory.put(key, value)
-        if self.disk is not None and stype.storable:
+        if self.disk is not None and stype.storable and key not in _MEMORY_ONLY:
             self.disk.put(key, stype, value)

@@ -1,7 +1,8 @@
 """The ``unclip`` command: run / validate workflows, list node types, manage the cache.
 
 User mistakes (UserError) are printed to stderr as ``file:line:col: node, field: message`` and
-end with exit code 2 and no traceback; Ctrl-C stops a run cleanly with exit code 130.
+end with exit code 2 and no traceback; Ctrl-C stops a run cleanly with exit code 130, SIGTERM
+the same way with exit code 143.
 """
 from __future__ import annotations
 
@@ -16,32 +17,37 @@ from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
 from .cache import Cache, CacheWarning, default_dir, write_atomic
 from .comfy import (describe_reads, is_api, is_ui, load_source, moved_paths, pickle_problems,
-                    recorded_folder, to_api, to_ui, unsaved_outputs)
+                    png_metadata, recorded_folder, to_api, to_ui, unsaved_outputs)
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from . import sweep
 from .preset import SHIPPED, find_preset, list_presets
 from .validate import is_source, load
 
-EXIT_USER, EXIT_INTERRUPTED = 2, 130
+EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT, 128 + SIGTERM
 WORKFLOWS = SHIPPED
 """The shipped workflows (``preset.SHIPPED``): where ``unclip run NAME`` looks first."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CacheWarning)
-        warnings.showwarning = _show_warning
-        try:
-            return args.func(args)
-        except UserError as e:
-            print(str(e), file=sys.stderr)
-            if isinstance(e, UserErrors):
-                print(f"{len(e.errors)} problems found", file=sys.stderr)
-            return EXIT_USER
-        except KeyboardInterrupt:  # outside a run's own handling (e.g. while validating)
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    """Exit codes: 0 done, 2 a user mistake, 130 stopped by Ctrl-C, 143 by SIGTERM (a run
+    stops as after Ctrl-C: finished nodes cached, the summary and --report written)."""
+    _CtrlC.terminated = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CacheWarning)
+            warnings.showwarning = _show_warning
+            try:
+                args = _parser().parse_args(argv)
+                code = args.func(args)
+            except UserError as e:
+                print(str(e), file=sys.stderr)
+                if isinstance(e, UserErrors):
+                    print(f"{len(e.errors)} problems found", file=sys.stderr)
+                return EXIT_USER
+    except KeyboardInterrupt:  # outside a run's own handling (e.g. while validating)
+        print("interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if _CtrlC.terminated else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if code == EXIT_INTERRUPTED and _CtrlC.terminated else code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, metavar="FILE.json",
                      help="also write the run report as JSON here")
     cache_dir_arg(run)
+    run.add_argument("--cache-max-bytes", metavar="SIZE",
+                     help="most bytes the disk cache keeps (e.g. 500MB, 2GiB); the least recently "
+                          "used entries go first (default 10GiB, or UNCLIP_CACHE_MAX_BYTES)")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     run.add_argument("--sweep", dest="sweeps", action="append", default=[],
                      metavar="NAME=VALUES",
@@ -92,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="torch.compile the prior and decoder UNets (faster steps after a "
                           "compile per shape; results differ from eager in the last bits and "
                           "are cached apart)")
+    run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                     help="run the sweep's combinations on a Ray cluster: the one this machine "
+                          "joined (ray start), or ADDRESS, or 'local' (one started here); "
+                          "needs pip install 'unclip-nodes[ray]'")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="Ray workers (default: as many as the cluster's CPUs or GPUs allow)")
+    run.add_argument("--gpus-per-worker", type=float, default=None, metavar="X",
+                     help="GPUs each Ray worker takes (default 0; 1 to run on GPUs)")
+    run.add_argument("--cpus-per-worker", type=float, default=None, metavar="Y",
+                     help="CPUs each Ray worker takes, also its torch threads (default 1)")
     run.add_argument("--zip", action="store_true",
                      help="pair the --sweep lists by position instead of combining them")
     run.add_argument("--allow-pickle", action="store_true",
@@ -119,8 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="machine-readable schemas")
     nodes.set_defaults(func=cmd_nodes)
 
-    cache = sub.add_parser("cache", help="inspect or clear the disk cache")
-    cache.add_argument("action", choices=["info", "clear"])
+    cache = sub.add_parser("cache", help="inspect, prune or clear the disk cache")
+    cache.add_argument("action", choices=["info", "prune", "clear"],
+                       help="info: size and leftovers; prune: evict the least recently used "
+                            "entries down to the budget and delete leftover temporary files; "
+                            "clear: delete every entry")
+    cache.add_argument("--max-bytes", metavar="SIZE",
+                       help="prune: the budget to prune down to (default 10GiB, or "
+                            "UNCLIP_CACHE_MAX_BYTES)")
     cache_dir_arg(cache)
     cache.set_defaults(func=cmd_cache)
     return ap
@@ -174,7 +199,8 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _budgets(args) -> None:
+def _budgets(args) -> dict[str, int]:
+    """Apply --ram-budget / --vram-budget here; returned for the workers of --ray."""
     from ..nodes.manager import MANAGER, parse_bytes
     sizes = {}
     for name in ("ram_budget", "vram_budget"):
@@ -187,10 +213,12 @@ def _budgets(args) -> None:
             raise UserError(f"--{name.replace('_', '-')}: {e}", field=name) from None
     if sizes:
         MANAGER.set_budgets(**sizes)
+    return sizes
 
 
 def cmd_run(args) -> int:
-    _budgets(args)
+    budgets = _budgets(args)
+    _check_ray_args(args)
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give 1 (no batching) or more", field="batch")
     if getattr(args, "compile", False):
@@ -203,12 +231,16 @@ def cmd_run(args) -> int:
         _check_stored(rs, path, args.allow_pickle)
     if args.report and args.report.is_dir():  # say so before the run, not after it
         raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
-    cache = Cache.off() if args.no_cache else Cache(args.cache_dir)
+    if args.ray is not None:
+        return _run_on_ray(args, plan, budgets)
+    cache = Cache.off() if args.no_cache else Cache(
+        args.cache_dir, max_bytes=_size_arg(args, "cache_max_bytes"))
     stop = _CtrlC()
     try:
         with stop:
             result = execute(rs, out_dir=args.out, device=args.device, cache=cache,
-                             progress=True, interrupted=stop.pressed, batch=args.batch)
+                             progress=True, interrupted=stop.pressed, batch=args.batch,
+                             metadata=png_metadata)
     except RunInterrupted as e:
         print_summary(e.result)
         if plan:
@@ -227,6 +259,58 @@ def cmd_run(args) -> int:
             print(f"wrote {sheet}")
     if args.report:
         write_report(result, args.report)
+    return 0
+
+
+def _check_ray_args(args) -> None:
+    if args.ray is None:
+        given = [f"--{n.replace('_', '-')}" for n in ("workers", "gpus_per_worker",
+                                                      "cpus_per_worker")
+                 if getattr(args, n) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: only with --ray", field="ray")
+        return
+    if not args.sweeps:
+        raise UserError("--ray spreads a sweep's combinations over workers; give --sweep "
+                        "(a single run goes without --ray)", field="ray")
+    if args.batch != 1:
+        raise UserError("--batch calls the model once for several seeds on one machine; with "
+                        "--ray each combination runs on its own worker, so leave --batch out",
+                        field="batch")
+    for name in ("gpus_per_worker", "cpus_per_worker"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UserError(f"--{name.replace('_', '-')} {value:g}: give 0 or more", field=name)
+
+
+def _run_on_ray(args, plan, budgets: dict[str, int]) -> int:
+    """``--ray``: the sweep's combinations on Ray workers (``graph/cluster.py``)."""
+    from . import cluster
+    options = cluster.RayOptions(
+        address=args.ray, workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker or 0.0,
+        cpus_per_worker=args.cpus_per_worker if args.cpus_per_worker is not None else 1.0)
+    cache_dir = None if args.no_cache else (args.cache_dir or default_dir()).absolute()
+    stop = _CtrlC()
+    try:
+        with stop:
+            done = cluster.run_on_ray(plan, out_dir=args.out, options=options,
+                                      device=args.device, cache_dir=cache_dir,
+                                      cache_max_bytes=_size_arg(args, "cache_max_bytes"),
+                                      progress=True,
+                                      interrupted=stop.pressed, report=args.report,
+                                      budgets=budgets)
+    except RunInterrupted as e:
+        print_summary(e.result)
+        print("interrupted: finished combinations are kept; the same command resumes",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_summary(done.result)
+    workers = sorted(set(done.workers.values()))
+    print(f"sweep: {len(plan.combinations)} runs on {len(workers)} Ray worker(s)"
+          + (f", {done.resumed} done by an earlier run" if done.resumed else ""))
+    if done.grid:
+        print(f"wrote {done.grid}")
     return 0
 
 
@@ -267,7 +351,7 @@ def _is_comfy(path: Path) -> bool:
         return path.is_file()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not JSON we can read: the YAML reader says why
         return False
     return isinstance(data, dict) and (is_api(data) or is_ui(data) or is_api(data.get("prompt")))
 
@@ -296,26 +380,48 @@ def cmd_export(args) -> int:
 
 
 class _CtrlC:
-    """First Ctrl-C asks the run to stop at the next step; a second one stops it at once."""
+    """First Ctrl-C (or SIGTERM, as ``kill`` or a job scheduler sends it) asks the run to stop
+    at the next step; a second one stops it at once.  ``main`` then exits with 130 after
+    Ctrl-C, 143 after SIGTERM."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
+    terminated = False
+    """Whether a SIGTERM stopped this process's run (read by ``main``)."""
 
     def __init__(self):
         self.flag = False
+        self._old: dict = {}
 
     def pressed(self) -> bool:
         return self.flag
 
     def _handle(self, signum, frame):
+        if signum == getattr(signal, "SIGTERM", None):
+            _CtrlC.terminated = True
         if self.flag:
             raise KeyboardInterrupt
         self.flag = True
-        print("\nstopping after the current step (Ctrl-C again to stop now)", file=sys.stderr)
+        if signum == signal.SIGINT:
+            print("\nstopping after the current step (Ctrl-C again to stop now)",
+                  file=sys.stderr)
+        else:
+            print("\nterminated: stopping after the current step (Ctrl-C or another SIGTERM "
+                  "to stop now)", file=sys.stderr)
 
     def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handle)
+        for s in self.SIGNALS:
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except (ValueError, OSError):  # not the main thread, or not allowed here
+                pass
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
 
 
 def print_summary(result: RunResult) -> None:
@@ -362,15 +468,47 @@ def _param_text(p) -> str:
     return text + (" (required)" if p.required else f" = {json.dumps(p.default)}")
 
 
+def _size_arg(args, name: str) -> int | None:
+    """``--NAME SIZE`` (500MB, 2GiB, ...) in bytes; None when not given."""
+    text = getattr(args, name, None)
+    if text is None:
+        return None
+    from ..nodes.manager import parse_bytes
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise UserError(f"--{name.replace('_', '-')}: {e}", field=name) from None
+
+
+def _counted(files: list, one: str, many: str) -> str:
+    """``2 entries (1824 bytes)`` for a list of (path, size)."""
+    return f"{len(files)} {one if len(files) == 1 else many} ({sum(s for _, s in files)} bytes)"
+
+
 def cmd_cache(args) -> int:
-    cache = Cache(args.cache_dir)
+    max_bytes = _size_arg(args, "max_bytes")
+    if max_bytes is not None and args.action != "prune":
+        raise UserError("--max-bytes goes with `unclip cache prune`", field="max_bytes")
+    cache = Cache(args.cache_dir, max_bytes=max_bytes)
     disk = cache.disk
     if args.action == "clear":
         n = disk.clear()
         print(f"removed {n} entries from {disk.root}")
         return 0
+    if args.action == "prune":
+        entries, temps = disk.prune()
+        print(f"removed {_counted(entries, 'entry', 'entries')}, least recently used first, "
+              f"and {_counted(temps, 'temporary file', 'temporary files')} from {disk.root}")
+        for path, _ in temps:
+            print(f"  {path}")
+        left, size = disk.info()
+        print(f"now {left} entries, {size} bytes (budget {disk.max_bytes})")
+        return 0
     entries, size = disk.info()
-    print(f"path: {disk.root}\nentries: {entries}\nbytes: {size} ({size / 2**20:.1f} MiB)")
+    temps, temp_size = disk.temporary()
+    print(f"path: {disk.root}\nentries: {entries}\nbytes: {size} ({size / 2**20:.1f} MiB)\n"
+          f"budget: {disk.max_bytes} bytes ({disk.max_bytes / 2**30:.1f} GiB)\n"
+          f"temporary files: {temps} ({temp_size} bytes)")
     return 0
 
 

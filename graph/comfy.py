@@ -23,10 +23,10 @@ from typing import Any, Mapping
 
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
-from ..nodes.errors import UserError, UserErrors
+from ..nodes.errors import UserError, UserErrors, file_limit, over_limit, parse_json
 from ..nodes.image import PACK_DIR
-from .comfy_presets import PRESET_PREFIX, preset_spec
-from .preset import list_presets
+from .comfy_presets import PRESET_PREFIX
+from .preset import list_presets, preset_spec
 from .validate import SOURCE_PREFIX, VALUE_NODE, Resolved, load
 from .workflow import NODE_ID, suggest
 
@@ -475,45 +475,167 @@ def _relocated(fn, old: str | None, new: str | None):
 def read_json(path: Path) -> Any:
     from .workflow import read_text
     try:
-        return json.loads(read_text(path, "workflow file"))
+        text = read_text(path, "workflow file")
     except FileNotFoundError:
         raise UserError(f"workflow file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"JSON syntax error: {e.msg}", file=str(path), line=e.lineno,
-                        column=e.colno) from None
+    return parse_json(text, str(path))
 
 
-def png_text(path: Path) -> dict[str, str]:
-    """The text chunks of a PNG file (a UserError when it is not one)."""
-    from PIL import Image, UnidentifiedImageError
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+TEXT_TOTAL = 4
+"""The wanted text chunks of one PNG together may hold this many times the file limit (ours
+carry the workflow four times: our text, the API and UI JSON, the input values)."""
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _not_png(path: Path) -> UserError:
+    """The error for a file without the PNG signature: what it is, if Pillow knows."""
+    from PIL import Image
     try:
         with Image.open(path) as img:
-            if img.format != "PNG":
-                raise UserError(f"{path} is a {img.format} image; workflows are read from PNG "
-                                "files written by SaveImage")
-            img.load()  # text chunks after the image data are read only now
-            return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
+            fmt = img.format
+    except Exception:  # noqa: BLE001 -- not an image, or one Pillow refuses (a bomb): no name
+        fmt = None
+    if fmt:
+        return UserError(f"{path} is a {fmt} image; workflows are read from PNG files written "
+                         "by SaveImage")
+    return UserError(f"cannot read {path}: not a PNG image (nor any image Pillow can read); "
+                     "workflows are read from PNG files written by SaveImage")
+
+
+def _unpack(data: bytes, limit: int) -> tuple[bytes | None, int]:
+    """(text, size) of a zlib stream, or (None, size) when it unpacks to more than ``limit``
+    bytes (size then counts on to 16 times the limit, at most)."""
+    import zlib
+    try:
+        d = zlib.decompressobj()
+        out = d.decompress(data, limit + 1)
+        if len(out) <= limit and not d.unconsumed_tail:
+            return out, len(out)
+        size, rest = len(out), d.unconsumed_tail
+        while rest and size <= 16 * limit:
+            size += len(d.decompress(rest, limit))
+            rest = d.unconsumed_tail
+        return None, size
+    except zlib.error as e:
+        raise _Damaged(f"a compressed text chunk is damaged ({e})") from None
+
+
+def _text_chunk(ctype: bytes, data: bytes, limit: int) -> tuple[str, str | None, int]:
+    """(key, text or None when over ``limit``, its size in bytes) of one text chunk; size -1
+    for an iTXt chunk that is not UTF-8 (Pillow skips those)."""
+    key, _, rest = data.partition(b"\0")
+    name = key.decode("latin-1")
+    if ctype == b"tEXt":
+        return name, rest.decode("latin-1") if len(rest) <= limit else None, len(rest)
+    if ctype == b"zTXt":
+        if rest[:1] != b"\0":
+            raise _Damaged(f"text chunk '{name}' uses an unknown compression method")
+        raw, size = _unpack(rest[1:], limit)
+        return name, None if raw is None else raw.decode("latin-1"), size
+    flag, method, rest = rest[:1], rest[1:2], rest[2:]  # iTXt
+    _, _, rest = rest.partition(b"\0")  # language tag
+    _, _, rest = rest.partition(b"\0")  # translated keyword
+    if flag == b"\1":
+        if method != b"\0":
+            raise _Damaged(f"text chunk '{name}' uses an unknown compression method")
+        raw, size = _unpack(rest, limit)
+    else:
+        raw, size = (rest if len(rest) <= limit else None), len(rest)
+    if raw is None:
+        return name, None, size
+    try:
+        return name, raw.decode("utf-8"), size
+    except UnicodeDecodeError:
+        return name, "", -1
+
+
+def png_text(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The text chunks of a PNG file (only those named ``keys``, when given), read without
+    decoding the image; a UserError when it is not a PNG, is damaged, or a wanted chunk holds
+    more than UNCLIP_MAX_FILE_BYTES (what a workflow file may have; Pillow's own limit, 1 MB
+    unpacked, would refuse big workflows that our SaveImage wrote) or all of them more than
+    four times that."""
+    import struct
+    import zlib
+    limit = file_limit()
+    out: dict[str, str] = {}
+    total, pictured = 0, False
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                raise _not_png(path)
+            while True:
+                head = f.read(8)
+                if len(head) < 8 and pictured:
+                    break  # no IEND after the image data: Pillow takes such files too
+                if len(head) < 8:
+                    raise _Damaged("the file is truncated (it ends before its image data)")
+                length, ctype = struct.unpack(">I4s", head)
+                if length > 0x7FFFFFFF:
+                    raise _Damaged(f"a chunk claims {length:,} bytes")
+                if ctype == b"IEND":
+                    break
+                if ctype not in _TEXT_CHUNKS:
+                    pictured = pictured or ctype == b"IDAT"
+                    f.seek(length + 4, 1)
+                    continue
+                start = f.read(min(length, 80))  # the keyword: 1 to 79 bytes and a NUL
+                name = start.partition(b"\0")[0].decode("latin-1")
+                if keys is not None and name not in keys:
+                    f.seek(length - len(start) + 4, 1)
+                    continue
+                if ctype != b"zTXt" and length > limit + 512:  # refused before it is read
+                    raise over_limit(f"{path}: its text chunk '{name}' holds {length:,} bytes",
+                                     length, limit, "FILE_BYTES")
+                data = start + f.read(length - len(start))
+                crc = f.read(4)
+                if len(data) < length or len(crc) < 4:
+                    raise _Damaged("the file is truncated")
+                if zlib.crc32(ctype + data) != struct.unpack(">I", crc)[0]:
+                    raise _Damaged(f"text chunk '{name}' is damaged (its checksum is wrong)")
+                name, text, size = _text_chunk(ctype, data, limit)
+                if size < 0:
+                    continue
+                if text is None:
+                    more = "more than " if size > 16 * limit else ""
+                    raise UserError(f"{path}: its text chunk '{name}' holds {more}{size:,} "
+                                    f"bytes, more than the limit of {limit:,}; to allow it, "
+                                    f"set UNCLIP_MAX_FILE_BYTES={size}")
+                total += size
+                if total > TEXT_TOTAL * limit:
+                    need = -(-total // TEXT_TOTAL)
+                    raise UserError(f"{path}: its text chunks hold more than {total:,} bytes, "
+                                    f"more than the limit of {TEXT_TOTAL * limit:,} ({TEXT_TOTAL} "
+                                    f"x UNCLIP_MAX_FILE_BYTES); to allow it, set "
+                                    f"UNCLIP_MAX_FILE_BYTES={need}")
+                out[name] = text
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except _Damaged as e:
         raise UserError(f"cannot read {path} as a PNG image: {e}") from None
+    return out
 
 
 def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved:
     """The workflow a PNG was made with: our YAML chunk with the input values of that run
     (``--set`` still overrides them), else ComfyUI's API ``prompt`` chunk."""
-    text = png_text(path)
+    text = png_text(path, (YAML_TEXT, INPUTS, YAML_FILE))
+    if YAML_TEXT not in text:
+        text = png_text(path, (PROMPT,))  # a PNG of ComfyUI's (its chunks: read only now)
     if YAML_TEXT in text:
         label = f"{path}[{YAML_TEXT}]"
         stored: dict[str, Any] = {}
         if INPUTS in text:
-            try:
-                stored = json.loads(text[INPUTS])
-            except json.JSONDecodeError as e:
-                raise UserError(f"the {INPUTS} chunk is not valid JSON: {e.msg}",
-                                file=str(path)) from None
+            stored = parse_json(text[INPUTS], f"{path}[{INPUTS}]", f"the {INPUTS} chunk: JSON")
             if not isinstance(stored, dict):
                 raise UserError(f"the {INPUTS} chunk must be a JSON object", file=str(path))
         original = Path(text.get(YAML_FILE, ""))
@@ -529,11 +651,7 @@ def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved
         return rs
     if PROMPT in text:
         label = f"{path}[{PROMPT}]"
-        try:
-            api = json.loads(text[PROMPT])
-        except json.JSONDecodeError as e:
-            raise UserError(f"the {PROMPT} chunk is not valid JSON: {e.msg}",
-                            file=str(path)) from None
+        api = parse_json(text[PROMPT], label, f"the {PROMPT} chunk: JSON")
         if not is_api(api):
             raise UserError(f"the {PROMPT} chunk is not an API-format workflow", file=str(path))
         return load_api(api, overrides, file=label)
@@ -575,7 +693,7 @@ def recorded_folder(path: Path) -> Path | None:
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
     try:
-        name = png_text(path).get(YAML_FILE)
+        name = png_text(path, (YAML_FILE,)).get(YAML_FILE)
     except UserError:
         return None
     return Path(name).parent if name else None

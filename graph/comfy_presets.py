@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes import declare, runtime
-from ..nodes.declare import (COMFY_PREFIX, REQUIRED, Input, NodeSpec, Output, Param)
+from ..nodes.declare import COMFY_PREFIX, Param
 from ..nodes.errors import UserError
 from . import preset as presets
+from .preset import CATEGORY, preset_spec  # noqa: F401 -- preset_spec: named here too
 from .cache import Cache
 from .workflow import MISSING, Workflow, WorkflowInput
 
 log = logging.getLogger("unclip_nodes.presets")
 
 PRESET_PREFIX = COMFY_PREFIX + "preset:"
-CATEGORY = "unCLIP/presets"
 _INT_LIMIT = 2**63 - 1
 _ZERO = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}
 
@@ -149,10 +149,11 @@ def preset_class(name: str, path: Path) -> type | None:
         extra = {k: kwargs.pop(h, None) for h, k in zip(hidden, ("prompt", "extra_pnginfo"))}
         values = {n: kwargs[n] for n in sockets if n in kwargs}
         overrides = {n: kwargs[n] for n in fields if n in kwargs}
-        from .run import run_workflow
-        with runtime.comfy_host(**extra) as host:
-            result = run_workflow(path, overrides, values=values, cache=Cache(disk=False),
-                                  host=host)
+        from .run import execute
+        from .validate import load
+        with runtime.comfy_host(**extra) as host:  # ComfyUI's host records its own metadata
+            result = execute(load(path, overrides, values=values), cache=Cache(disk=False),
+                             host=host)
             ui = runtime.take_ui() if output_node else None
         out = tuple(result.outputs[n] for n in sig.outputs)
         return {"ui": ui, "result": out} if ui else out
@@ -188,26 +189,3 @@ def preset_class(name: str, path: Path) -> type | None:
         "__module__": __name__,
         "PRESET_PATH": str(path),
     })
-
-
-def preset_spec(name: str) -> NodeSpec | None:
-    """A preset seen as a node type, for reading ComfyUI prompts that use its class: its value
-    inputs as parameters, its socket inputs as inputs, its outputs.  None if there is no such
-    preset; UserError if it does not load."""
-    path = presets.find_preset(name)
-    if path is None:
-        return None
-    sig = presets.signature(path)
-    params = []
-    for n, wi in sig.inputs.items():
-        if wi.socket:
-            continue
-        try:
-            params.append(Param(n, wi.type, REQUIRED if wi.default is MISSING else wi.default))
-        except (TypeError, ValueError):
-            params.append(Param(n, wi.type))
-    return NodeSpec(type=presets.PREFIX + name, fn=lambda **_: None, category=CATEGORY,
-                    description=sig.description,
-                    inputs=tuple(Input(n, wi.type) for n, wi in sig.inputs.items() if wi.socket),
-                    params=tuple(params),
-                    outputs=tuple(Output(n, t) for n, t in sig.outputs.items()))

@@ -61,7 +61,7 @@ def preview(name: str, device: str = "auto") -> Image.Image:
     """Run ``workflows/<name>.yaml`` with its defaults and lay out the PNGs it saves (one, or
     several side by side), enlarged for a thumbnail."""
     from .cache import Cache
-    from .run import run_workflow
+    from .api import run_workflow
     with tempfile.TemporaryDirectory() as out:
         result = run_workflow(WORKFLOWS / f"{name}.yaml", out_dir=out, device=device,
                               cache=Cache.off())

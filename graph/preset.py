@@ -25,22 +25,25 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from ..nodes import declare
-from ..nodes.declare import Param
+from ..nodes.declare import REQUIRED, Input, NodeSpec, Output, Param
 from ..nodes.errors import UserError
-from .validate import _link_target, _upstream_output
 from .workflow import (BAD, MISSING, NAME, TOP_KEYS, At, NodeDecl, Origin, PresetError, Problems,
-                       Workflow, WorkflowInput, read, show, suggest)
+                       Workflow, WorkflowInput, link_target, read, show, suggest,
+                       upstream_output)
 
 PREFIX = "preset:"
+CATEGORY = "unCLIP/presets"
+"""Where presets appear as nodes (ComfyUI's menu)."""
 SHIPPED = Path(__file__).resolve().parent.parent / "workflows"
 ENV = "UNCLIP_PRESETS"
 MAX_NODES = 10_000
-"""Presets that use presets several times over grow fast; past this, say so instead."""
+"""The most nodes a workflow may have once its presets are expanded, unless UNCLIP_MAX_NODES
+says otherwise (presets that use presets several times over grow fast)."""
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 SUFFIXES = (".yaml", ".yml")
 
@@ -204,7 +207,6 @@ class PresetSignature:
 
 def signature(path: str | Path) -> PresetSignature:
     """Read (and expand) a preset file; raise UserError(s) when it is not usable."""
-    from .validate import read_expanded
     why = screen(Path(path))
     if why is not None:
         raise UserError(not_a_workflow(why, Path(path)))
@@ -456,8 +458,8 @@ def _bind(wf: Workflow, use: _Use, presets: set[str], redirect, source_type, ctx
     for name, at in decl.links.items():
         wi, written = child.inputs.get(name), at.value
         if _plain_link(at.value, presets):
-            target = _link_target(wf, at, ctx.p, node=who, field=name)
-            if target is None or _upstream_output(wf, *target, at, ctx.p, node=who,
+            target = link_target(wf, at, ctx.p, node=who, field=name)
+            if target is None or upstream_output(wf, *target, at, ctx.p, node=who,
                                                   field=name) is None:
                 at = replace(at, value=BAD)  # reported (or its node's type is)
         at = redirect(at, node=who, field=name)
@@ -565,3 +567,50 @@ def _value(wf: Workflow, wi: WorkflowInput, at: At, label: str, ctx: _Ctx, nid: 
                 field=wi.name)
         return replace(at, value=BAD)
     return at
+
+
+# --- a workflow with its presets expanded ---------------------------------------------------
+
+def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
+    """Parse ``source`` and expand its preset nodes inline; problems are collected in ``p``.
+    More nodes than the limit is an error raised at once (nothing else is checked then)."""
+    from ..nodes.errors import env_limit
+    wf, p = read(source)
+    limit = env_limit("NODES", MAX_NODES)
+    if len(wf.nodes) > limit:  # before expanding: presets only add nodes
+        raise _too_many_nodes(wf, len(wf.nodes), limit)
+    wf = expand(wf, p)
+    if len(wf.nodes) > limit:
+        raise _too_many_nodes(wf, len(wf.nodes), limit)
+    return wf, p
+
+
+def _too_many_nodes(wf: Workflow, count: int, limit: int) -> UserError:
+    from ..nodes.errors import over_limit
+    return over_limit(f"the workflow has {count:,} nodes (presets expanded)", count, limit,
+                      "NODES", file=wf.file)
+
+
+# --- a preset as a node type -------------------------------------------------------------------
+
+def preset_spec(name: str) -> NodeSpec | None:
+    """A preset seen as a node type, for reading ComfyUI prompts that use its class: its value
+    inputs as parameters, its socket inputs as inputs, its outputs.  None if there is no such
+    preset; UserError if it does not load."""
+    path = find_preset(name)
+    if path is None:
+        return None
+    sig = signature(path)
+    params = []
+    for n, wi in sig.inputs.items():
+        if wi.socket:
+            continue
+        try:
+            params.append(Param(n, wi.type, REQUIRED if wi.default is MISSING else wi.default))
+        except (TypeError, ValueError):
+            params.append(Param(n, wi.type))
+    return NodeSpec(type=PREFIX + name, fn=lambda **_: None, category=CATEGORY,
+                    description=sig.description,
+                    inputs=tuple(Input(n, wi.type) for n, wi in sig.inputs.items() if wi.socket),
+                    params=tuple(params),
+                    outputs=tuple(Output(n, t) for n, t in sig.outputs.items()))

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import networkx as nx
 import torch
@@ -30,8 +30,7 @@ from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
 from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
-from .comfy import png_metadata
-from .validate import Resolved, load
+from .validate import Resolved
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
 INTERRUPTED, NOT_RUN = "interrupted", "not run"  # only after Ctrl-C
@@ -82,37 +81,6 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, *,
-                 values: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
-                 device: str = "auto", cache: Cache | None = None,
-                 report: str | Path | None = None, progress: bool = False,
-                 interrupted: Callable[[], bool] | None = None, host: Host | None = None,
-                 batch: int = 1) -> RunResult:
-    """Validate and run a workflow (a YAML path or a mapping).
-
-    ``values``: Python values for socket-typed workflow inputs (``{"image": tensor}``), keyed
-    in the cache by their content; an IMAGE input also takes a file path in ``overrides``.
-    ``cache``: None = the default cache (shared memory tier + user cache dir), ``Cache.off()``
-    for none.  ``report``: also write the run report there as JSON.  ``progress``: tqdm bars.
-    ``host``: run under this host's device, output folder, PNG metadata, progress and
-    interruption (ComfyUI's, for a preset node) instead of the executor's own.
-    ``batch``: run up to this many nodes that differ only in their batch parameter (the seeds of
-    a sweep) in one model call (see ``execute``).
-    Raises UserError(s) for mistakes, RunInterrupted when ``interrupted()`` turns true.
-    """
-    resolved = load(source, overrides, values=values)
-    try:
-        result = execute(resolved, out_dir=out_dir, device=device, cache=cache,
-                         progress=progress, interrupted=interrupted, host=host, batch=batch)
-    except RunInterrupted as e:
-        if report:
-            write_report(e.result, report)
-        raise
-    if report:
-        write_report(result, report)
-    return result
-
-
 def check_device(device: str) -> None:
     try:
         dev = runtime.resolve_device(device) if device != "auto" else None
@@ -125,11 +93,17 @@ def check_device(device: str) -> None:
 
 def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = None,
             progress: bool = False, interrupted: Callable[[], bool] | None = None,
-            host: Host | None = None, batch: int = 1) -> RunResult:
+            host: Host | None = None, batch: int = 1,
+            metadata: Callable[[Resolved], dict[str, str]] | None = None) -> RunResult:
     """Run a resolved workflow.  ``batch`` > 1: nodes that declare a batch parameter and differ
     only in it (a sweep's seeds) run up to ``batch`` at a time in one model call; each still
     draws from its own seed, but the batched arithmetic differs in the last bits, so such runs
-    are cached apart (see ``compute_keys``).  Default 1: bit-exact."""
+    are cached apart (see ``compute_keys``).  Default 1: bit-exact.
+
+    ``metadata(run)``: the text chunks savers write into their files for a run (the caller's:
+    the executor does not know what a host records; ``api.run_workflow`` gives ComfyUI's prompt
+    and workflow plus our own); for a sweep's combined graph it is asked once per combination.
+    None: no metadata (a ``host`` brings its own)."""
     if rs.unbound:
         names = ", ".join(f"'{n}' ({rs.workflow.inputs[n].type})" for n in rs.unbound)
         raise UserError(f"cannot run: the socket input(s) {names} have no value; it is a preset "
@@ -175,13 +149,13 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
 
     def part_meta(part: Resolved) -> dict:
         if id(part) not in metas:
-            metas[id(part)] = png_metadata(part)
+            metas[id(part)] = metadata(part) if metadata is not None else {}
         return metas[id(part)]
 
     current = [""]
     if host is None:
         host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
-                    metadata={} if rs.parts else png_metadata(written),  # ComfyUI's + ours
+                    metadata={} if rs.parts or metadata is None else metadata(written),
                     progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
     check_output_places(rs, to_run, Path(host.output_dir))
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
@@ -194,7 +168,7 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
                     raise Interrupted()
                 current[0] = nid
                 bar.set_postfix_str(nid)
-                if nid in rs.parts and rs.nodes[nid].spec.output_node:
+                if nid in rs.parts and rs.nodes[nid].spec.output_node and metadata is not None:
                     host.metadata = part_meta(rs.parts[nid])  # a sweep: each file, its own run
                 if nid in groups:
                     _run_group(rs, groups[nid], keys, cache, values, records)
@@ -218,8 +192,8 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
     at the end.  The output folder is checked only when something will write there: a saver
     runs, or a sweep with an IMAGE output writes its contact sheet.  Creates nothing."""
     from ..nodes.image import folder_problem, output_place_problem
-    savers = [nid for nid in to_run if rs.nodes[nid].spec.output_node
-              and isinstance(rs.nodes[nid].params.get("prefix"), str)]
+    savers = [nid for nid in to_run if rs.nodes[nid].spec.prefix is not None
+              and isinstance(rs.nodes[nid].params.get(rs.nodes[nid].spec.prefix), str)]
     sheet = bool(rs.parts) and any(rs.nodes[src].spec.output(out).type == "IMAGE"
                                    for src, out in rs.outputs.values())
     if not savers and not sheet:
@@ -231,13 +205,14 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
     errors = []
     for nid in savers:
         rn = rs.nodes[nid]
+        name = rn.spec.prefix
         try:
-            why = output_place_problem(root, rn.params["prefix"])
+            why = output_place_problem(root, rn.params[name])
         except UserError as e:  # a bad prefix: validation has said so already
             why = e.message
         if why:
-            errors.append(rn.locate(UserError(f"cannot save {rn.params['prefix']!r} there: "
-                                              f"{why}", field="prefix"), rs.workflow.file))
+            errors.append(rn.locate(UserError(f"cannot save {rn.params[name]!r} there: {why}",
+                                              field=name), rs.workflow.file))
     if errors:
         raise errors[0] if len(errors) == 1 else UserErrors(errors)
 
@@ -337,7 +312,7 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
         values[(nid, out.name)] = value
         if key is not None:
             cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
-        if rn.spec.output_node and out.type == "STRING" and isinstance(value, str):
+        if out.name == rn.spec.files and isinstance(value, str):
             rec.files += [line for line in value.splitlines() if line.strip()]
 
 
@@ -345,8 +320,7 @@ def write_error(e: OSError, rn) -> UserError:
     """A saver's failed write (disk full, permissions taken away mid-run) as a UserError naming
     the file; what ran before it is cached already."""
     what = f"cannot write {e.filename}" if e.filename else "cannot write its files"
-    return UserError(f"{what}: {e.strerror or e}",
-                     field="prefix" if rn.spec.param("prefix") else None)
+    return UserError(f"{what}: {e.strerror or e}", field=rn.spec.prefix)
 
 
 def batch_groups(rs: Resolved, to_run: list[str], size: int) -> dict[str, list[str]]:

@@ -35,6 +35,7 @@ from ..nodes.errors import UserError, UserErrors
 from ..nodes.errors import env_limit, over_limit
 from . import dag
 from .cache import Cache, compute_keys
+from .comfy import png_metadata
 from .run import RunInterrupted, RunResult, execute, write_report
 from .validate import Resolved, ResolvedNode, read_expanded, resolve
 from .workflow import Problems, Workflow, read_text, suggest
@@ -117,9 +118,35 @@ class SweepPlan:
     zip: bool
     grid_output: str | None       # the workflow output the contact sheet shows
     shared: dict[str, int] = field(default_factory=dict)  # node id -> combinations using it
+    members: list[list[str]] = field(default_factory=list)
+    """Per combination, the ids of the combined graph's nodes its single run is made of."""
 
     def output_name(self, combo: Combination, name: str) -> str:
         return f"{combo.tag}/{name}"
+
+    def combination_graph(self, index: int) -> Resolved:
+        """The combined graph cut down to one combination: its nodes (under their combined ids,
+        so cache keys, file prefixes and PNG metadata are the sweep's) and its outputs.  A saver
+        that several combinations share is kept by the first of them only, so that spreading
+        the combinations over workers (``--ray``) writes its files once, as a local sweep does."""
+        rs, tag = self.resolved, self.combinations[index].tag + "/"
+        owner = self._saver_owners()
+        keep = [mid for mid in self.members[index]
+                if not rs.nodes[mid].spec.output_node or owner[mid] == index]
+        nodes = {mid: rs.nodes[mid] for mid in keep}
+        outputs = {k: v for k, v in rs.outputs.items() if k.startswith(tag)}
+        edges = [(src, mid) for mid, rn in nodes.items() for src, _ in rn.links.values()]
+        return replace(rs, nodes=nodes, outputs=outputs, graph=dag.build(nodes, edges),
+                       parts={mid: rs.parts[mid] for mid in keep if mid in rs.parts})
+
+    def _saver_owners(self) -> dict[str, int]:
+        if not hasattr(self, "_owners"):
+            owners: dict[str, int] = {}
+            for ci, ids in enumerate(self.members):
+                for mid in ids:
+                    owners.setdefault(mid, ci)
+            self._owners = owners
+        return self._owners
 
 
 def combination_limit(max_combinations: int | None = None) -> int:
@@ -174,8 +201,13 @@ def plan_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
         combos.append(Combination(inputs, shown, run))
     if problems:
         raise _combined(problems, len(rows))
-    merged, shared = _merge(wf, combos, [s.name for s in sweeps])
-    return SweepPlan(merged, sweeps, combos, zip, _grid_output(combos[0].run), shared)
+    merged, users = _merge(wf, combos, [s.name for s in sweeps])
+    members: list[list[str]] = [[] for _ in combos]
+    for mid in merged.nodes:  # in the combined graph's order
+        for ci in users[mid]:
+            members[ci].append(mid)
+    return SweepPlan(merged, sweeps, combos, zip, _grid_output(combos[0].run),
+                     {mid: len(u) for mid, u in users.items()}, members)
 
 
 def _typed_values(wf: Workflow, sweeps: list[Sweep], overrides: dict,
@@ -298,8 +330,9 @@ def _depends(wf: Workflow, run: Resolved, swept: list[str]) -> dict[str, list[st
 
 
 def _merge(wf: Workflow, combos: list[Combination], swept: list[str]
-           ) -> tuple[Resolved, dict[str, int]]:
-    """One graph for all combinations; a node whose cache key another already has is that node."""
+           ) -> tuple[Resolved, dict[str, set[int]]]:
+    """One graph for all combinations; a node whose cache key another already has is that node.
+    Also returns, per node, the combinations that use it."""
     deps = _depends(wf, combos[0].run, swept)
     nodes: dict[str, ResolvedNode] = {}
     parts: dict[str, Resolved] = {}
@@ -320,9 +353,9 @@ def _merge(wf: Workflow, combos: list[Combination], swept: list[str]
             mid = f"{tag}/{nid}" if tag else nid
             links = {k: (alias[src], out) for k, (src, out) in rn.links.items()}
             params = dict(rn.params)
-            prefix = rn.spec.param("prefix")
-            if rn.spec.output_node and tag and prefix is not None and prefix.type == "STRING":
-                params["prefix"] = f"{params['prefix']}_{tag}"
+            prefix = rn.spec.prefix
+            if tag and prefix is not None and isinstance(params.get(prefix), str):
+                params[prefix] = f"{params[prefix]}_{tag}"
             same = nodes.get(mid)
             if same is not None and same.spec is rn.spec and same.params == params \
                     and same.links == links:
@@ -344,7 +377,7 @@ def _merge(wf: Workflow, combos: list[Combination], swept: list[str]
     base = {k: v for k, v in combos[0].run.inputs.items() if k not in swept}
     merged = Resolved(combos[0].run.workflow, base, nodes, outputs, dag.build(nodes, edges),
                       parts=parts)
-    return merged, {mid: len(u) for mid, u in users.items()}
+    return merged, users
 
 
 def _grid_output(run: Resolved) -> str | None:
@@ -383,7 +416,8 @@ def run_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
     out = Path(out_dir) if out_dir is not None else Path.cwd() / "output"
     try:
         result = execute(plan.resolved, out_dir=out, device=device, cache=cache,
-                         progress=progress, interrupted=interrupted, batch=batch)
+                         progress=progress, interrupted=interrupted, batch=batch,
+                         metadata=png_metadata)
     except RunInterrupted as e:
         e.result.extra["sweep"] = describe(plan, None)
         if report:
@@ -421,8 +455,26 @@ def contact_sheet(plan: SweepPlan, result: RunResult, out_dir: Path) -> Path | N
     cells = []
     for c in plan.combinations:
         img = result.outputs.get(plan.output_name(c, plan.grid_output))
-        if isinstance(img, torch.Tensor) and img.dim() == 4 and img.shape[0] > 0:
-            cells.append((c.tag, img))
+        frames = cell_frames(img)
+        if frames:
+            cells.append((c.tag, frames))
+    return write_contact_sheet(plan, cells, out_dir)
+
+
+def cell_frames(img: Any) -> list:
+    """A combination's grid image as the 8-bit RGB pictures its cell shows (a batch side by
+    side); [] when it is not an image.  Pictures, not tensors: what a worker sends back
+    (``--ray``) and what a resumed sweep reads from disk give the same sheet."""
+    if not (isinstance(img, torch.Tensor) and img.dim() == 4 and img.shape[0] > 0):
+        return []
+    from ..nodes.image import tensor_to_pil
+    return [tensor_to_pil(f[..., :3] if f.shape[-1] >= 3 else f.expand(*f.shape[:-1], 3))
+            .convert("RGB") for f in img]
+
+
+def write_contact_sheet(plan: SweepPlan, cells: list[tuple[str, list]], out_dir: Path
+                        ) -> Path | None:
+    """The contact sheet of ``cells`` (tag, pictures), numbered like a saver's files."""
     if not cells:
         return None
     n = len(cells)
@@ -444,13 +496,11 @@ def contact_sheet(plan: SweepPlan, result: RunResult, out_dir: Path) -> Path | N
     return path
 
 
-def _compose(cells: list[tuple[str, torch.Tensor]], columns: int):
+def _compose(cells: list[tuple[str, list]], columns: int):
     """Cells (each a batch, shown side by side) on a white sheet with a label strip under each."""
     from PIL import Image, ImageDraw
 
-    from ..nodes.image import tensor_to_pil
-    frames = [[tensor_to_pil(f[..., :3] if f.shape[-1] >= 3 else f.expand(*f.shape[:-1], 3))
-               for f in img] for _, img in cells]
+    frames = [pictures for _, pictures in cells]
     small = max(max(fr.width for fr in row) for row in frames)
     if small < MIN_CELL:
         k = math.ceil(MIN_CELL / small)
@@ -467,7 +517,7 @@ def _compose(cells: list[tuple[str, torch.Tensor]], columns: int):
     for i, ((tag, _), row) in enumerate(zip_(cells, frames)):
         x, y = (i % columns) * (cw + pad), (i // columns) * (ch + pad)
         for fr in row:
-            sheet.paste(fr.convert("RGB"), (x, y))
+            sheet.paste(fr, (x, y))
             x += fr.width
         draw.text(((i % columns) * (cw + pad) + 1, y + ch - LABEL_HEIGHT), tag, fill=(0, 0, 0))
     return sheet

@@ -18,8 +18,9 @@ from ..nodes import declare, runtime
 from ..nodes.declare import NodeSpec, Output, Param, parse_literal
 from ..nodes.errors import UserError
 from . import dag
-from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, place, read, show,
-                       suggest)
+from .preset import MAX_NODES, read_expanded  # noqa: F401 -- callers find them here too
+from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, link_target, place,
+                       show, suggest, upstream_output)
 
 
 @dataclass
@@ -71,32 +72,6 @@ def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = Non
     ``preset``: check a preset definition: socket inputs may stay without a value."""
     wf, p = read_expanded(source)
     return resolve(wf, p, overrides, values=values, preset=preset)
-
-
-MAX_NODES = 10_000
-"""The most nodes a workflow may have once its presets are expanded, unless UNCLIP_MAX_NODES
-says otherwise."""
-
-
-def read_expanded(source: str | Path | Mapping) -> tuple[Workflow, Problems]:
-    """Parse ``source`` and expand its preset nodes inline; problems are collected in ``p``.
-    More nodes than the limit is an error raised at once (nothing else is checked then)."""
-    from ..nodes.errors import env_limit
-    from .preset import expand
-    wf, p = read(source)
-    limit = env_limit("NODES", MAX_NODES)
-    if len(wf.nodes) > limit:  # before expanding: presets only add nodes
-        raise _too_many_nodes(wf, len(wf.nodes), limit)
-    wf = expand(wf, p)
-    if len(wf.nodes) > limit:
-        raise _too_many_nodes(wf, len(wf.nodes), limit)
-    return wf, p
-
-
-def _too_many_nodes(wf: Workflow, count: int, limit: int) -> UserError:
-    from ..nodes.errors import over_limit
-    return over_limit(f"the workflow has {count:,} nodes (presets expanded)", count, limit,
-                      "NODES", file=wf.file)
 
 
 def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = None, *,
@@ -379,10 +354,10 @@ def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,
             out = Output(target[1], wi.type)
             written = at.value
         else:
-            target = _link_target(wf, at, p, node=nid, field=name)
+            target = link_target(wf, at, p, node=nid, field=name)
             if target is None:
                 continue
-            out = _upstream_output(wf, *target, at, p, node=nid, field=name)
+            out = upstream_output(wf, *target, at, p, node=nid, field=name)
             written = ".".join(target)
         src, out_name = target
         edges.append((src, nid))
@@ -398,47 +373,6 @@ def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,
             p.add(f"missing required input '{inp.name}' ({inp.type}): link it under 'links' as "
                   "'<node>.<output>'", decl.at, node=nid, field=inp.name)
     return links
-
-
-def _link_target(wf: Workflow, at: At, p: Problems, **where) -> tuple[str, str] | None:
-    """``'node.output'`` -> (node, output) when the node exists; reports why not otherwise."""
-    ref = at.value
-    if ref is BAD:
-        return None
-    if isinstance(ref, str) and ref.startswith("$") and NAME.match(ref[1:]):
-        wi = wf.inputs.get(ref[1:])
-        if wi is None or not wi.socket:
-            p.add(f"a link takes '<node id>.<output name>'; {ref!r} would need a socket-typed "
-                  f"workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only presets have",
-                  at, **where)
-        return None  # a socket input outside a preset is reported on the input
-    if not isinstance(ref, str) or "." not in ref or ref.startswith(".") or ref.endswith("."):
-        hint = ""
-        if isinstance(ref, str) and ref in wf.nodes:
-            spec = _spec(wf.nodes[ref])
-            if spec and spec.outputs:
-                hint = f", e.g. '{ref}.{spec.outputs[0].name}'"
-        p.add(f"a link must be written '<node id>.<output name>'{hint}, got {show(ref)}", at,
-              **where)
-        return None
-    src, out_name = ref.rsplit(".", 1)
-    if src not in wf.nodes:
-        p.add(f"link '{ref}': there is no node '{src}'{suggest(src, wf.nodes)}", at, **where)
-        return None
-    return src, out_name
-
-
-def _upstream_output(wf: Workflow, src: str, out_name: str, at: At, p: Problems, **where):
-    spec = _spec(wf.nodes[src])
-    if spec is None:
-        return None  # its unknown type is reported on that node
-    out = spec.output(out_name)
-    if out is None:
-        names = [o.name for o in spec.outputs]
-        p.add(f"link '{src}.{out_name}': {spec.type} has no output '{out_name}'"
-              f"{suggest(out_name, names)}; its outputs: {', '.join(names) or 'none'}", at,
-              **where)
-    return out
 
 
 def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str, Any],
@@ -500,8 +434,8 @@ def _check_outputs(wf: Workflow, p: Problems) -> dict[str, tuple[str, str]]:
             p.add(f"output '{name}': {ref!r} is a workflow input; an output names a node's "
                   "output, '<node id>.<output name>'", at, field=name)
             continue
-        target = _link_target(wf, at, p, field=name)
-        if target and _upstream_output(wf, *target, at, p, field=name) is not None:
+        target = link_target(wf, at, p, field=name)
+        if target and upstream_output(wf, *target, at, p, field=name) is not None:
             outputs[name] = target
     return outputs
 

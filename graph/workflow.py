@@ -18,7 +18,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..nodes.declare import _show as show  # how parameter errors name a value; same wording
-from ..nodes.errors import UserError, UserErrors
+from ..nodes.errors import MAX_FILE_BYTES, UserError, UserErrors  # noqa: F401 -- and a home
+# for MAX_FILE_BYTES: the largest file read whole, refused before reading (UNCLIP_MAX_FILE_BYTES)
 
 TOP_KEYS = ("description", "inputs", "nodes", "outputs")
 NODE_KEYS = ("type", "links", "params")
@@ -31,9 +32,6 @@ NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 MISSING = object()
 """Default of a workflow input that must be given with ``--set``."""
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present; both keep marks
-MAX_FILE_BYTES = 16 << 20
-"""The largest file read whole (a workflow, a preset, a sweep's @file) unless
-UNCLIP_MAX_FILE_BYTES says otherwise: a bigger one is refused before it is read."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +258,49 @@ def _dump(mapping: Mapping) -> str:
         return repr(mapping)
 
 
+def _opened(context) -> str | None:
+    """What PyYAML's context names when its mark is where something was opened (a quote, a
+    '[' or '{') that the parser found unclosed, or badly continued, only further on."""
+    context = str(context or "")
+    if "quoted scalar" in context:
+        return "quote"
+    return {"while parsing a flow sequence": "'['",
+            "while parsing a flow mapping": "'{'"}.get(context)
+
+
+def _syntax_error(e: yaml.MarkedYAMLError, text: str, file: str | None) -> UserError:
+    """A YAML syntax error placed where the user has to look.  A quote, '[' or '{' that is
+    never closed makes the parser run to the end of the file: the error is placed where it was
+    opened (PyYAML's context mark) and says where the parser noticed (its problem mark).  Other
+    errors are placed where the parser noticed, naming where the quote or bracket concerned
+    began."""
+    ctx, prob = e.context_mark, e.problem_mark
+    problem = str(e.problem or "invalid YAML")
+    opened = _opened(e.context)
+    if opened and ctx is not None and prob is not None and \
+            (ctx.line, ctx.column) != (prob.line, prob.column):
+        if prob.index >= len(text.rstrip()):  # ran to the end: the opener is what is wrong
+            what = "quote" if opened == "quote" else opened
+            return UserError(f"YAML syntax error: unclosed {what} started here (the parser "
+                             f"noticed at the end of the file, line {prob.line + 1}: "
+                             f"{problem})", file=file, line=ctx.line + 1,
+                             column=ctx.column + 1)
+        began = (f"column {ctx.column + 1}" if ctx.line == prob.line
+                 else f"line {ctx.line + 1}, column {ctx.column + 1}")
+        where = (f"in the quoted text that began at {began}" if opened == "quote" else
+                 f"in the {opened} that began at {began}: is it closed, and are its items "
+                 "separated by ','?")
+        return UserError(f"YAML syntax error: {problem}, {where}", file=file,
+                         line=prob.line + 1, column=prob.column + 1)
+    mark = prob or ctx
+    msg = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
+    if ctx is not None and prob is not None and ctx.line != prob.line and e.context:
+        msg += f" (that began at line {ctx.line + 1})"
+    return UserError(f"YAML syntax error: {msg}", file=file,
+                     line=mark.line + 1 if mark else None,
+                     column=mark.column + 1 if mark else None)
+
+
 class _Tree:
     """A uniform view of YAML nodes (with marks) and plain Python values (without)."""
 
@@ -280,13 +321,17 @@ class _Tree:
                             file=file, line=text.count("\n", 0, pos) + 1,
                             column=pos - text.rfind("\n", 0, pos)) from None
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            msg = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
-            raise UserError(f"YAML syntax error: {msg}", file=file,
-                            line=mark.line + 1 if mark else None,
-                            column=mark.column + 1 if mark else None) from None
+            raise _syntax_error(e, text, file) from None
         except yaml.YAMLError as e:
             raise UserError(f"YAML syntax error: {e}", file=file) from None
+        except RecursionError:  # PyYAML's pure-Python composer recurses into nested values
+            try:
+                mark = loader.get_mark()
+            except Exception:  # noqa: BLE001 -- only a place for the message
+                mark = None
+            raise UserError("YAML syntax error: nested too deeply (lists and mappings inside "
+                            "each other)", file=file, line=mark.line + 1 if mark else None,
+                            column=mark.column + 1 if mark else None) from None
         if node is None:
             raise UserError("the workflow is empty", file=file)
         return cls._wrap(node, loader)
@@ -346,14 +391,61 @@ class _Tree:
         if self._loader is None:
             return self.raw
         try:
-            return self._loader.construct_object(self.raw, deep=True)
+            value = self._loader.construct_object(self.raw, deep=True)
+        except RecursionError:
+            problems.add("cannot read this value: it is nested too deeply (lists and mappings "
+                         "inside each other)", self.at)
+            return BAD
+        except ValueError as e:
+            if "integer string conversion" in str(e):  # more digits than Python converts
+                e = _too_many_digits()
+            problems.add(f"cannot read this value: {getattr(e, 'problem', None) or e}", self.at)
+            return BAD
         except Exception as e:  # noqa: BLE001 -- any failure to build a user value is their YAML
             problems.add(f"cannot read this value: {getattr(e, 'problem', None) or e}", self.at)
             return BAD
+        why = _unusable_number(value)
+        if why:
+            problems.add(f"cannot read this value: {why}", self.at)
+            return BAD
+        return value
 
 
 BAD = object()
 """Placeholder for a value that could not be read (already reported)."""
+
+
+def _max_digits() -> int:
+    import sys
+    return sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+
+
+def _too_many_digits() -> ValueError:
+    return ValueError(f"a number with more than {_max_digits() or 4300:,} digits is too long")
+
+
+def _unusable_number(value: Any) -> str | None:
+    """Why a number in ``value`` (a YAML scalar, or lists and mappings of them) cannot be used,
+    or None: a hex, octal or binary integer too long to be written in decimal (Python refuses
+    to print it, so every message and cache key would fail; decimal ones fail to parse)."""
+    most = _max_digits()
+    todo, seen = [value], 0
+    while todo and seen < 100_000:
+        v = todo.pop()
+        seen += 1
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int) and most and v.bit_length() > most * 3:  # near the limit
+            try:
+                str(v)
+            except ValueError:
+                return str(_too_many_digits())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+    return None
 
 
 def _socket_types() -> dict:
@@ -485,3 +577,52 @@ def _read_nodes(tree: _Tree, wf: Workflow, p: Problems) -> None:
             for name, fat, v in sect.items(p, f"'{section}' of node '{nid}'", node=nid):
                 target[name] = At(v.value(p), v.at.line or fat.line, v.at.column or fat.column)
         wf.nodes[nid] = decl
+
+
+# --- links --------------------------------------------------------------------------------------
+
+def node_spec(decl: NodeDecl):
+    """The registered NodeSpec of a declaration's type, or None (unknown or not a string)."""
+    from ..nodes import declare
+    return declare.get(decl.type.value) if isinstance(decl.type.value, str) else None
+
+
+def link_target(wf: Workflow, at: At, p: Problems, **where) -> tuple[str, str] | None:
+    """``'node.output'`` -> (node, output) when the node exists; reports why not otherwise."""
+    ref = at.value
+    if ref is BAD:
+        return None
+    if isinstance(ref, str) and ref.startswith("$") and NAME.match(ref[1:]):
+        wi = wf.inputs.get(ref[1:])
+        if wi is None or not wi.socket:
+            p.add(f"a link takes '<node id>.<output name>'; {ref!r} would need a socket-typed "
+                  f"workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only presets have",
+                  at, **where)
+        return None  # a socket input outside a preset is reported on the input
+    if not isinstance(ref, str) or "." not in ref or ref.startswith(".") or ref.endswith("."):
+        hint = ""
+        if isinstance(ref, str) and ref in wf.nodes:
+            spec = node_spec(wf.nodes[ref])
+            if spec and spec.outputs:
+                hint = f", e.g. '{ref}.{spec.outputs[0].name}'"
+        p.add(f"a link must be written '<node id>.<output name>'{hint}, got {show(ref)}", at,
+              **where)
+        return None
+    src, out_name = ref.rsplit(".", 1)
+    if src not in wf.nodes:
+        p.add(f"link '{ref}': there is no node '{src}'{suggest(src, wf.nodes)}", at, **where)
+        return None
+    return src, out_name
+
+
+def upstream_output(wf: Workflow, src: str, out_name: str, at: At, p: Problems, **where):
+    spec = node_spec(wf.nodes[src])
+    if spec is None:
+        return None  # its unknown type is reported on that node
+    out = spec.output(out_name)
+    if out is None:
+        names = [o.name for o in spec.outputs]
+        p.add(f"link '{src}.{out_name}': {spec.type} has no output '{out_name}'"
+              f"{suggest(out_name, names)}; its outputs: {', '.join(names) or 'none'}", at,
+              **where)
+    return out

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,7 @@ import torch
 from .errors import UserError
 from .types import socket_type
 
-POCKET = Path(__file__).resolve().parent.parent / "models" / "pocket"
-"""The bundled pocket checkpoint, what ``path: pocket`` means."""
+from .folders import POCKET  # noqa: F401 -- where loaders and tests look for it
 
 # Model handles travel along links like any value; they have no codec, so never reach the disk.
 CLIP_TEXT = socket_type("UNCLIP_CLIP_TEXT", "CLIP text encoder + tokenizer (model handle)")
@@ -57,13 +58,85 @@ def err(msg: str, field: str = "path") -> UserError:
 
 
 def read_json(p: Path, field: str = "path") -> dict:
+    """A component's (or the checkpoint's) JSON config: an object whose values that this
+    pack's own checks and handles read have the types they need (``CONFIG_TYPES``), else a
+    UserError naming the file and the key."""
+    from .errors import file_limit, over_limit, parse_json
+    limit = file_limit()
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        with open(p, "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise over_limit(f"{p} has more than {limit:,} bytes", len(raw), limit,
+                             "FILE_BYTES", field=field)
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise err(f"cannot read {p}: {e}", field) from None
+    try:
+        data = parse_json(text, None, "JSON")
+    except UserError as e:
+        where = f" (line {e.line}, column {e.column})" if e.line is not None else ""
+        raise err(f"cannot read {p}: {e.message}{where}", field) from None
     if not isinstance(data, dict):
-        raise err(f"{p} does not hold a JSON object", field)
+        raise err(f"{p} does not hold a JSON object (it holds {_json_kind(data)})", field)
+    for scope, cfg in [("", data)] + [(f"{k}.", v) for k, v in data.items()
+                                      if k in ("text_config", "vision_config")]:
+        if not isinstance(cfg, dict):
+            raise err(f"{p}: '{scope[:-1]}' must be an object, got {_json_kind(cfg)}", field)
+        for key, (what, ok) in CONFIG_TYPES.items():
+            if key in cfg and not ok(cfg[key]):
+                raise err(f"{p}: '{scope}{key}' must be {what}, got "
+                          f"{_json_value(cfg[key])}", field)
     return data
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a text", bool: "true or false",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _json_value(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:36] + " ..."
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _wholes(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(_whole(x) for x in v)
+
+
+_TYPES = {
+    "whole": ("a whole number", _whole),
+    "whole?": ("a whole number or null", lambda v: v is None or _whole(v)),
+    "wholes": ("a list of whole numbers", _wholes),
+    "whole|wholes": ("a whole number or a list of them", lambda v: _whole(v) or _wholes(v)),
+    "whole|wholes?": ("a whole number, a list of them or null",
+                      lambda v: v is None or _whole(v) or _wholes(v)),
+    "number?": ("a number or null", lambda v: v is None or (isinstance(v, (int, float))
+                                                            and not isinstance(v, bool))),
+    "size": ("a whole number or an object of them (height, width)",
+             lambda v: _whole(v) or (isinstance(v, dict) and all(map(_whole, v.values())))),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "text?": ("a text or null", lambda v: v is None or isinstance(v, str)),
+}
+CONFIG_TYPES = {key: _TYPES[kind] for key, kind in {
+    "in_channels": "whole", "out_channels": "whole", "latent_channels": "whole",
+    "block_out_channels": "wholes", "sample_size": "whole|wholes",
+    "cross_attention_dim": "whole|wholes?", "embedding_dim": "whole",
+    "embedding_proj_dim": "whole?", "clip_embed_dim": "whole?", "num_embeddings": "whole",
+    "projection_dim": "whole", "hidden_size": "whole", "max_position_embeddings": "whole",
+    "image_size": "whole", "clip_embeddings_dim": "whole", "time_embed_dim": "whole?",
+    "time_embedding_dim": "whole?", "encoder_hid_dim": "whole?", "model_max_length": "number?",
+    "num_train_timesteps": "whole?", "crop_size": "size", "do_center_crop": "bool",
+    "class_embed_type": "text?", "variance_type": "text?", "addition_embed_type": "text?",
+    "encoder_hid_dim_type": "text?", "encoder_hid_proj_type": "text?",
+}.items()}
+"""The config values that this pack's fit checks and handles compute with (before any model
+is built), and the types they must have; everything else is the model classes' to check
+when they are built (``load_part``)."""
 
 
 def mismatch_collector():
@@ -80,6 +153,51 @@ def mismatch_collector():
 
 def hash_file(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:32]
+
+
+def _hash_stream(p: Path) -> str:
+    """``hash_file`` for files too big to read whole (weights)."""
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+RECENT_SECONDS = (2.0, 0.1)
+"""How close to now an mtime is "recent": on file systems with whole-second mtimes (FAT, HFS+,
+ext3, some network shares) a second write in the same second or two keeps the mtime; with finer
+stamps the clock still ticks in steps of some milliseconds."""
+_SEEN: dict[str, tuple[tuple, str | None, bool]] = {}
+"""path -> ((size, mtime_ns, inode, ctime_ns) last seen, its content hash or None, whether it
+was not recent then)"""
+
+
+def weight_identity(f: Path) -> list:
+    """A weights file's identity: ``[size, mtime_ns]``, cheap and enough while those are
+    trusted; ``[size, mtime_ns, content hash]`` when in doubt, that is when
+
+    - the mtime is recent (a rewrite within the same clock step would not change it), or
+    - this process saw the file with the same size and mtime but another inode or ctime: it
+      was replaced or rewritten, and its mtime put back (``cp -p``, ``rsync -t``, ``os.utime``).
+
+    Once hashed, a file keeps its hash in its identity for as long as it stays as it was then
+    (so keys do not flip back); a recent file is hashed again on every call."""
+    st = f.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    coarse = st.st_mtime_ns % 1_000_000_000 == 0
+    window = RECENT_SECONDS[0] if coarse else RECENT_SECONDS[1]
+    recent = abs(time.time_ns() - st.st_mtime_ns) < window * 1e9
+    path = os.path.abspath(f)
+    seen = _SEEN.get(path)
+    if seen is not None and seen[0] == stamp and seen[2]:
+        digest = seen[1]  # as it was when last looked at, and that was not while recent
+    else:
+        replaced = seen is not None and seen[0][:2] == stamp[:2] and seen[0] != stamp
+        hashed = seen is not None and seen[0] == stamp  # hashed while recent: once more now
+        digest = _hash_stream(f) if recent or replaced or hashed else None
+        _SEEN[path] = (stamp, digest, not recent)
+    return [st.st_size, st.st_mtime_ns] + ([digest] if digest else [])
 
 
 def existing_dir(path: str, field: str = "path") -> Path:
@@ -112,7 +230,8 @@ def pipeline_class(root: Path, field: str = "path") -> str | None:
 def scan_weights(folder: Path, key: str, files: dict, *, weighted: bool,
                  allow_pickle: bool) -> list[UserError]:
     """Record the identity of ``folder``'s files under ``key/`` in ``files`` (configs by content,
-    weights by size and mtime) and return what is wrong with its weights."""
+    weights by size and mtime, and content when those are in doubt: ``weight_identity``) and
+    return what is wrong with its weights."""
     weights = []
     for f in sorted(folder.rglob("*")):
         if not f.is_file():
@@ -121,8 +240,7 @@ def scan_weights(folder: Path, key: str, files: dict, *, weighted: bool,
         if f.suffix in (".json", ".txt"):
             files[rel] = hash_file(f)
         elif f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES:
-            st = f.stat()
-            files[rel] = [st.st_size, st.st_mtime_ns]
+            files[rel] = weight_identity(f)
             weights.append(f)
     if not weighted:
         return []
@@ -143,7 +261,7 @@ class Checkpoint:
 
     root: Path
     parts: dict[str, dict]                 # logical component -> its config (JSON)
-    files: dict[str, list] = field(repr=False)   # key -> [size, mtime_ns] or content hash
+    files: dict[str, list] = field(repr=False)   # key -> weight_identity() or content hash
     family: str = "karlo"
     dirs: dict[str, Path] = field(default_factory=dict, repr=False)   # component -> folder
     classes: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
@@ -224,11 +342,64 @@ def read_component(folder: Path, library: str, name: str, device: torch.device,
     return model.to(device).eval().requires_grad_(False)
 
 
+BUILD_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
+                AssertionError, RuntimeError)
+"""What diffusers' and transformers' constructors raise for a config value of the wrong type or
+size (a text where a number belongs, a number where a list does)."""
+
+
+def config_file(folder: Path) -> Path:
+    """The config a component is built from (the folder itself when it has none)."""
+    for name in ("config.json", "scheduler_config.json", "tokenizer_config.json",
+                 "preprocessor_config.json"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder
+
+
+def config_error(folder: Path, name: str, e: BaseException) -> UserError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text if len(text) <= 300 else text[:296] + " ..."
+    return UserError(f"{config_file(folder)}: the config does not build a {name} "
+                     f"({type(e).__name__}{': ' + text if text else ''})")
+
+
+def _config_problem(folder: Path, library: str, name: str) -> BaseException | None:
+    """The error that building ``library.name`` from ``folder``'s config alone raises (on the
+    meta device: no memory, no weights), or None when it builds: then the weights are what
+    failed."""
+    try:
+        with torch.device("meta"):
+            if library == "transformers":
+                import transformers
+                cls = getattr(transformers, name)
+                if name.endswith("Tokenizer") or name.endswith("TokenizerFast"):
+                    return None
+                cls(cls.config_class.from_pretrained(str(folder), local_files_only=True))
+            else:
+                if library == "unclip":
+                    from . import textproj as module
+                else:
+                    import diffusers as module
+                cls = getattr(module, name)
+                cls.from_config(cls.load_config(str(folder), local_files_only=True))
+    except Exception as e:  # noqa: BLE001 -- whatever it is, the config causes it
+        return e
+    return None
+
+
 def instantiate(ck: Checkpoint, part: str, device: str | torch.device = "meta",
                 dtype: torch.dtype = torch.float32):
     """A component built from its config alone, with random (or, on the meta device, no)
     weights: the same classes and configs ``load_part`` reads, for measuring real sizes without
-    the real files."""
+    the real files.  A config that does not build its class is a UserError naming the file."""
+    try:
+        return _instantiate(ck, part, device, dtype)
+    except BUILD_ERRORS as e:
+        raise config_error(ck.dir(part), ck.classes[part][1], e) from e
+
+
+def _instantiate(ck: Checkpoint, part: str, device: str | torch.device, dtype: torch.dtype):
     library, name = ck.classes[part]
     cfg = {k: v for k, v in ck.config(part).items()}
     with torch.device(device):
@@ -280,19 +451,25 @@ def estimate_bytes(folder: Path, dtype: torch.dtype) -> int:
             with open(f, "rb") as fh:
                 n = int.from_bytes(fh.read(8), "little")
                 header = json.loads(fh.read(n)) if 0 < n < (100 << 20) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # loading it will say what is wrong
             header = {}
-        if not header:
-            total += f.stat().st_size if f.exists() else 0
+        try:
+            total += _header_bytes(header, size) if header else f.stat().st_size
+        except (AttributeError, TypeError, ValueError):  # a damaged header: loading says so
+            total += f.stat().st_size
+    return total
+
+
+def _header_bytes(header: dict, size: int) -> int:
+    total = 0
+    for name, t in header.items():
+        if name == "__metadata__" or not isinstance(t, dict):
             continue
-        for name, t in header.items():
-            if name == "__metadata__" or not isinstance(t, dict):
-                continue
-            numel = 1
-            for d in t.get("shape", []):
-                numel *= int(d)
-            kind = t.get("dtype", "F32")
-            total += numel * (size if kind.startswith(("F", "BF")) else _ELEMENT.get(kind, 4))
+        numel = 1
+        for d in t.get("shape", []):
+            numel *= int(d)
+        kind = t.get("dtype", "F32")
+        total += numel * (size if kind.startswith(("F", "BF")) else _ELEMENT.get(kind, 4))
     return total
 
 
@@ -311,6 +488,10 @@ def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtyp
         except UserError:
             raise
         except Exception as e:  # a corrupt or truncated file is the user's to fix
+            wrong = _config_problem(folder, library, name) if isinstance(e, BUILD_ERRORS) \
+                else None
+            if wrong is not None:  # the config itself does not build the model
+                raise config_error(folder, name, wrong) from e
             raise UserError(f"cannot load {folder.name}/ of {folder.parent}: "
                             f"{type(e).__name__}: {e}") from e
         LOADED.append((str(folder.parent), part))

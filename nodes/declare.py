@@ -175,12 +175,21 @@ class NodeSpec:
     display_name: str = ""
     output_node: bool = False
     cacheable: bool = True
+    disk_cache: bool = True
+    """False: outputs are cached in memory only, never written to the disk cache: for nodes that
+    are cheap to recompute from a file that is already the source of truth (LoadImage)."""
     fingerprint: Callable[[dict], Any] | None = None
     check: Callable[[dict], None] | None = None
     infer: Callable[[dict, dict], dict | None] | None = None
     batch: str | None = None
     """A parameter (``seed``) that may be given as a tuple: the function then runs once per
     value in one batched call and returns one result per value (``call_batch``)."""
+    prefix: str | None = None
+    """A saver's STRING parameter that names its files under the output folder: the executor
+    checks the place before anything runs, and a sweep adds the swept values to it."""
+    files: str | None = None
+    """A saver's STRING output that lists the files it wrote, one per line (the run report's
+    ``files``)."""
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -193,6 +202,12 @@ class NodeSpec:
             raise TypeError(f"node {self.type}: duplicate output names")
         self._by_name.update({s.name: s for s in self.inputs})
         self._by_name.update({p.name: p for p in self.params})
+        if self.prefix is not None and (self.param(self.prefix) is None
+                                        or self.param(self.prefix).type != "STRING"):
+            raise TypeError(f"node {self.type}: prefix={self.prefix!r} is not a STRING parameter")
+        if self.files is not None and (self.output(self.files) is None
+                                       or self.output(self.files).type != "STRING"):
+            raise TypeError(f"node {self.type}: files={self.files!r} is not a STRING output")
 
     def field(self, name: str) -> Input | Param | None:
         return self._by_name.get(name)
@@ -272,11 +287,14 @@ REGISTRY: dict[str, NodeSpec] = {}
 def node(type: str, *, category: str, description: str, inputs: Iterable[Input] = (),
          params: Iterable[Param] = (), outputs: Iterable[Output] = (), version: str = "1",
          display_name: str = "", output_node: bool = False, cacheable: bool = True,
-         fingerprint: Callable[[dict], Any] | None = None,
+         disk_cache: bool = True, fingerprint: Callable[[dict], Any] | None = None,
          check: Callable[[dict], None] | None = None,
          infer: Callable[[dict, dict], dict | None] | None = None,
-         batch: str | None = None):
+         batch: str | None = None, prefix: str | None = None, files: str | None = None):
     """Declare a node type.  Decorates the function that does the work and registers the spec.
+
+    A saver (``output_node``) names the parameter that prefixes its files (``prefix``) and the
+    output that lists what it wrote (``files``).
 
     ``fingerprint(params)`` returns extra JSON-able cache-key material computed before running
     (a checkpoint's identity, an input file's hash); it may raise UserError (missing file).
@@ -291,8 +309,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
         spec = NodeSpec(type=type, fn=fn, category=category, description=description,
                         inputs=tuple(inputs), params=tuple(params), outputs=tuple(outputs),
                         version=version, display_name=display_name, output_node=output_node,
-                        cacheable=cacheable, fingerprint=fingerprint, check=check, infer=infer,
-                        batch=batch)
+                        cacheable=cacheable, disk_cache=disk_cache, fingerprint=fingerprint,
+                        check=check, infer=infer, batch=batch, prefix=prefix, files=files)
         from .types import SOCKET_TYPES  # registered before any node module is imported
         for s in (*spec.inputs, *spec.outputs):
             if s.type not in SOCKET_TYPES:

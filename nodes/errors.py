@@ -89,6 +89,16 @@ def env_limit(name: str, default: int) -> int:
     return value
 
 
+MAX_FILE_BYTES = 16 << 20
+"""The largest file read whole (a workflow, a preset, a sweep's @file, a PNG text chunk holding a
+workflow) unless UNCLIP_MAX_FILE_BYTES says otherwise."""
+
+
+def file_limit() -> int:
+    """The bytes a file read whole may have: UNCLIP_MAX_FILE_BYTES, else 16 MiB."""
+    return env_limit("FILE_BYTES", MAX_FILE_BYTES)
+
+
 def over_limit(text: str, count: int, limit: int, name: str, arg: str | None = None,
                **where) -> UserError:
     """The error for ``count`` (said in ``text``) over ``limit``, saying how to raise it: the
@@ -96,3 +106,79 @@ def over_limit(text: str, count: int, limit: int, name: str, arg: str | None = N
     how = f"UNCLIP_MAX_{name}={count}" + (f" (or {arg}={count})" if arg else "")
     return UserError(f"{text}, more than the limit of {limit:,}; to allow it, set {how}",
                      **where)
+
+
+# --- JSON that cannot hurt ---------------------------------------------------------------------
+
+class _BadNumber(ValueError):
+    def __init__(self, literal: str, why: str):
+        super().__init__(why)
+        self.literal, self.why = literal, why
+
+
+def _short(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[:n - 4] + "..."
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise _BadNumber(literal, f"the number {_short(literal)} is too large")
+    return value
+
+
+def _whole(literal: str) -> int:
+    import sys
+    most = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    digits = len(literal.lstrip("-"))
+    if most and digits > most:
+        raise _BadNumber(literal, f"a number with {digits:,} digits is too long (at most "
+                                  f"{most:,})")
+    return int(literal)
+
+
+def _constant(literal: str) -> float:
+    raise _BadNumber(literal, f"{literal} is not a JSON number; give a finite number")
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """(depth, position) of the deepest '[' or '{' outside strings (the first such place)."""
+    import re
+    depth = best = where = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > best:
+                best, where = depth, m.start()
+        elif c in "]}":
+            depth -= 1
+    return best, where
+
+
+def parse_json(text: str, file: str | None = None, what: str = "JSON") -> object:
+    """``json.loads`` whose every failure is a UserError placed in ``file`` (line and column
+    where known): syntax errors, nesting too deep for Python (RecursionError), numbers Python
+    will not read (an integer of more digits than ``sys.get_int_max_str_digits()``) or that
+    overflow to infinity, and NaN/Infinity, which JSON does not have."""
+    import json
+    try:
+        return json.loads(text, parse_float=_finite, parse_int=_whole, parse_constant=_constant)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} syntax error: {e.msg}", file=file, line=e.lineno,
+                        column=e.colno) from None
+    except _BadNumber as e:
+        pos = text.find(e.literal)
+        line, col = _line_col(text, pos) if pos >= 0 else (None, None)
+        raise UserError(f"{what}: {e.why}", file=file, line=line, column=col) from None
+    except RecursionError:
+        depth, pos = _deepest(text)
+        line, col = _line_col(text, pos)
+        raise UserError(f"{what} nested too deeply: {depth:,} levels of [ and {{", file=file,
+                        line=line, column=col) from None
+    except ValueError as e:  # anything else json refuses (e.g. a lone surrogate in a key)
+        raise UserError(f"{what}: cannot read it: {e}", file=file) from None

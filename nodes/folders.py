@@ -16,6 +16,13 @@ from pathlib import Path
 
 from .errors import UserError
 
+PACK_DIR = Path(__file__).resolve().parent.parent
+"""The pack's own folder (the repository root): the last place a relative path is looked up,
+so that ``workflows/images/...`` names the shipped sample images from anywhere, also inside
+an installed wheel."""
+POCKET = PACK_DIR / "models" / "pocket"
+"""The bundled pocket checkpoint, what ``path: pocket`` means."""
+
 FOLDER_TYPE = "unclip"
 """The model folder type we register with ComfyUI's folder_paths."""
 
@@ -109,7 +116,6 @@ def inside(path: Path, folders) -> bool:
 def confine_model(path: Path, field: str = "path") -> None:
     """Inside ComfyUI: a UserError unless ``path`` lies in one of its unclip model folders (or is
     the bundled pocket model)."""
-    from .checkpoint import POCKET
     if comfy_folder_paths() is None or inside(path, [POCKET]):
         return
     roots = model_roots()
@@ -129,7 +135,6 @@ def input_files() -> list[str]:
     names = [f.name for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
     if hasattr(fp, "filter_files_content_types"):
         names = fp.filter_files_content_types(names, ["image"])
-    from .image import PACK_DIR
     samples = sorted(f"workflows/images/{f.name}"
                      for f in (PACK_DIR / "workflows" / "images").glob("*.png"))
     return sorted(names) + samples
@@ -144,7 +149,6 @@ def comfy_input_path(name: str, field: str = "path") -> Path | None:
     folder = Path(fp.get_input_directory())
     p = Path(fp.get_annotated_filepath(name)) if hasattr(fp, "get_annotated_filepath") \
         else folder / name
-    from .image import PACK_DIR
     if not p.is_absolute():
         p = folder / p
     sample = PACK_DIR / "workflows" / "images" / Path(name).name

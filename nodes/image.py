@@ -33,8 +33,8 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import runtime
 from .declare import Input, Output, Param, node
-from .errors import UserError, env_limit, over_limit  # noqa: F401
-from .folders import input_files
+from .errors import UserError, env_limit, file_limit, over_limit  # noqa: F401
+from .folders import PACK_DIR, input_files  # PACK_DIR: also named here
 
 CATEGORY = "unCLIP/image"
 SIZE_MAX = 16384
@@ -97,10 +97,6 @@ def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
 # --- LoadImage ----------------------------------------------------------------------------------
 
 
-PACK_DIR = Path(__file__).resolve().parent.parent
-"""The pack's own folder (the repository root): the last place a relative path is looked up,
-so that ``workflows/images/...`` names the shipped sample images from anywhere, also inside
-ComfyUI (the example workflows in ``example_workflows/`` use such paths)."""
 
 
 def resolve_input_path(path: str) -> Path:
@@ -136,19 +132,61 @@ def _read_file(path: str) -> tuple[Path, bytes]:
 _PILLOW_CHECK = threading.Lock()
 
 
+TEXT_MEMORY = 4
+"""A PNG's text chunks (its metadata) may hold this many times UNCLIP_MAX_FILE_BYTES in all,
+one chunk that limit (Pillow's own limits, 1 MB a chunk unpacked and 64 MB in all, refuse the
+PNGs that SaveImage writes for a big workflow)."""
+
+
+def text_limits() -> tuple[int, int]:
+    """(bytes of one PNG text chunk, of all of them) that LoadImage accepts: never less than
+    Pillow's own limits, more when UNCLIP_MAX_FILE_BYTES (a workflow's size) needs it."""
+    limit = file_limit()
+    return (max(limit, PngImagePlugin.MAX_TEXT_CHUNK),
+            max(TEXT_MEMORY * limit, PngImagePlugin.MAX_TEXT_MEMORY))
+
+
 @contextlib.contextmanager
 def _our_size_check() -> Iterator[None]:
     """Pillow's own decompression-bomb check off (it would warn or refuse by its threshold,
-    not ours): the caller has checked the size against our limit.  The lock keeps two of our
-    loads from restoring each other's setting wrongly."""
+    not ours): the caller has checked the size against our limit; and its limits on PNG text
+    chunks ours (``text_limits``).  The lock keeps two of our loads from restoring each
+    other's settings wrongly."""
+    chunk, memory = text_limits()
     with _PILLOW_CHECK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        before = Image.MAX_IMAGE_PIXELS
+        before = (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK,
+                  PngImagePlugin.MAX_TEXT_MEMORY)
         Image.MAX_IMAGE_PIXELS = None
+        PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = chunk, memory
         try:
             yield
         finally:
-            Image.MAX_IMAGE_PIXELS = before
+            (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK,
+             PngImagePlugin.MAX_TEXT_MEMORY) = before
+
+
+IMAGE_KINDS = "PNG, JPEG, WebP, ..."
+
+
+def _unreadable(p: Path, e: BaseException) -> UserError:
+    """The message for a file Pillow cannot open or decode: it names the file, never the
+    in-memory buffer Pillow was given (``<_io.BytesIO object at 0x...>``)."""
+    text = str(e)
+    if isinstance(e, UnidentifiedImageError) or "cannot identify image file" in text:
+        return UserError(f"cannot read image {p}: not an image Pillow can read ({IMAGE_KINDS})",
+                         field="path")
+    if isinstance(e, ValueError) and ("text chunk" in text or "Too Large" in text
+                                      or "too large" in text.lower()):
+        chunk, memory = text_limits()
+        return UserError(f"cannot read image {p}: its PNG text chunks (metadata) are larger than "
+                         f"the limit ({chunk:,} bytes a chunk, {memory:,} in all); to allow "
+                         "more, set UNCLIP_MAX_FILE_BYTES to a larger number", field="path")
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "it", text)
+    if "truncated" in text.lower() or isinstance(e, (EOFError, SyntaxError)):
+        return UserError(f"cannot read image {p}: the file is truncated or damaged ({text})",
+                         field="path")
+    return UserError(f"cannot read image {p}: {text or type(e).__name__}", field="path")
 
 
 def _open_image(p: Path, data: bytes) -> Image.Image:
@@ -158,9 +196,8 @@ def _open_image(p: Path, data: bytes) -> Image.Image:
     try:
         with _our_size_check():
             img = Image.open(io.BytesIO(data))  # reads the header only
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{p} is not an image this tool can read (PNG, JPEG, WebP, ...): {e}",
-                        field="path") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise _unreadable(p, e) from None
     pixels = img.width * img.height
     if pixels > limit:
         raise over_limit(f"{p} is too large to load: {img.width} x {img.height} = {pixels:,} "
@@ -172,8 +209,22 @@ def _load_fingerprint(params: dict) -> dict:
     """The file's identity: resolved path and content hash, so editing the file invalidates the
     cache.  Also catches a missing or unrecognisable file at validation time."""
     p, data = _read_file(params.get("path", ""))
-    _open_image(p, data)
+    img = _open_image(p, data)
+    if img.format == "PNG":  # a truncated PNG is found now, not when the run reaches it
+        _check_png(p, data)
     return {"path": str(p), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _check_png(p: Path, data: bytes) -> None:
+    """Pillow's verify() of a PNG: every chunk there and its checksum right, without
+    decoding the pixels."""
+    try:
+        with _our_size_check():
+            Image.open(io.BytesIO(data)).verify()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise _unreadable(p, e) from None
+    except Exception as e:  # noqa: BLE001 -- struct.error and the like: a damaged file
+        raise _unreadable(p, SyntaxError(str(e) or type(e).__name__)) from None
 
 
 @node("LoadImage", category=CATEGORY,
@@ -188,9 +239,14 @@ def _load_fingerprint(params: dict) -> dict:
       outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
                Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
                                       "all zeros without alpha")],
-      fingerprint=_load_fingerprint)
+      fingerprint=_load_fingerprint, disk_cache=False)
 def load_image(path: str):
-    """Only the first frame of an animated file is loaded."""
+    """Only the first frame of an animated file is loaded.
+
+    Its outputs are cached in memory only (``disk_cache=False``): the file is the source of
+    truth (its hash is in the cache key) and decoding it again is cheap, while the decoded
+    float tensors take 16 bytes a pixel (1.6 GB for a 10000 x 10000 image), so a disk entry
+    would only be a second, far larger copy of the file."""
     p, data = _read_file(path)
     img = _open_image(p, data)
     try:
@@ -198,8 +254,8 @@ def load_image(path: str):
             img.seek(0)
             img = ImageOps.exif_transpose(img)
             return pil_to_tensor(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot decode {p}: {e}", field="path") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise _unreadable(p, e) from None
 
 
 # --- output files -------------------------------------------------------------------------------
@@ -438,7 +494,8 @@ _PREFIX_TIP = ("File name prefix inside the output folder; may contain subfolder
       inputs=[Input("images", "IMAGE"), _FRAMES],
       params=[Param("prefix", "STRING", default="unclip", tooltip=_PREFIX_TIP)],
       outputs=[Output("paths", "STRING", "absolute paths of the written files, one per line")],
-      output_node=True, cacheable=False, check=_check_prefix_param)
+      output_node=True, cacheable=False, check=_check_prefix_param,
+      prefix="prefix", files="paths")
 def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None = None):
     check_image(images, "images")
     info = PngImagePlugin.PngInfo()
@@ -466,7 +523,8 @@ def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None 
                             "ms, rounded (gif to 10 ms steps, so its speed is approximate)."),
               Param("loop", "BOOLEAN", default=True, tooltip="repeat forever; off = play once")],
       outputs=[Output("paths", "STRING", "absolute path of the written file")],
-      output_node=True, cacheable=False, check=_check_prefix_param)
+      output_node=True, cacheable=False, check=_check_prefix_param,
+      prefix="prefix", files="paths")
 def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: str = "webp",
                    fps: float = 8.0, loop: bool = True, frames: str | None = None):
     """The host metadata (e.g. "workflow", or per-frame values under "frames") is embedded as

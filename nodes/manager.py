@@ -145,7 +145,7 @@ class ModelManager:
         host = runtime.host().memory
         with self.lock:
             if host is not None:
-                host.settle()
+                host.settle(self.forget)
             obj = self._get(key, component, device, load, size, name, host)
             if host is not None:
                 host.use(key, obj, device)

@@ -257,15 +257,15 @@ class ComfyMemory:
         if device.type != "cpu":
             self.mm.free_memory(size, device)
 
-    def settle(self) -> None:
-        """Drop from our cache what ComfyUI unloaded since we last looked."""
-        from .manager import MANAGER
+    def settle(self, forget: Callable[[Any], None]) -> None:
+        """Drop from our cache what ComfyUI unloaded since we last looked: ``forget(key)``
+        is the model manager's (it calls this; the host does not know the manager)."""
         while self.unloaded:
             patcher = self.unloaded.pop()
             key = getattr(patcher, "unclip_key", None)
             if self.patchers.get(key) is patcher:
                 del self.patchers[key]
-                MANAGER.forget(key)
+                forget(key)
 
     def use(self, key, module, device: torch.device) -> None:
         if not isinstance(module, torch.nn.Module):

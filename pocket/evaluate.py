@@ -109,7 +109,7 @@ def _overrides(wf: dict, wanted: dict) -> dict:
 
 def _run(wf: dict, wanted: dict, out: str, output: str) -> torch.Tensor:
     from ..graph.cache import Cache
-    from ..graph.run import run_workflow
+    from ..graph.api import run_workflow
     res = run_workflow(wf, _overrides(wf, wanted), out_dir=out, device="cpu", cache=Cache.off())
     return res.outputs[output]
 

@@ -211,7 +211,7 @@ def test_export_cli_writes_stdout_or_file_and_notes_unsaved_outputs(wf, tmp_path
 
 def test_headless_saveimage_writes_comfys_chunks_and_ours(wf, tmp_path):
     rs = load(wf, {"width": "14"})
-    execute(rs, out_dir=tmp_path / "o", cache=Cache.off())
+    execute(rs, out_dir=tmp_path / "o", cache=Cache.off(), metadata=comfy.png_metadata)
     with Image.open(tmp_path / "o" / "small_00001_.png") as img:
         text = dict(img.text)
     assert set(text) == {"prompt", "workflow", "unclip_workflow", "unclip_inputs",
@@ -236,7 +236,7 @@ def test_run_png_reruns_its_workflow_with_the_stored_inputs(wf, tmp_path, capsys
 
 
 def test_run_png_falls_back_to_the_api_prompt_chunk(wf, tmp_path, capsys):
-    execute(load(wf), out_dir=tmp_path / "a", cache=Cache.off())
+    execute(load(wf), out_dir=tmp_path / "a", cache=Cache.off(), metadata=comfy.png_metadata)
     src = tmp_path / "a" / "small_00001_.png"
     with Image.open(src) as img:
         info = PngImagePlugin.PngInfo()

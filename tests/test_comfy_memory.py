@@ -12,6 +12,7 @@ import torch
 
 from kandinsky_util import tiny_kandinsky  # noqa: F401
 from unclip_nodes.nodes import clip, decoder, loaders, prior, runtime
+from unclip_nodes.nodes.families import kandinsky22
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.manager import MANAGER
 
@@ -99,6 +100,9 @@ def comfy(monkeypatch):
     for name, module in fake.modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(runtime, "_COMFY_MEMORY", [])
+    # the zero-image embedding is memoised per checkpoint: unless it is computed afresh, the CLIP
+    # vision tower never runs (nor goes through ComfyUI) once any earlier test computed it
+    monkeypatch.setattr(kandinsky22, "_ZERO", {})
     loaders.clear_model_cache()
     yield fake
     loaders.clear_model_cache()
@@ -135,7 +139,7 @@ def test_comfyui_unloading_our_models_frees_them_and_they_load_again(comfy, tiny
         held = len(MANAGER._entries)
         comfy.mm.unload_all_models()     # what /free with unload_models does
         assert len(MANAGER._entries) == held     # dropped on our next use, not inside its loop
-        runtime.comfy_memory().settle()
+        runtime.comfy_memory().settle(MANAGER.forget)
         assert len(MANAGER._entries) < held
         assert ("unloaded", "decoder/unet") in MANAGER.events
         start = len(loaders.LOADED)

@@ -12,7 +12,7 @@ import yaml
 
 from stages_util import one_thread, tiny_checkpoint  # noqa: F401
 from unclip_nodes.graph.cache import Cache
-from unclip_nodes.graph.run import run_workflow
+from unclip_nodes.graph import run_workflow
 from unclip_nodes.nodes.image import load_image
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"

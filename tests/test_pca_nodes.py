@@ -10,7 +10,7 @@ import torch
 
 from stages_util import one_thread  # noqa: F401
 from unclip_nodes.graph.cache import Cache
-from unclip_nodes.graph.run import run_workflow
+from unclip_nodes.graph import run_workflow
 from unclip_nodes.graph.validate import load
 from unclip_nodes.nodes import loaders
 from unclip_nodes.nodes.clip import clip_image_encode

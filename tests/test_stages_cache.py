@@ -11,7 +11,7 @@ import pytest
 
 from stages_util import tiny_checkpoint  # noqa: F401
 from unclip_nodes.graph.cache import Cache, MemoryTier
-from unclip_nodes.graph.run import run_workflow
+from unclip_nodes.graph import run_workflow
 
 RAN = "ran"
 
@@ -71,7 +71,7 @@ def test_unchanged_rerun_in_a_new_process_loads_no_model(tiny_checkpoint, tmp_pa
     script = textwrap.dedent(f"""
         import json, sys
         from unclip_nodes.graph.cache import Cache
-        from unclip_nodes.graph.run import run_workflow
+        from unclip_nodes.graph import run_workflow
         from unclip_nodes.nodes import loaders
         wf = json.loads(sys.argv[1])
         r = run_workflow(wf, cache=Cache({str(tmp_path / 'cache')!r}), out_dir={str(tmp_path)!r})

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
                           PriorModel, err, existing_dir, hash_file, mismatch_collector,
@@ -372,19 +371,6 @@ class UpsamplerModel(ModelHandle):
     @property
     def sample_size(self) -> int:
         return int(self.config("super_res_first").get("sample_size", 256))
-
-
-HANDLES = {"clip_text": ClipTextModel, "clip_vision": ClipVisionModel, "prior": PriorModel,
-           "decoder": DecoderModel, "upsampler": UpsamplerModel}
-
-
-def handles(ck: Checkpoint, stages, device, dtype, allow_pickle=False) -> tuple:
-    """One handle per stage, None for a stage the checkpoint lacks."""
-    out = []
-    for stage in stages:
-        ok = all(ck.has(p) for p in STAGES[stage][0])
-        out.append(HANDLES[stage](ck, device, dtype, allow_pickle) if ok else None)
-    return tuple(out)
 
 
 HANDLES = {"clip_text": ClipTextModel, "clip_vision": ClipVisionModel, "prior": PriorModel,
