@@ -86,7 +86,8 @@ def apply(model, image, steps, delay):
 
 @node("TestSave", category=CAT, description="Write an image's sum to a text file.",
       inputs=[Input("image", "IMAGE")], params=[Param("prefix", "STRING", "img")],
-      outputs=[Output("paths", "STRING")], output_node=True, cacheable=False)
+      outputs=[Output("paths", "STRING")], output_node=True, cacheable=False,
+      prefix="prefix", files="paths")
 def save(image, prefix):
     log("TestSave")
     out = runtime.output_dir()

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu.py"
@@ -89,7 +90,8 @@ def test_kandinsky_grid_with_compile_through_the_eager_backend(tables):
 
 
 def test_karlo_rows_against_unclip_pipeline(tables):
-    pytest.importorskip("diffusers.pipelines.deprecated.unclip")  # else its rows say "failed"
+    require_module("diffusers.pipelines.deprecated.unclip",  # else its rows say "failed"
+                   "the Karlo rows compare with diffusers' deprecated UnCLIPPipeline")
     stdout, text = tables["karlo"]
     assert text.strip() in stdout
     check_rows(parse(text), "karlo", ("off",))

@@ -179,12 +179,35 @@ def test_cli_run_prints_the_table_and_exits_0(write_workflow, tmp_path, capsys, 
     assert not (tmp_path / "xdg").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_asking_for_cuda_without_it_is_a_user_error():
-    with pytest.raises(UserError, match="no CUDA device"):
-        check_device("cuda")
+def test_asking_for_cuda_without_it_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # whatever this machine has
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(UserError, match="no CUDA device") as e:
+            check_device(device)
+        assert e.value.field == "device"
+    check_device("cpu")
+    check_device("auto")
     with pytest.raises(UserError, match="not a device"):
         check_device("banana")
+
+
+def test_asking_for_cuda_with_it_passes_the_check(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no CUDA call is made
+    for device in ("cuda", "cuda:1", "cpu", "auto"):
+        check_device(device)
+    with pytest.raises(UserError, match="not a device"):
+        check_device("gpu")
+
+
+def test_auto_device_follows_the_host_then_cuda_availability(monkeypatch):
+    from unclip_nodes.nodes import runtime
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        with runtime.use_host(runtime.Host(device="auto")):
+            assert runtime.resolve_device("auto") == torch.device(expected)
+            assert runtime.resolve_device("cpu") == torch.device("cpu")
+        with runtime.use_host(runtime.Host(device="cuda:1")):  # the host's choice wins
+            assert runtime.resolve_device("auto") == torch.device("cuda:1")
 
 
 def test_ctrl_c_exits_130_and_the_next_run_reuses_finished_nodes(write_workflow, tmp_path):

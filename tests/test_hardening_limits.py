@@ -1,6 +1,9 @@
 """Limits on what a workflow file can ask for: checked before any work, each saying how to
 raise it."""
+import io
+import struct
 import time
+import zlib
 from types import SimpleNamespace
 
 import enginenodes  # noqa: F401  -- registers the Test* node types
@@ -159,8 +162,29 @@ def test_raised_pixel_limit_is_not_overruled_by_pillows_own(write_workflow, pict
     assert Image.MAX_IMAGE_PIXELS == 1000  # restored
 
 
-def test_default_pixel_limit_is_pillows_threshold():
-    assert image_nodes.MAX_IMAGE_PIXELS == 89_478_485
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (its pixel data is a 1 x 1 image's)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's fields, then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_default_pixel_limit_is_pillows_threshold(tmp_path, monkeypatch):
+    """Without UNCLIP_MAX_IMAGE_PIXELS, LoadImage refuses a header one pixel row past Pillow's
+    decompression-bomb threshold (89,478,485 px) before decoding, and not one exactly at it."""
+    monkeypatch.delenv("UNCLIP_MAX_IMAGE_PIXELS", raising=False)
+    at, over = tmp_path / "at.png", tmp_path / "over.png"
+    at.write_bytes(_png_header(5, 17_895_697))     # 89,478,485 pixels
+    over.write_bytes(_png_header(5, 17_895_698))   # 89,478,490 pixels
+    with pytest.raises(UserError) as e:
+        REGISTRY["LoadImage"].call(path=str(over))
+    assert "too large to load" in e.value.message and "limit of 89,478,485" in e.value.message
+    with pytest.raises(UserError) as e:  # past the size check: its pixel data is not there
+        REGISTRY["LoadImage"].call(path=str(at))
+    assert "too large" not in e.value.message and e.value.field == "path"
 
 
 # --- prompts ------------------------------------------------------------------------------------

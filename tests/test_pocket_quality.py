@@ -40,14 +40,17 @@ def test_text_to_image_draws_colour_shape_and_background_of_the_caption():
     assert r["all"] >= MIN_ALL, r
 
 
-def test_guidance_makes_text_to_image_more_faithful():
-    # On captions seen in training the pocket model is right without guidance too; guidance earns
-    # its keep on the combinations it never saw, so that is where it is measured.
-    held = list(world.HELD_OUT_COMBOS)
-    guided, _, _ = evaluate.eval_text_to_image(held, range(8), evaluate.Settings(**FAST))
-    plain, _, _ = evaluate.eval_text_to_image(
-        held, range(8), evaluate.Settings(**FAST, prior_guidance=1.0, decoder_guidance=1.0))
-    assert guided["all"] > plain["all"], (guided, plain)
+def test_guidance_reaches_the_model_with_the_measured_effect_and_a_wide_margin():
+    # Karlo's guidance (prior 4, decoder 8) overshoots on this small model: measured 30 % right on
+    # the seen captions (seeds 0-3 and 4-7 alike) against 100 % at the workflows' 2/1.  (On the
+    # held-out captions the effect of 2/1 against no guidance is within seed noise: 30/40 against
+    # 27/40 on seeds 0-7, 113/160 against 120/160 on seeds 8-39, so it is not asserted.)  The
+    # guidance formula itself is checked exactly in test_stages_nodes.py.
+    default, _, _ = evaluate.eval_text_to_image(SEEN, [0, 1], evaluate.Settings(**FAST))
+    strong, _, _ = evaluate.eval_text_to_image(
+        SEEN, [0, 1], evaluate.Settings(**FAST, prior_guidance=4.0, decoder_guidance=8.0))
+    assert default["all"] >= MIN_ALL, default
+    assert default["all"] - strong["all"] >= 0.4, (default, strong)
 
 
 def test_image_variations_keep_shape_and_colour():

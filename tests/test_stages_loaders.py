@@ -201,11 +201,19 @@ def test_per_stage_loaders_need_only_their_own_components(tiny_checkpoint, tmp_p
     assert "give its parent directory" in e.value.message
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_on_a_machine_without_it_is_a_validation_error():
+@pytest.mark.parametrize("node_type", ["LoadUnCLIP", "LoadUnCLIPPrior", "LoadUnCLIPDecoder"])
+def test_cuda_on_a_machine_without_it_is_a_validation_error(node_type, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # whatever this machine has
     with pytest.raises(UserError) as e:
-        REGISTRY["LoadUnCLIP"].check(dict(PARAMS, path="pocket", device="cuda"))
-    assert e.value.field == "device"
+        REGISTRY[node_type].check(dict(PARAMS, path="pocket", device="cuda"))
+    assert e.value.field == "device" and "cuda" in e.value.message.lower()
+    for device in ("cpu", "auto"):
+        REGISTRY[node_type].check(dict(PARAMS, path="pocket", device=device))
+
+
+def test_cuda_on_a_machine_with_it_passes_validation(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no CUDA call is made
+    REGISTRY["LoadUnCLIP"].check(dict(PARAMS, path="pocket", device="cuda"))
 
 
 def test_lower_precision_weights_load_and_sample(tiny_checkpoint):
