@@ -117,6 +117,11 @@ def resolve_input_path(path: str) -> Path:
     return p.resolve()
 
 
+MAX_IMAGE_FILE_BYTES = 256 << 20
+"""The largest image file LoadImage reads (it reads the file whole, to hash and decode it),
+unless UNCLIP_MAX_IMAGE_FILE_BYTES says otherwise; the pixel limit applies after it."""
+
+
 def _read_file(path: str) -> tuple[Path, bytes]:
     p = resolve_input_path(path)
     if not p.exists():
@@ -124,6 +129,10 @@ def _read_file(path: str) -> tuple[Path, bytes]:
     if not p.is_file():
         raise UserError(f"not a file: {p}", field="path")
     try:
+        size, limit = p.stat().st_size, env_limit("IMAGE_FILE_BYTES", MAX_IMAGE_FILE_BYTES)
+        if size > limit:
+            raise over_limit(f"{p} is {size:,} bytes, too big for an image file", size, limit,
+                             "IMAGE_FILE_BYTES", field="path")
         return p, p.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None

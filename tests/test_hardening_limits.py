@@ -220,3 +220,20 @@ def test_prompts_encoded_in_chunks_equal_one_batch(monkeypatch):
         assert a.shape == b.shape and (a - b).abs().max() <= 1e-6, name
     assert torch.equal(chunked.attention_mask, whole.attention_mask)
     assert torch.equal(chunked.uncond_attention_mask, whole.uncond_attention_mask)
+
+
+def test_an_image_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(path)
+    size = path.stat().st_size
+    monkeypatch.setenv("UNCLIP_MAX_IMAGE_FILE_BYTES", str(size - 1))
+    read = []
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: read.append(self) or b"")
+    with pytest.raises(UserError) as e:
+        image_nodes.load_image(str(path))
+    assert e.value.field == "path" and not read
+    assert f"{path} is {size:,} bytes, too big for an image file" in e.value.message
+    assert f"UNCLIP_MAX_IMAGE_FILE_BYTES={size}" in e.value.message
+    monkeypatch.undo()
+    monkeypatch.setenv("UNCLIP_MAX_IMAGE_FILE_BYTES", str(size))
+    assert image_nodes.load_image(str(path))[0].shape == (1, 64, 64, 3)
