@@ -100,12 +100,31 @@ def connect(options: RayOptions) -> str:
         elif address == "local":
             ray.init(**quiet)
         else:
+            why = _unreachable(address)
+            if why:
+                raise UserError(f"--ray {address}: no Ray cluster answers there ({why}); start "
+                                "one with `ray start --head` or give its address as host:port",
+                                field="ray")
             try:
                 ray.init(address=address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UserError(f"--ray {address}: cannot connect to a Ray cluster there ({e})",
                                 field="ray") from None
     return ray.get_runtime_context().gcs_address
+
+
+def _unreachable(address: str, timeout: float = 3.0) -> str | None:
+    """Why nothing listens at ``host:port`` (``ray://host:port`` too), or None.  Ray itself
+    would retry for minutes before saying so."""
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = rest, "6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    return None
 
 
 def worker_count(options: RayOptions, combinations: int) -> int:

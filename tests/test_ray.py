@@ -204,6 +204,21 @@ def test_ray_arguments_are_checked_before_anything_starts(argv, message, tmp_pat
     assert not any(tmp_path.iterdir())
 
 
+def test_an_address_where_no_cluster_listens_is_a_quick_user_error(tmp_path):
+    require_module("ray", "needs Ray")
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()  # in a process of its own: this one may have joined Ray already
+    done = subprocess.run([sys.executable, "-m", "unclip_nodes", "run", WF, "--sweep",
+                           "seed=0..1", "--ray", f"127.0.0.1:{port}", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and time.monotonic() - t0 < 60, done.stderr
+    assert f"--ray 127.0.0.1:{port}: no Ray cluster answers there" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_the_core_imports_and_runs_without_ray(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
             "from unclip_nodes.graph import cli\n"
