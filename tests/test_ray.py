@@ -52,32 +52,46 @@ def files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-_LOCAL: dict[str, dict[str, str]] = {}
+_LOCAL: dict[str, tuple[dict[str, str], dict]] = {}
 
 
-def local_sweep(tmp_path_factory, seeds: str) -> dict[str, str]:
-    """The files a local one-thread sweep writes (computed once per seed list)."""
+def local_sweep(tmp_path_factory, seeds: str, report: bool = False):
+    """The files a local one-thread sweep writes (computed once per seed list); with
+    ``report``, also its report."""
     if seeds not in _LOCAL:
         out = tmp_path_factory.mktemp("local")
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            sweep.run_sweep(WF, [f"seed={seeds}"], out_dir=out, cache=Cache.off())
+            sweep.run_sweep(WF, [f"seed={seeds}"], out_dir=out, cache=Cache.off(),
+                            report=out.parent / f"{out.name}.json")
         finally:
             torch.set_num_threads(before)
-        _LOCAL[seeds] = files(out)
-    return _LOCAL[seeds]
+        _LOCAL[seeds] = files(out), json.loads((out.parent / f"{out.name}.json").read_text())
+    return _LOCAL[seeds] if report else _LOCAL[seeds][0]
+
+
+def comparable(report: dict) -> dict:
+    """A report without what differs between any two runs (times, folders) or is Ray's own."""
+    def name(path):
+        return Path(path).name if path else path
+    return {"status": report["status"], "inputs": report["inputs"],
+            "nodes": [dict(n, seconds=None, files=[name(f) for f in n["files"]])
+                      for n in report["nodes"]],
+            "files": [name(f) for f in report["files"]], "outputs": report["outputs"],
+            "sweep": dict(report["sweep"], grid=name(report["sweep"]["grid"]))}
 
 
 def test_ray_sweep_writes_the_local_sweeps_files_byte_for_byte(ray_address, tmp_path,
                                                               tmp_path_factory, capsys):
-    want = local_sweep(tmp_path_factory, "0..3")
+    want, local_report = local_sweep(tmp_path_factory, "0..3", report=True)
     report = tmp_path / "report.json"
     code = cli.main(["run", WF, "--sweep", "seed=0..3", "--ray", ray_address, "--workers", "2",
                      "--no-cache", "--out", str(tmp_path / "out"), "--report", str(report)])
     assert code == 0
     assert files(tmp_path / "out") == want  # same names, same bytes, contact sheet included
     doc = json.loads(report.read_text())
+    assert comparable(doc) == comparable(local_report)
     workers = doc["ray"]["workers"]
     assert sorted(workers) == [f"seed-{i}" for i in range(4)]
     assert set(workers.values()) == {"worker-0", "worker-1"}
