@@ -52,7 +52,7 @@ from .run import NodeRecord, RunInterrupted, RunResult, check_output_places, wri
 from .sweep import SweepPlan, cell_frames, describe, write_contact_sheet
 
 STATE_DIR = ".unclip-sweep"
-_NUMBERED = re.compile(r"(?P<stem>.+)_(?P<n>\d{5,})_\.(?P<ext>[A-Za-z0-9]+)\Z")
+_NUMBERED = re.compile(r"(?P<stem>.+)_(?P<n>\d+)_\.(?P<ext>[A-Za-z0-9]+)\Z")  # write_outputs' names
 
 
 @dataclass
@@ -330,11 +330,33 @@ class Journal:
             pass
 
 
+class _Numbers:
+    """The next free number per file stem, as ``write_outputs`` numbers a local run's files
+    (``stem_00001_.png``), from one listing per folder: asking the file system for every file
+    would make a sweep of N images cost N listings of a folder of up to N files.  The output
+    folder is the driver's alone while the sweep runs."""
+
+    def __init__(self):
+        self.used: dict[Path, dict[str, int]] = {}
+
+    def next(self, folder: Path, stem: str) -> int:
+        if folder not in self.used:
+            used: dict[str, int] = {}
+            names = os.listdir(folder) if folder.is_dir() else []
+            for name in names:
+                m = _NUMBERED.match(name)
+                if m:
+                    used[m["stem"]] = max(used.get(m["stem"], 0), int(m["n"]))
+            self.used[folder] = used
+        number = self.used[folder].get(stem, 0) + 1
+        self.used[folder][stem] = number
+        return number
+
+
 def _targets(out_dir: Path, staged: list[str], reserved: list[str] | None,
-             taken: dict[tuple[str, str], int]) -> list[str]:
+             numbers: _Numbers) -> list[str]:
     """Final names for a combination's staged files: those reserved by an earlier, interrupted
-    driver, else the next free numbers, as ``write_outputs`` numbers a local run's files."""
-    from ..nodes.image import _next_number
+    driver, else the next free numbers."""
     if reserved is not None and len(reserved) == len(staged):
         return reserved
     names = []
@@ -344,10 +366,7 @@ def _targets(out_dir: Path, staged: list[str], reserved: list[str] | None,
         if not m:
             names.append(rel)
             continue
-        folder = out_dir / sub if sub else out_dir
-        slot = (str(folder), m["stem"])
-        number = taken.get(slot) or (_next_number(folder, m["stem"]) if folder.is_dir() else 1)
-        taken[slot] = number + 1
+        number = numbers.next(out_dir / sub if sub else out_dir, m["stem"])
         names.append(f"{sub + '/' if sub else ''}{m['stem']}_{number:05d}_.{m['ext']}")
     return names
 
@@ -548,7 +567,7 @@ class _Driver:
         self.records: dict[str, NodeRecord] = {}
         self.outputs: dict[str, Any] = {}
         self.workers: dict[str, str] = {}
-        self.taken: dict[tuple[str, str], int] = {}
+        self.numbers = _Numbers()
         self.cell_files: dict[int, str | None] = {}
 
     def adopt(self, ci: int, entry: dict) -> None:
@@ -561,7 +580,8 @@ class _Driver:
     def write(self, ci: int, out: dict) -> None:
         combo = self.plan.combinations[ci]
         staged = [rel for rel, _ in out["files"]]
-        targets = _targets(self.out, staged, self.journal.reserved.get(combo.tag), self.taken)
+        targets = _targets(self.out, staged, self.journal.reserved.get(combo.tag),
+                           self.numbers)
         self.journal.append({"tag": combo.tag, "state": "writing", "files": targets})
         self.journal.tmp.mkdir(parents=True, exist_ok=True)
         from ..nodes import runtime

@@ -243,3 +243,21 @@ def test_the_core_imports_and_runs_without_ray(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "--ray needs Ray: pip install 'unclip-nodes[ray]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_files_are_numbered_after_what_the_output_folder_holds_as_a_local_run_numbers_them(
+        tmp_path):
+    from unclip_nodes.graph import cluster
+    from unclip_nodes.nodes.image import _next_number
+    for name in ("a_00001_.png", "a_00007_.png", "b_3_00002_.png", "a_x.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    numbers = cluster._Numbers()
+    for stem in ("a", "b_3", "b", "new"):
+        assert numbers.next(tmp_path, stem) == _next_number(tmp_path, stem)
+    assert numbers.next(tmp_path, "a") == 9  # what it handed out counts too
+    got = cluster._targets(tmp_path, ["a_00001_.png", "sub/a_00001_.png", "sub/a_00002_.png",
+                                      "plain.json"], None, numbers)
+    assert got == ["a_00010_.png", "sub/a_00001_.png", "sub/a_00002_.png", "plain.json"]
+    reserved = ["a_00004_.png"]  # an interrupted driver's names are kept
+    assert cluster._targets(tmp_path, ["a_00001_.png"], reserved, numbers) == reserved
