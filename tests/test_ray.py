@@ -38,14 +38,6 @@ def ray_address():
         ray.shutdown()
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def files(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (hidden ones too), by name, with a hash of its bytes."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
