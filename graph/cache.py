@@ -24,7 +24,7 @@ writes; it counts again when it evicts, or after ``RESCAN_SECONDS``.
 
 Nodes declared ``disk_cache=False`` (LoadImage: the file it reads is the source of truth, and its
 decoded float tensors are ~16 bytes per pixel, 1.6 GB for a 10000 x 10000 image) keep their
-outputs in memory only; ``compute_keys`` notes their output keys for ``Cache`` to skip the disk.
+outputs in memory only: the executor passes ``disk=False`` to ``Cache.get`` and ``put``.
 """
 from __future__ import annotations
 
@@ -109,20 +109,6 @@ def output_key(node_key: str, output: str) -> str:
     return sha256(f"{node_key}/{output}".encode())
 
 
-_MEMORY_ONLY: "collections.OrderedDict[str, None]" = collections.OrderedDict()
-"""Output keys of nodes declared ``disk_cache=False`` (keys are content hashes, so this holds for
-every Cache); the oldest are forgotten past ``_MEMORY_ONLY_MAX`` (they would then just be
-written to disk, as before)."""
-_MEMORY_ONLY_MAX = 1 << 16
-
-
-def _note_memory_only(key: str) -> None:
-    _MEMORY_ONLY[key] = None
-    _MEMORY_ONLY.move_to_end(key)
-    while len(_MEMORY_ONLY) > _MEMORY_ONLY_MAX:
-        _MEMORY_ONLY.popitem(last=False)
-
-
 def compute_keys(nodes: dict, order: Iterable[str], batched: bool = False
                  ) -> dict[str, str | None]:
     """Key per node id (None when the node or anything it depends on is not cacheable).
@@ -147,9 +133,6 @@ def compute_keys(nodes: dict, order: Iterable[str], batched: bool = False
         if batched and rn.spec.batch:
             material["batched"] = True
         keys[nid] = sha256(canonical(material))
-        if not getattr(rn.spec, "disk_cache", True):
-            for out in rn.spec.outputs:
-                _note_memory_only(output_key(keys[nid], out.name))
     return keys
 
 
@@ -548,23 +531,25 @@ class Cache:
     def off(cls) -> "Cache":
         return cls(enabled=False, memory=MemoryTier(0))
 
-    def get(self, key: str | None, stype: SocketType) -> tuple[Any, str | None]:
-        """(value, "memory" | "disk") or (MISS, None)."""
+    def get(self, key: str | None, stype: SocketType, disk: bool = True
+            ) -> tuple[Any, str | None]:
+        """(value, "memory" | "disk") or (MISS, None).  ``disk=False``: the memory tier only
+        (the node is declared ``disk_cache=False``)."""
         if not self.enabled or key is None:
             return MISS, None
         value = self.memory.get(key)
         if value is not MISS:
             return value, "memory"
-        if self.disk is not None and stype.storable and key not in _MEMORY_ONLY:
+        if disk and self.disk is not None and stype.storable:
             value = self.disk.get(key, stype)
             if value is not MISS:
                 self.memory.put(key, value)
                 return value, "disk"
         return MISS, None
 
-    def put(self, key: str | None, stype: SocketType, value: Any) -> None:
+    def put(self, key: str | None, stype: SocketType, value: Any, disk: bool = True) -> None:
         if not self.enabled or key is None:
             return
         self.memory.put(key, value)
-        if self.disk is not None and stype.storable and key not in _MEMORY_ONLY:
+        if disk and self.disk is not None and stype.storable:
             self.disk.put(key, stype, value)

@@ -262,7 +262,8 @@ def _plan(rs: Resolved, order: list[str], keys: dict, cache: Cache, values: dict
             t0, tiers, found = time.perf_counter(), set(), {}
             for out in sorted(wanted):
                 stype = SOCKET_TYPES[rn.spec.output(out).type]
-                value, tier = cache.get(output_key(keys[nid], out), stype)
+                value, tier = cache.get(output_key(keys[nid], out), stype,
+                                        disk=rn.spec.disk_cache)
                 if value is MISS:
                     break
                 found[(nid, out)] = value
@@ -311,7 +312,8 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
     for out, value in zip(rn.spec.outputs, result):
         values[(nid, out.name)] = value
         if key is not None:
-            cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
+            cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value,
+                      disk=rn.spec.disk_cache)
         if out.name == rn.spec.files and isinstance(value, str):
             rec.files += [line for line in value.splitlines() if line.strip()]
 
@@ -396,7 +398,8 @@ def _run_group(rs: Resolved, members: list[str], keys: dict, cache: Cache, value
         for out, value in zip(spec.outputs, result):
             values[(nid, out.name)] = value
             if key is not None:
-                cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value)
+                cache.put(output_key(key, out.name), SOCKET_TYPES[out.type], value,
+                          disk=spec.disk_cache)
 
 
 class _Bar(Progress):
