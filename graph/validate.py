@@ -59,9 +59,6 @@ class Resolved:
     """Socket-typed workflow inputs left without a value (``load(..., preset=True)``): the
     workflow checks out as a preset definition but cannot run as it is."""
 
-    def inputs_json(self) -> str:
-        return json.dumps(self.inputs, sort_keys=True, ensure_ascii=False)
-
 
 def load(source: str | Path | Mapping, overrides: Mapping[str, Any] | None = None, *,
          values: Mapping[str, Any] | None = None, preset: bool = False) -> Resolved:
