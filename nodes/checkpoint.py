@@ -427,9 +427,22 @@ LOADED: list[tuple[str, str]] = []
 look)."""
 
 
+_MEMOS: list[dict] = []
+
+
+def memo() -> dict:
+    """A dict for results memoised per checkpoint (an empty prompt's encoding), emptied with
+    the model cache: it may hold tensors on the GPU."""
+    d: dict = {}
+    _MEMOS.append(d)
+    return d
+
+
 def clear_model_cache() -> None:
     from .manager import MANAGER
     MANAGER.clear()
+    for d in _MEMOS:
+        d.clear()
 
 
 _ELEMENT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,

@@ -142,3 +142,15 @@ def test_a_changed_weight_file_replaces_the_old_copy(tiny_kandinsky, tmp_path):
     assert second is not first
     assert ("replaced", "decoder/movq") in MANAGER.events[n:]
     assert all(e.obj is not first for e in MANAGER._entries.values())  # the old copy is gone
+
+
+def test_clearing_the_model_cache_also_forgets_the_empty_prompt_encoding():
+    """Memoised per checkpoint, it may sit on the GPU: /free (clear_model_cache) must drop it."""
+    handles = loaders.load_unclip("pocket", "cpu", "fp32", False)
+    dec = next(h for h in handles if hasattr(h, "empty_text"))
+    first = dec.empty_text(1)
+    assert dec.empty_text(1) is first  # memoised
+    loaders.clear_model_cache()
+    again = dec.empty_text(1)
+    assert again is not first
+    assert torch.equal(again.text_embeds, first.text_embeds)

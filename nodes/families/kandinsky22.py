@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from .. import decoder as dec
 from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
                           PriorModel, err, existing_dir, hash_file, load_part,
-                          mismatch_collector, pipeline_class, read_json, scan_weights,
-                          text_config, vision_config)
+                          memo, mismatch_collector, pipeline_class, read_json,
+                          scan_weights, text_config, vision_config)
 from ..errors import UserError, UserErrors
 from ..sampling import DDIMSampler, SchedulerSampler, plain, step_tensor
 
@@ -305,7 +305,7 @@ def used_parts(ck: Checkpoint, stages, layout: bool) -> set[str]:
 
 # --- handles ------------------------------------------------------------------------------------
 
-_ZERO: dict[tuple, torch.Tensor] = {}
+_ZERO: dict[tuple, torch.Tensor] = memo()
 
 
 def zero_image_embeds(handle: ModelHandle) -> torch.Tensor | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 
 from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
-                          PriorModel, err, existing_dir, hash_file, mismatch_collector,
+                          PriorModel, err, existing_dir, hash_file, memo, mismatch_collector,
                           read_json, scan_weights, text_config, vision_config)
 from ..errors import UserError, UserErrors
 from .. import decoder as dec
@@ -264,7 +264,7 @@ def used_parts(ck: Checkpoint, stages, layout: bool) -> set[str]:
 
 # --- handles ------------------------------------------------------------------------------------
 
-_EMPTY_TEXT: dict[tuple, Any] = {}
+_EMPTY_TEXT: dict[tuple, Any] = memo()
 
 
 class DecoderModel(ModelHandle):
