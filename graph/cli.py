@@ -21,7 +21,7 @@ from .comfy import (describe_reads, is_api, is_ui, load_source, moved_paths, pic
 from .run import RunInterrupted, RunResult, describe, execute, write_report
 from . import sweep
 from .preset import SHIPPED, find_preset, list_presets
-from .validate import is_source, load
+from .validate import is_source
 
 EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143  # 128 + SIGINT, 128 + SIGTERM
 WORKFLOWS = SHIPPED
