@@ -26,6 +26,13 @@ def engine_cache(tmp_path):
     return Cache(tmp_path / "cache", memory=MemoryTier())
 
 
+def write(path: Path, text: str) -> Path:
+    """Dedented ``text`` into ``path`` (its folders made); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
 @pytest.fixture
 def write_workflow(tmp_path):
     """Write dedented YAML to a file in tmp_path and return its path."""

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import zlib
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image, PngImagePlugin
 
-from conftest import cli_env
+from conftest import cli_env, write
 from unclip_nodes.graph import workflow
 from unclip_nodes.graph.cli import main
 from unclip_nodes.graph.validate import load
@@ -46,12 +45,6 @@ def picture(path: Path, size=(8, 6)) -> Path:
     arr = (np.arange(size[0] * size[1] * 3) % 251).astype(np.uint8).reshape(size[1], size[0], 3)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
-    return path
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
     return path
 
 

@@ -5,11 +5,11 @@ refused."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write
 from PIL import Image
 
 from unclip_nodes.graph import cli, comfy, preset
@@ -30,12 +30,6 @@ def picture(path: Path, red: int) -> Path:
     arr[..., 0] = red
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
-    return path
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
     return path
 
 
