@@ -541,7 +541,7 @@ def measure_block(family: str, ck: dict, dtype: str, args, device: torch.device,
 
 def measure_row(family: str, ck: dict, dtype: str, batch: int, compile_on: bool, args,
                 device: torch.device, watch: DynamoWatch, tmp: Path) -> Row:
-    from unclip_nodes.nodes.manager import MANAGER
+    from unclip_nodes.nodes.core.manager import MANAGER
     from unclip_nodes.nodes.runtime import OPTIONS
 
     row = Row(family, dtype, batch, compile_on, Side(), Side(), None, None, None)

@@ -40,7 +40,7 @@ def build(cache: Path) -> None:
     before the next is built, so building needs about the largest one's memory, twice)."""
     import torch
 
-    from unclip_nodes.nodes.checkpoint import instantiate
+    from unclip_nodes.nodes.core.checkpoint import instantiate
     from unclip_nodes.nodes.loaders import open_checkpoint
     from unclip_nodes.nodes.tokenizer import save_clip_tokenizer
 
@@ -88,7 +88,7 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
     import torch
 
     if ram_budget:
-        from unclip_nodes.nodes.manager import MANAGER, parse_bytes
+        from unclip_nodes.nodes.core.manager import MANAGER, parse_bytes
         MANAGER.set_budgets(ram=parse_bytes(ram_budget))
 
     torch.set_num_threads(os.cpu_count() or 1)

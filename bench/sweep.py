@@ -73,8 +73,9 @@ def cli(args: list[str], cwd: Path, threads: int) -> None:
 def batched_decoder(dec, embeds, text, steps: int) -> tuple[float, torch.Tensor]:
     """The decoder loop once for all seeds: x_T and per-step noise from each seed's own
     generator (diffusers' randn_tensor takes a list of generators)."""
-    from unclip_nodes.nodes.decoder import prepare_decoder_inputs, sample_decoder, to_image
-    from unclip_nodes.nodes.sampling import UnCLIPSampler, make_generator, noise
+    from unclip_nodes.nodes.core.pixels import to_image
+    from unclip_nodes.nodes.families.karlo import prepare_decoder_inputs, sample_decoder
+    from unclip_nodes.nodes.core.sampling import UnCLIPSampler, make_generator, noise
     z, cond, uncond = prepare_decoder_inputs(dec, embeds, text, 1)
     rows = lambda t: t.expand(SEEDS, *t.shape[1:])  # noqa: E731
     z, cond, uncond = rows(z), tuple(map(rows, cond)), tuple(map(rows, uncond))

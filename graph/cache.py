@@ -216,7 +216,7 @@ def default_max_bytes() -> int:
     raw = os.environ.get(DISK_BYTES_ENV, "").strip()
     if not raw:
         return DEFAULT_DISK_BYTES
-    from ..nodes.manager import parse_bytes
+    from ..nodes.core.manager import parse_bytes
     try:
         return parse_bytes(raw)
     except ValueError as e:

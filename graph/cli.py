@@ -201,7 +201,7 @@ def cmd_validate(args) -> int:
 
 def _budgets(args) -> dict[str, int]:
     """Apply --ram-budget / --vram-budget here; returned for the workers of --ray."""
-    from ..nodes.manager import MANAGER, parse_bytes
+    from ..nodes.core.manager import MANAGER, parse_bytes
     sizes = {}
     for name in ("ram_budget", "vram_budget"):
         text = getattr(args, name, None)
@@ -473,7 +473,7 @@ def _size_arg(args, name: str) -> int | None:
     text = getattr(args, name, None)
     if text is None:
         return None
-    from ..nodes.manager import parse_bytes
+    from ..nodes.core.manager import parse_bytes
     try:
         return parse_bytes(text)
     except ValueError as e:

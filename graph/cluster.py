@@ -208,7 +208,7 @@ class Worker:
     def __init__(self, name: str, config: WorkerConfig):
         torch.set_num_threads(config.threads)
         from ..nodes import runtime
-        from ..nodes.manager import MANAGER
+        from ..nodes.core.manager import MANAGER
         if config.budgets:
             MANAGER.set_budgets(**config.budgets)
         runtime.OPTIONS.compile = config.compile

@@ -702,7 +702,7 @@ def recorded_folder(path: Path) -> Path | None:
 def reads(rs: Resolved) -> list[tuple[str, str, str, Path | None]]:
     """What a workflow reads from disk: (node id, field, value as written, resolved path or None
     for a model name) for every LoadImage ``path`` and loader ``path``/``prior_path``."""
-    from ..nodes.checkpoint import POCKET, resolve_path
+    from ..nodes.core.checkpoint import POCKET, resolve_path
     from ..nodes.image import resolve_input_path
     out = []
     with runtime.use_base_dir(runtime.workflow_folder(rs.workflow.file)):  # as the run will
@@ -750,7 +750,7 @@ def moved_paths(rs: Resolved, folder: Path, file: str) -> list[UserError]:
     """Stored relative paths that here name another file than in ``folder``, the folder of the
     workflow the PNG was made from (or that are missing there): reading them would silently
     use some other file."""
-    from ..nodes.checkpoint import POCKET
+    from ..nodes.core.checkpoint import POCKET
     problems = []
     for nid, field, value, found in reads(rs):
         if found is None or found == POCKET or Path(value).expanduser().is_absolute():

@@ -9,65 +9,26 @@ centre-crop, normalise) applied in torch to the IMAGE tensor, then the projectio
 """
 from __future__ import annotations
 
-import logging
 
 import torch
 import torch.nn.functional as F
 
 from .declare import Input, Output, Param, node
-from .facts import pass_width
+from .core.facts import pass_width
 from .errors import UserError
 from .errors import env_limit, over_limit
-from .checkpoint import ClipTextModel, ClipVisionModel
-from .sampling import plain
-from .types import ImageEmbeds, TextEmbeds
-
-log = logging.getLogger(__name__)
+from .core.handles import ClipTextModel, ClipVisionModel
+from .core.text import ENCODE_CHUNK, encode_prompts  # noqa: F401 -- named here too
+from .core.sampling import plain
+from .types import ImageEmbeds
 
 MAX_PROMPTS = 1024
 """The most prompt lines one CLIPTextEncode node takes, unless UNCLIP_MAX_PROMPTS says otherwise
 (each line is a batch entry of everything downstream)."""
-ENCODE_CHUNK = 64
-"""Prompts go through the text encoder this many at a time, so its activations stay bounded;
-the results equal one big batch's to float rounding (at most 64 prompts: bit for bit)."""
-
-
 def split_prompts(text: str) -> list[str]:
     """One prompt per non-blank line; no line at all means the single empty prompt."""
     lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line] or [""]
-
-
-def encode_prompts(clip: ClipTextModel, prompts: list[str]) -> TextEmbeds:
-    """Encode ``prompts``, and the empty prompt once per prompt as the unconditional branch.
-
-    Two forwards (prompts, then as many empty prompts) rather than one: that is how the Karlo
-    pipeline batches them, and the sampling loops amplify even last-bit differences (at t = 999
-    the noise prediction is divided by sqrt(alpha_bar) ~ 5e-5), so we keep the same arithmetic.
-    """
-    tok = clip.tokenizer
-    length = int(tok.model_max_length)
-    for p in prompts:
-        n = len(tok(p).input_ids)
-        if n > length:
-            log.warning("prompt %r has %d tokens; only the first %d are used", p, n, length)
-
-    def encode(texts):
-        batch = tok(list(texts), padding="max_length", max_length=length, truncation=True,
-                    return_tensors="pt")
-        with torch.inference_mode():
-            out = clip.text_encoder(batch.input_ids.to(clip.device))
-        return plain(out.text_embeds), plain(out.last_hidden_state), batch.attention_mask.bool()
-
-    def chunked(texts):
-        parts = [encode(texts[i:i + ENCODE_CHUNK]) for i in range(0, len(texts), ENCODE_CHUNK)]
-        return parts[0] if len(parts) == 1 else tuple(torch.cat(t) for t in zip(*parts))
-
-    embeds, hidden, mask = chunked(list(prompts))
-    u_embeds, u_hidden, u_mask = chunked([""] * len(prompts))
-    return TextEmbeds(text_embeds=embeds, hidden_states=hidden, attention_mask=mask,
-                      prompts=tuple(prompts), uncond_text_embeds=u_embeds,
-                      uncond_hidden_states=u_hidden, uncond_attention_mask=u_mask)
 
 
 def _size_of(value, default) -> tuple[int | None, int | None, int | None]:
@@ -159,7 +120,7 @@ def clip_text_encode(clip: ClipTextModel, prompt: str):
     if clip is None:
         raise UserError("no CLIP text encoder is linked (the checkpoint has none)", field="clip")
     _check_prompts({"prompt": prompt})  # also when called directly (ComfyUI)
-    return encode_prompts(clip, split_prompts(prompt))
+    return clip.encode(split_prompts(prompt))
 
 
 @node("CLIPImageEncode", category="unCLIP/conditioning",

@@ -1,33 +1,24 @@
-"""The decoder: CLIP image embedding z_i (+ caption) -> an image.
+"""The decoder: CLIP image embedding z_i (+ caption) -> an image (paper §2.1).
 
-Karlo's decoder (the paper's, §2.1) draws a 64 px image in pixel space, GLIDE-style: z_i is
-projected and added to the timestep embedding, and also projected into a few extra context tokens
-placed before the text encoder's hidden states.  Classifier-free guidance compares against a
-learned "no image embedding" vector and the empty prompt, both in one batched forward; it guides
-the predicted noise only, the predicted variance comes from the conditional half.  Kandinsky
-2.2's decoder samples MoVQ latents conditioned on z_i alone and guides against a negative image
-embedding (``families/kandinsky22.py``).
-
-The node talks to a decoder handle through a small backend interface (``DecoderBackend``), so
-one Decoder node, one Inpaint and one DDIMInvert serve every family.  ``sample`` is the loop,
-written so that editing nodes can reuse it: explicit initial noise ``x_T``, a per-step
-``callback`` (RePaint-style blending) and a pluggable ``sampler``.
+One Decoder node serves every family through the DecoderBackend protocol (``core/backends.py``):
+the family's handle pairs embeddings and captions into a ``Conditioning``, gives the model as a
+function ``(x, t) -> output`` with guidance prepared, its sampler and its sizes, and turns the
+finished sample into pixels.  The loop here is the same for all: draw x_T (or noise an image for
+image-to-image, or take x_T from DDIMInvert), then step the sampler down the timesteps.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from . import runtime
+from .core.backends import Conditioning, DecoderBackend
+from .core.facts import handle, same_width, width
+from .core.pixels import pixels_at, to_image
+from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
-from .facts import handle, same_width, width
 from .errors import UserError
-from .sampling import (SEED_PARAM, guidance_param, cfg_batch, DDIMSampler, Generators, Sampler,
-                       StepCallback, UnCLIPSampler, make_generator, step_tensor, noise, plain)
 from .types import ImageEmbeds, TextEmbeds, socket_type
+from .widgets import SEED_PARAM, guidance_param
 
 
 def _latent_encode(t: torch.Tensor):
@@ -40,232 +31,7 @@ LATENT = socket_type("UNCLIP_LATENT", "decoder noise x_T, float32 [B, C, h, w] (
 SAMPLERS = ("unclip", "ddim")
 
 
-# --- text rows ----------------------------------------------------------------------------------
-
-def text_rows(text: TextEmbeds, rows: int) -> TextEmbeds:
-    """``text`` with each prompt repeated so there are ``rows`` of them (prompt-major)."""
-    n = text.text_embeds.shape[0]
-    if rows == n:
-        return text
-    k = rows // n
-
-    def rep(t):  # a single unconditional row serves every prompt as it is
-        return t if t is None or (t.shape[0] == 1 and n > 1) else t.repeat_interleave(k, dim=0)
-
-    return TextEmbeds(rep(text.text_embeds), rep(text.hidden_states), rep(text.attention_mask),
-                      tuple(p for p in text.prompts for _ in range(k)),
-                      rep(text.uncond_text_embeds), rep(text.uncond_hidden_states),
-                      rep(text.uncond_attention_mask))
-
-
-def uncond_of(text: TextEmbeds, rows: int):
-    """The unconditional branch as (embeds, hidden, mask) with ``rows`` rows, or None."""
-    if text.uncond_text_embeds is None:
-        return None
-    parts = (text.uncond_text_embeds, text.uncond_hidden_states, text.uncond_attention_mask)
-    if parts[0].shape[0] == rows:
-        return parts
-    return tuple(p.expand(rows, *p.shape[1:]) for p in parts)
-
-
 # --- the loop -----------------------------------------------------------------------------------
-
-def decoder_model(decoder, text_proj, image_embeds: torch.Tensor,
-                  text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                  uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, *,
-                  guidance_scale: float):
-    """The decoder as a function ``(x, t) -> model output`` (guided noise prediction, then the
-    predicted variance channels if any) with the conditioning prepared once; the sampling loop
-    and DDIM inversion both call it."""
-    device, dtype = decoder.device, decoder.dtype
-    guided = guidance_scale != 1.0
-    embeds, hidden, mask = cfg_batch(text, uncond, guided)
-    context, time_embeds = text_proj(
-        image_embeddings=image_embeds.to(device, dtype), prompt_embeds=embeds.to(device, dtype),
-        text_encoder_hidden_states=hidden.to(device, dtype), do_classifier_free_guidance=guided)
-    mask = F.pad(mask.to(device), (text_proj.clip_extra_context_tokens, 0), value=True)
-    channels = decoder.config.in_channels
-
-    def model(x: torch.Tensor, t: int) -> torch.Tensor:
-        x_in = torch.cat([x, x]) if guided else x
-        out = decoder(sample=x_in.to(dtype), timestep=step_tensor(t), encoder_hidden_states=context,
-                      class_labels=time_embeds, attention_mask=mask).sample.float()
-        if guided:
-            out_u, out_c = out.chunk(2)
-            eps = out_u[:, :channels] + guidance_scale * (out_c[:, :channels] - out_u[:, :channels])
-            out = torch.cat([eps, out_c[:, channels:]], dim=1)
-        return out
-    return model
-
-
-def sample(model: Callable[[torch.Tensor, int], torch.Tensor], sampler: Sampler,
-           timesteps: list[int], x: torch.Tensor, generator: torch.Generator, *,
-           callback: StepCallback | None = None, resample: int = 1,
-           desc: str = "decoder") -> torch.Tensor:
-    """Run ``sampler`` over ``timesteps`` from ``x`` (already at the first level) with
-    ``model(x, t)``; returns the sample after the last step (float32, unclamped).
-
-    Random draws, all from ``generator``: one per step (inside the sampler).  ``resample`` > 1
-    repeats every step but the last that many times, diffusing the result back up in between
-    (RePaint's jumps, which let a ``callback``'s edits spread); each jump draws its noise after
-    the step's own draws.
-    """
-    device = x.device
-    for i in runtime.steps(len(timesteps), desc):
-        t = timesteps[i]
-        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        for jump in range(resample if prev_t is not None else 1):
-            if jump > 0:
-                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
-            x = sampler.step(model(x, t), t, prev_t, x, generator)
-            if callback is not None:
-                x = callback(i, t, prev_t, x)
-    return x
-
-
-def sample_decoder(decoder, text_proj, image_embeds: torch.Tensor,
-                   text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                   uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, *,
-                   guidance_scale: float, steps: int, generator: torch.Generator,
-                   sampler: Sampler, x_T: torch.Tensor | None = None,
-                   callback: StepCallback | None = None, resample: int = 1) -> torch.Tensor:
-    """Karlo: sample x_0 ~ P(x | z_i, y): [B, C, S, S] float32 in [-1, 1].
-
-    ``text`` = (pooled [B, D], hidden states [B, L, W], mask [B, L]) on any device, ``uncond`` the
-    same for the unconditional branch (needed when ``guidance_scale`` != 1).  Random draws, all
-    from ``generator``: x_T (unless given), then one per step but the last (in the sampler).
-    """
-    device = decoder.device
-    model = decoder_model(decoder, text_proj, image_embeds, text, uncond,
-                          guidance_scale=guidance_scale)
-    channels, size = decoder.config.in_channels, decoder.config.sample_size
-    timesteps = sampler.timesteps(steps)
-    if x_T is None:
-        x = noise((image_embeds.shape[0], channels, size, size), generator, device)
-    else:
-        x = x_T.to(device=device, dtype=torch.float32)
-    x = x * sampler.init_noise_sigma
-    x = sample(model, sampler, timesteps, x, generator, callback=callback, resample=resample)
-    return x.clamp(-1, 1)
-
-
-def to_image(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] in [-1, 1] -> IMAGE [B, H, W, C] float32 in 0..1 on the CPU."""
-    return plain((x.float() * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)).contiguous()
-
-
-def from_image(image: torch.Tensor) -> torch.Tensor:
-    """IMAGE [B, H, W, C] in 0..1 -> [B, C, H, W] in [-1, 1] (RGB; alpha dropped)."""
-    x = image.float()
-    if x.shape[-1] == 1:
-        x = x.expand(*x.shape[:-1], 3)
-    return x[..., :3].permute(0, 3, 1, 2) * 2 - 1
-
-
-# --- the backend interface ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Conditioning:
-    """What a decoder is conditioned on, one row per image to draw."""
-
-    image_embeds: torch.Tensor                  # z_i [N, D]
-    negative: torch.Tensor | None = None        # [N, D]: what guidance pushes away from
-    text: tuple | None = None                   # (pooled, hidden, mask), for decoders that read text
-    uncond: tuple | None = None                 # the same for the unconditional branch
-
-    @property
-    def rows(self) -> int:
-        return self.image_embeds.shape[0]
-
-
-class DecoderBackend(Protocol):
-    """What the Decoder, Inpaint and DDIMInvert nodes ask of a decoder handle.  Each family's
-    decoder handle implements it (Karlo: a pixel-space UNet + text_proj; Kandinsky 2.2: a latent
-    UNet + MoVQ)."""
-
-    family: str
-    clip_dim: int          # width of the image embeddings it takes
-    variant: str           # "text2img", "inpaint" (extra input channels) or "controlnet" (hint)
-    device: torch.device
-
-    def conditioning(self, image_embeds: ImageEmbeds, text: TextEmbeds | None,
-                     images_per_embedding: int) -> Conditioning:
-        """Pair embeddings (and captions) row by row; UserError naming the field if they do not
-        fit."""
-
-    def check_guidance(self, cond: Conditioning, guidance_scale: float) -> None:
-        """UserError when guidance is asked for but the conditioning lacks its other branch."""
-
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(height, width) in pixels that a request gives (0 = the model's own size)."""
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """(C, h, w) of the sample the loop runs on for that pixel size."""
-
-    def size_of(self, latent: torch.Tensor) -> tuple[int, int]:
-        """(height, width) in pixels that a sample [B, C, h, w] decodes to."""
-
-    def model(self, cond: Conditioning, guidance_scale: float,
-              hint: torch.Tensor | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """The decoder as ``(x, t) -> model output`` with the conditioning prepared once."""
-
-    def sampler(self, name: str, eta: float) -> Sampler:
-        """The update rule from the checkpoint's scheduler config ("unclip") or DDIM."""
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """A finished sample -> pixels [B, 3, H, W] in [-1, 1]."""
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels [B, 3, H, W] in [-1, 1] at an ``output_size`` -> the clean sample x_0."""
-
-
-def _check_dims(decoder, z: torch.Tensor, text: TextEmbeds | None) -> None:
-    dim = decoder.clip_dim
-    if z.ndim != 2 or z.shape[1] != dim:
-        raise UserError(f"image embeddings have shape {tuple(z.shape)} but this decoder takes "
-                        f"[B, {dim}] (another CLIP?)", field="image_embeds")
-    if text is not None and (text.text_embeds.shape[-1] != dim or text.hidden_states.shape[-1] != dim):
-        raise UserError(f"text embeddings of width {text.hidden_states.shape[-1]} do not fit this "
-                        f"decoder (it takes {dim}); encode with the decoder's own CLIP",
-                        field="text")
-
-
-def prepare_decoder_inputs(decoder, image_embeds: ImageEmbeds,
-                           text: TextEmbeds | None, images_per_embedding: int):
-    """Karlo: pair embeddings and prompts row by row; returns (z_i [N, D], text, uncond) for N
-    images."""
-    z = image_embeds.image_embeds
-    _check_dims(decoder, z, text)
-    if text is None:
-        text = decoder.empty_text(z.shape[0])
-        if text is None:
-            raise UserError("no text embeddings are linked and the decoder's checkpoint has no text "
-                            "encoder to encode the empty prompt with; link a CLIPTextEncode",
-                            field="text")
-    e, t = z.shape[0], text.text_embeds.shape[0]
-    if e % t == 0:
-        text = text_rows(text, e)
-    elif t % e == 0:
-        z = z.repeat_interleave(t // e, dim=0)
-    else:
-        raise UserError(f"{e} image embeddings and {t} prompts cannot be paired (one must be a "
-                        f"multiple of the other)", field="text")
-    if images_per_embedding > 1:
-        z = z.repeat_interleave(images_per_embedding, dim=0)
-        text = text_rows(text, z.shape[0])
-    rows = z.shape[0]
-    return z, (text.text_embeds, text.hidden_states, text.attention_mask), uncond_of(text, rows)
-
-
-def make_sampler(scheduler_config: dict, sampler: str, eta: float) -> Sampler:
-    """Karlo's update rule (the default, what the parity tests pin) or DDIM."""
-    if sampler == "ddim":
-        return DDIMSampler(scheduler_config, eta=eta)
-    if eta != 0:
-        raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
-                        field="eta")
-    return UnCLIPSampler(scheduler_config)
-
 
 def initial_noise(shape: tuple[int, int, int], rows: int, given: torch.Tensor | None,
                   same: bool, generator: torch.Generator) -> torch.Tensor | None:
@@ -328,19 +94,6 @@ def image_rows(image: torch.Tensor, rows: int, embeds: int, field: str = "image"
                     f"per image", field=field)
 
 
-def pixels_at(image: torch.Tensor, size: tuple[int, int], field: str = "image") -> torch.Tensor:
-    """IMAGE [B, H, W, C] -> [B, 3, h, w] in [-1, 1] at ``size`` (antialiased bicubic,
-    stretched)."""
-    from .image import check_image, resize
-    check_image(image, field)
-    if image.shape[-1] not in (1, 3, 4):
-        raise UserError(f"expected 1, 3 or 4 channels, got {image.shape[-1]}", field=field)
-    h, w = size
-    if tuple(image.shape[1:3]) != (h, w):
-        image = resize(image.float(), w, h, "bicubic", "none")
-    return from_image(image).contiguous()
-
-
 def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_scale: float,
            seed: int | Generators, sampler: Sampler, size: tuple[int, int], x_T: torch.Tensor | None = None,
            same_noise: bool = False, image: torch.Tensor | None = None, strength: float = 1.0,
@@ -377,26 +130,24 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
 
 def check_links(inputs: dict, use: str = "decode") -> None:
     """Validation of what is linked to a decoder node (``use``: decode, inpaint or invert):
-    embeddings of the decoder's width, text only where the decoder reads it, and the decoder
-    variant that the node needs."""
+    embeddings of the decoder's width and CLIP, text only where the decoder reads it, and the
+    decoder variant that the node needs."""
     f = handle(inputs, "decoder")
     if f is None:
         return
-    same_width(inputs, ("image_embeds",) + (("text",) if f.get("takes_text") else ()),
+    same_width(inputs, ("image_embeds",) + (("text",) if f.takes_text else ()),
                width(f), "decoder")
-    if f.get("takes_text") is False and "text" in inputs:
-        raise UserError(f"the {f.get('label', 'linked')} decoder is conditioned on the image "
-                        f"embedding alone and reads no text; unlink text (prompts go to the "
-                        f"Prior)", field="text")
-    kind = f.get("variant", "text2img")
+    if f.takes_text is False and "text" in inputs:
+        raise UserError(f"the {f.label} decoder is conditioned on the image embedding alone and "
+                        f"reads no text; unlink text (prompts go to the Prior)", field="text")
+    kind = f.variant or "text2img"
     if use == "inpaint":
         handle(inputs, "upsampler")
         if kind == "inpaint" and "upsampler" in inputs:
             raise UserError("an inpainting decoder draws at full resolution; unlink the "
                             "upsampler", field="upsampler")
-        if kind == "controlnet" or (kind == "text2img" and not f.get("takes_text")):
-            raise UserError(f"Inpaint needs an inpainting decoder for {f.get('label')}: load "
-                            f"its decoder-inpaint folder (this one is {kind})", field="decoder")
+        if f.cannot_inpaint:
+            raise UserError(f.cannot_inpaint, field="decoder")
         return
     if kind == "inpaint":
         raise UserError("this decoder is an inpainting decoder (it takes a masked image); use "
@@ -541,7 +292,8 @@ def cat_rows(conds: list[Conditioning]) -> Conditioning:
             return None
         if isinstance(values[0], tuple):
             return tuple(cat([v[i] for v in values]) for i in range(len(values[0])))
+        if isinstance(values[0], dict):
+            return {k: cat([v[k] for v in values]) for k in values[0]}
         return torch.cat(values)
     return Conditioning(*(cat([getattr(c, f) for c in conds])
-                          for f in ("image_embeds", "negative", "text", "uncond")))
-
+                          for f in ("image_embeds", "negative", "text", "uncond", "extra")))

@@ -28,13 +28,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import runtime
 from .declare import Input, Output, Param, node
 from .errors import UserError, env_limit, file_limit, over_limit  # noqa: F401
 from .folders import PACK_DIR, input_files  # PACK_DIR: also named here
+from .core.pixels import RESIZE_METHODS, check_image, resize  # noqa: F401 -- named here too
 
 CATEGORY = "unCLIP/image"
 SIZE_MAX = 16384
@@ -84,14 +84,6 @@ def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
     if arr.shape[-1] == 1:
         arr = arr[..., 0]
     return Image.fromarray(arr)
-
-
-def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
-    """The tensor if it is a ComfyUI IMAGE batch, else a UserError naming ``field``."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] == 0:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise UserError(f"expected an image batch [B, H, W, C], got {shape}", field=field)
-    return image
 
 
 # --- LoadImage ----------------------------------------------------------------------------------
@@ -558,9 +550,6 @@ def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: st
 
 # --- ResizeImage --------------------------------------------------------------------------------
 
-RESIZE_METHODS = ("bicubic", "bilinear", "nearest", "lanczos", "area")
-
-
 def target_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
     """(width, height); a 0 follows the aspect ratio of the other side."""
     if width <= 0 and height <= 0:
@@ -570,51 +559,6 @@ def target_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
     if height <= 0:
         height = max(1, round(h * width / w))
     return width, height
-
-
-def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic",
-           crop: str = "none") -> torch.Tensor:
-    """Resize an IMAGE batch to exactly width x height (float all the way, clamped to 0..1).
-
-    crop="center" first cuts the source to the target's aspect ratio (keeping the middle), so
-    nothing is stretched; "none" stretches.
-    """
-    _, h, w, _ = image.shape
-    x = image.float()
-    if crop == "center":
-        if w * height > h * width:  # source too wide
-            cw = max(1, round(h * width / height))
-            x0 = (w - cw) // 2
-            x = x[:, :, x0:x0 + cw]
-        elif w * height < h * width:  # source too tall
-            ch = max(1, round(w * height / width))
-            y0 = (h - ch) // 2
-            x = x[:, y0:y0 + ch]
-    if tuple(x.shape[1:3]) == (height, width):
-        return x.contiguous()
-    x = x.movedim(-1, 1)  # [B, C, h, w]
-    if method == "lanczos":
-        out = _lanczos(x, width, height)
-    elif method in ("bicubic", "bilinear"):
-        out = F.interpolate(x, size=(height, width), mode=method, align_corners=False,
-                            antialias=True)
-    elif method == "nearest":
-        out = F.interpolate(x, size=(height, width), mode="nearest-exact")
-    elif method == "area":
-        out = F.interpolate(x, size=(height, width), mode="area")
-    else:
-        raise UserError(f"unknown method {method!r}; one of {', '.join(RESIZE_METHODS)}",
-                        field="method")
-    return out.clamp(0, 1).movedim(1, -1).contiguous()
-
-
-def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Torch has no Lanczos filter; Pillow's works on float ("F") planes, so use it per plane."""
-    b, c = x.shape[:2]
-    planes = x.detach().cpu().reshape(b * c, *x.shape[2:]).numpy()
-    out = np.stack([np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.LANCZOS))
-                    for p in planes])
-    return torch.from_numpy(out).reshape(b, c, height, width).to(x.device)
 
 
 def _check_size(params: dict) -> None:

@@ -1,69 +1,29 @@
-"""Inpainting (and, with OutpaintPad, outpainting) with any unCLIP decoder, RePaint style.
+"""Inpainting (and, with OutpaintPad, outpainting) with any unCLIP decoder.
 
-The decoder was never trained to inpaint.  Instead, after every sampling step the region to keep
-is overwritten with the original image noised to the step's timestep (Lugmayr et al. 2022,
-"RePaint"), so the model only ever fills in the masked region around a context it agrees with.
-``resample`` > 1 repeats each step after diffusing back up one step (RePaint's jumps), which gives
-the filled-in region more chances to agree with the kept one.  The upsampler, when linked, gets
-the same treatment at its resolution.
-
-Nothing the user kept is lost: at the end the original pixels are pasted back at the input's own
-resolution wherever the mask is 0, so those pixels are bit-identical to the input.  ``feather``
-fades the generated pixels in over a few pixels *inside* the mask; it never touches a pixel
-outside it.  MASK follows ComfyUI: 1 = change.
+Each family inpaints in its own way (``DecoderBackend.inpaint``): Karlo's decoder was never
+trained to inpaint, so it repaints RePaint-style (Lugmayr et al. 2022), overwriting the region to
+keep with the original noised to each step's level; Kandinsky 2.2 has an inpainting UNet.  What
+this node adds is the same for all: images and embeddings paired row by row, the mask fitted to
+the image, and at the end the original pixels pasted back at the input's own resolution wherever
+the mask is 0, so those pixels are bit-identical to the input.  ``feather`` fades the generated
+pixels in over a few pixels *inside* the mask; it never touches a pixel outside it.  MASK follows
+ComfyUI: 1 = change.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .core.backends import DecoderBackend, UpsamplerBackend
 from .declare import Input, Output, Param, node
-from .decoder import check_links, from_image, sample_decoder, to_image
+from .decoder import check_links
 from .errors import UserError
 from .image import check_image
-from .loaders import DecoderModel, UpsamplerModel
 from .mask import fit_mask, grow
-from .sampling import SEED_PARAM, guidance_param, UnCLIPSampler, make_generator, noise
 from .types import ImageEmbeds, TextEmbeds
-from .upsample import sample_upsampler
+from .widgets import SEED_PARAM, guidance_param
 
 
-# --- geometry -------------------------------------------------------------------------------------
-
-def square_canvas(image: torch.Tensor, mask: torch.Tensor):
-    """The image centred on a square canvas (the diffusion models are square); the added margin
-    is masked (1), so it is generated and then cropped away.  Returns (image, mask, box) with
-    box = (top, left, height, width) of the original on the canvas."""
-    b, h, w, c = image.shape
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    if side == h == w:
-        return image, mask, (0, 0, h, w)
-    canvas = torch.zeros(b, side, side, c, dtype=image.dtype)
-    canvas[:, top:top + h, left:left + w] = image
-    m = torch.ones(b, side, side, dtype=mask.dtype)
-    m[:, top:top + h, left:left + w] = mask
-    return canvas, m, (top, left, h, w)
-
-
-def resize_x(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, C, H, W] in [-1, 1] to size x size (antialiased bicubic, clamped)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                         antialias=True).clamp(-1, 1)
-
-
-def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, H, W] -> [B, 1, size, size].  Shrinking keeps a pixel's largest value (a low-res pixel
-    is generated if any of the pixels it covers is to change); growing is nearest-neighbour."""
-    m = mask[:, None].float()
-    if m.shape[-1] == size and m.shape[-2] == size:
-        return m
-    if m.shape[-1] > size:
-        return F.adaptive_max_pool2d(m, (size, size))
-    return F.interpolate(m, size=(size, size), mode="nearest-exact")
-
+# --- compositing ------------------------------------------------------------------------------------
 
 def feather_weights(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """How much of the generated image each pixel takes: the mask itself, times a ramp that
@@ -89,52 +49,6 @@ def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tenso
     if c == 4:
         blended = torch.cat([blended, original[..., 3:]], dim=-1)
     return blended.contiguous()
-
-
-# --- the RePaint loops ----------------------------------------------------------------------------
-
-def repaint_callback(sampler, known: torch.Tensor, keep: torch.Tensor, generator):
-    """A StepCallback that puts the known image, noised to the step's level, where ``keep`` is 1
-    (soft values blend).  After the last step the known image goes in as it is."""
-    def callback(i, t, prev_t, x):
-        if prev_t is None:
-            target = known
-        else:
-            target = sampler.add_noise(known, noise(known.shape, generator, known.device), prev_t)
-        return keep * target + (1 - keep) * x
-    return callback
-
-
-def inpaint(decoder: DecoderModel, upsampler: UpsamplerModel | None, image: torch.Tensor,
-            mask: torch.Tensor, z: torch.Tensor, cond, uncond, *, guidance_scale: float,
-            steps: int, upsample_steps: int, seed: int, resample: int,
-            feather: int) -> torch.Tensor:
-    """image [B, H, W, C] and a fitted mask [B, H, W] -> inpainted image [B, H, W, C]."""
-    canvas, cmask, (top, left, h, w) = square_canvas(image.float(), mask)
-    device = decoder.device
-    generator = make_generator(seed)
-    x_full = from_image(canvas).to(device)
-    size = decoder.sample_size
-    known = resize_x(x_full, size)
-    keep = 1 - resize_mask(cmask, size).to(device)
-    sampler = UnCLIPSampler(decoder.scheduler_config)
-    with torch.inference_mode():
-        x = sample_decoder(decoder.decoder, decoder.text_proj, z, cond, uncond,
-                           guidance_scale=guidance_scale, steps=steps, generator=generator,
-                           sampler=sampler, resample=resample,
-                           callback=repaint_callback(sampler, known, keep, generator))
-        if upsampler is not None:
-            up_size = upsampler.sample_size
-            known_hi = resize_x(x_full, up_size).to(upsampler.device)
-            keep_hi = 1 - resize_mask(cmask, up_size).to(upsampler.device)
-            up_sampler = UnCLIPSampler(upsampler.scheduler_config)
-            x = sample_upsampler(upsampler.first, upsampler.last, x, steps=upsample_steps,
-                                 generator=generator, sampler=up_sampler, resample=resample,
-                                 callback=repaint_callback(up_sampler, known_hi, keep_hi,
-                                                           generator)).clamp(-1, 1)
-    side = canvas.shape[1]
-    generated = to_image(resize_x(x.float().cpu(), side))[:, top:top + h, left:left + w]
-    return composite(image.float(), generated, mask, feather)
 
 
 # --- the node -------------------------------------------------------------------------------------
@@ -190,9 +104,9 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
                     tooltip="results per image (each with its own noise), consecutive")],
       outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")],
       infer=lambda params, inputs: check_links(inputs, "inpaint"))
-def inpaint_node(decoder, image: torch.Tensor, mask: torch.Tensor,
+def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
-                 upsampler: UpsamplerModel | None = None, steps: int = 25,
+                 upsampler: UpsamplerBackend | None = None, steps: int = 25,
                  guidance_scale: float = 8.0, seed: int = 0, resample: int = 1,
                  feather: int = 0, upsample_steps: int = 7, count: int = 1):
     if decoder is None:
@@ -205,40 +119,12 @@ def inpaint_node(decoder, image: torch.Tensor, mask: torch.Tensor,
         raise UserError("mask values must lie in 0..1 (1 = change)", field="mask")
     image, mask, cond = pair_rows(decoder, image, mask, image_embeds, text, count)
     decoder.check_guidance(cond, guidance_scale)
-    if decoder.variant == "inpaint":
-        if upsampler is not None:
-            raise UserError("an inpainting decoder draws at full resolution; unlink the "
-                            "upsampler", field="upsampler")
-        return inpaint_with_decoder(decoder, image, mask, cond, guidance_scale=guidance_scale,
-                                    steps=steps, seed=seed, resample=resample, feather=feather)
-    if decoder.variant != "text2img" or not hasattr(decoder, "text_proj"):
-        raise UserError(f"Inpaint needs an inpainting decoder for {decoder.family}: load its "
-                        f"decoder-inpaint folder (this one is {decoder.variant})",
-                        field="decoder")
-    return inpaint(decoder, upsampler, image, mask, cond.image_embeds, cond.text, cond.uncond,
-                   guidance_scale=guidance_scale, steps=steps, upsample_steps=upsample_steps,
-                   seed=seed, resample=resample, feather=feather)
-
-
-def inpaint_with_decoder(decoder, image: torch.Tensor, mask: torch.Tensor, cond, *,
-                         guidance_scale: float, steps: int, seed: int, resample: int,
-                         feather: int) -> torch.Tensor:
-    """A decoder trained to inpaint (Kandinsky 2.2's decoder-inpaint): it works at the image's
-    own size rounded up to whole UNet cells; the result is resized back and composited, so the
-    kept pixels are exactly the input's."""
-    from .families.kandinsky22 import inpaint_latents
-    h, w = image.shape[1:3]
-    pixels = decoder.fit_image(image.float())
-    size = tuple(pixels.shape[-2:])
-    change = mask[:, None].float()
-    if tuple(change.shape[-2:]) != size:
-        change = F.interpolate(change, size=size, mode="nearest-exact")
-    with torch.inference_mode():
-        x = inpaint_latents(decoder, cond, pixels, change, guidance_scale=guidance_scale,
-                            steps=steps, seed=seed, sampler=decoder.sampler("unclip", 0.0),
-                            resample=resample)
-    generated = to_image(x.float().cpu())
-    if tuple(generated.shape[1:3]) != (h, w):
-        from .image import resize
-        generated = resize(generated, w, h, "bicubic", "none")
+    if decoder.variant == "inpaint" and upsampler is not None:
+        raise UserError("an inpainting decoder draws at full resolution; unlink the "
+                        "upsampler", field="upsampler")
+    if decoder.cannot_inpaint:
+        raise UserError(decoder.cannot_inpaint, field="decoder")
+    generated = decoder.inpaint(image, mask, cond, upsampler, guidance_scale=guidance_scale,
+                                steps=steps, upsample_steps=upsample_steps, seed=seed,
+                                resample=resample)
     return composite(image.float(), generated, mask, feather)

@@ -21,9 +21,9 @@ import re
 import torch
 
 from .declare import Input, Output, Param, node
-from .facts import same_width
+from .core.facts import same_width
 from .errors import UserError
-from .sampling import plain
+from .core.sampling import plain
 from .types import ImageEmbeds, TextEmbeds
 
 CATEGORY = "unCLIP/edit"

@@ -17,7 +17,7 @@ from .declare import Input, Output, Param, node
 from .decoder import check_links
 from .errors import UserError
 from .image import check_image
-from .sampling import DDIMSampler, plain
+from .core.sampling import DDIMSampler, plain
 from .types import ImageEmbeds, TextEmbeds
 
 
@@ -70,7 +70,7 @@ def ddim_invert_node(decoder, image: torch.Tensor, image_embeds: ImageEmbeds,
                             f"image (CLIPImageEncode of the same images)", field="image_embeds")
         cond = decoder.conditioning(image_embeds, text, b)
     decoder.check_guidance(cond, guidance_scale)
-    sampler = DDIMSampler(decoder.scheduler_config, eta=0.0)
+    sampler = decoder.sampler("ddim", 0.0)
     with torch.inference_mode():
         x0 = decoder.encode(decoder.fit_image(image.float()).to(decoder.device))
         model = decoder.model(cond, guidance_scale)

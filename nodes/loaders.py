@@ -14,40 +14,19 @@ from __future__ import annotations
 import torch
 
 from . import runtime
-from .checkpoint import (CLIP_TEXT, CLIP_VISION, DECODER, DTYPES, LOADED, POCKET,  # noqa: F401
-                         PRIOR, UPSAMPLER, Checkpoint, ClipTextModel,
-                         ClipVisionModel, ModelHandle, PriorModel, clear_model_cache,
-                         existing_dir, resolve_path)
+from .core.checkpoint import (CLIP_TEXT, CLIP_VISION, DECODER, DTYPES, LOADED, POCKET,  # noqa: F401
+                              PRIOR, UPSAMPLER, Checkpoint, clear_model_cache, existing_dir,
+                              resolve_path)
+from .core.family import STAGES, by_name, open_checkpoint  # noqa: F401 -- named here too
 from .declare import Output, Param, node
 from .errors import UserError
-from .families import detect
 from .folders import model_choices, prior_choices
-from .families.karlo import DecoderModel, UpsamplerModel  # noqa: F401  (Karlo's, by name)
-
-def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
-                    allow_pickle: bool = False, prior_path: str = "",
-                    config_only: bool = False) -> Checkpoint:
-    """Check a checkpoint for ``stages`` and read its configs, reading no weights.
-
-    ``layout``: require the family's full layout (as ``LoadUnCLIP`` does); the per-stage loaders
-    only need their own components.  ``prior_path``: a second folder holding the prior
-    (Kandinsky 2.2 ships prior and decoder apart).  ``config_only``: a folder of configs
-    without weights is fine (to build components on the meta device or with random weights).
-    Raises UserError saying what is wrong.
-    """
-    family = detect(existing_dir(path))
-    return family.open_checkpoint(path, stages, layout=layout, allow_pickle=allow_pickle,
-                                  prior_path=prior_path, config_only=config_only)
+from . import families  # noqa: F401 -- registers the families
 
 
 def handles(ck: Checkpoint, stages, device, dtype, allow_pickle=False) -> tuple:
     """One handle per stage, None for a stage the checkpoint lacks."""
-    return _family(ck).handles(ck, stages, device, dtype, allow_pickle)
-
-
-def _family(ck: Checkpoint):
-    from .families import FAMILIES
-    return next(f for f in FAMILIES if f.NAME == ck.family)
+    return by_name(ck.family).handles(ck, stages, device, dtype, allow_pickle)
 
 
 # --- nodes --------------------------------------------------------------------------------------
@@ -82,7 +61,7 @@ def _open(params: dict, stages: tuple[str, ...], layout: bool) -> Checkpoint:
 def _fingerprint(stages: tuple[str, ...], layout: bool):
     def fingerprint(params: dict) -> dict:
         ck = _open(params, stages, layout)
-        used = _family(ck).used_parts(ck, stages, layout)
+        used = by_name(ck.family).used_parts(ck, stages, layout)
         out = {**ck.identity(sorted(used)),
                "device": str(runtime.resolve_device(params.get("device", "auto")))}
         if runtime.OPTIONS.compile:  # compiled kernels round differently: other results
@@ -95,7 +74,7 @@ def _infer(stages: tuple[str, ...], layout: bool, outputs: tuple[str, ...]):
     """What validation may know of the handles (family, embedding width), from configs only."""
     def infer(params: dict, inputs: dict) -> dict:
         ck = _open(params, stages, layout)
-        facts = _family(ck).facts(ck, stages)
+        facts = by_name(ck.family).facts(ck, stages)
         return {out: facts.get(stage) for out, stage in zip(outputs, stages)}
     return infer
 
@@ -116,7 +95,7 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return memory.dtype(device) if memory is not None else torch.float32
 
 
-_ALL = ("clip_text", "clip_vision", "prior", "decoder", "upsampler")
+_ALL = STAGES
 
 
 @node("LoadUnCLIP", category="unCLIP/loaders",

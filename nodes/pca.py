@@ -29,9 +29,9 @@ import torch
 
 from .declare import Input, Output, Param, node
 from .errors import UserError
-from .facts import same_width
+from .core.facts import same_width
 from .interpolate import _negative, _path
-from .sampling import plain
+from .core.sampling import plain
 from .types import ImageEmbeds, _record_codec, socket_type
 
 CATEGORY = "unCLIP/edit"

@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from . import runtime
+from .core.backends import PriorBackend
+from .core.facts import handle, same_width, width
+from .core.sampling import (Generators, Sampler, cfg_batch, make_generator, noise, plain,
+                            step_tensor)
+from .core.text import text_rows, uncond_of
 from .declare import Input, Output, Param, node
-from .facts import handle, same_width, width
-from .decoder import text_rows, uncond_of
 from .errors import UserError
-from .checkpoint import PriorModel
-from .sampling import (SEED_PARAM, guidance_param, cfg_batch, Generators, Sampler,
-                       UnCLIPSampler, make_generator, step_tensor, noise, plain)
 from .types import ImageEmbeds, TextEmbeds
+from .widgets import SEED_PARAM, guidance_param
 
 
 def sample_prior(prior, text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -65,7 +66,7 @@ def _infer(inputs: dict) -> dict | None:
     return width(f)
 
 
-def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
+def _check(prior: PriorBackend, text: TextEmbeds, field: str) -> None:
     cfg = prior.config("prior")
     dim = cfg.get("embedding_proj_dim") or cfg.get("embedding_dim", 768)
     if text.text_embeds.shape[-1] != dim:
@@ -98,7 +99,7 @@ def _check(prior: PriorModel, text: TextEmbeds, field: str) -> None:
                             "kept (the paper uses 2)")],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")], infer=lambda params, inputs: {
           "image_embeds": _infer(inputs)}, batch="seed")
-def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None, steps: int,
+def prior_node(prior: PriorBackend, text: TextEmbeds, negative: TextEmbeds | None, steps: int,
                guidance_scale: float, seed: int, candidates: int):
     if prior is None:
         raise UserError("no prior is linked (an image-variation checkpoint has none)", field="prior")
@@ -118,7 +119,7 @@ def prior_node(prior: PriorModel, text: TextEmbeds, negative: TextEmbeds | None,
         torch.cat([p[1][k] for p in parts]) for k in range(3))
     with torch.inference_mode():
         z = sample_prior(prior.prior, cond, uncond, guidance_scale=guidance_scale, steps=steps,
-                         generator=generator, sampler=UnCLIPSampler(prior.scheduler_config))
+                         generator=generator, sampler=prior.sampler())
     if runs is None:
         return _finish(prior, z, text, parts[0], candidates)
     return tuple((_finish(prior, zi, pick(text, i), parts[i], candidates),)

@@ -1,55 +1,21 @@
-"""The upsampler: a diffusion super-resolution stage (64 -> 256 px in Karlo).
+"""The upsampler: a diffusion super-resolution stage (paper §2.1: 64 -> 256 px).
 
-An unconditional UNet denoises full-resolution noise stacked with the low-resolution image,
-upscaled bicubically (antialiased).  No guidance.  Karlo trains a separate UNet for the last step
-(``super_res_last``); every other step uses ``super_res_first``.
+The node drives any family's UpsamplerBackend (``core/backends.py``): the family's handle runs
+its own loop (Karlo: an unconditional UNet denoising full-resolution noise stacked with the
+upscaled low-resolution image, a separate UNet for the last step).  Families that draw at full
+resolution have no upsampler; validation says so where one is linked.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from . import runtime
+from .core.backends import UpsamplerBackend
+from .core.facts import handle
+from .core.pixels import from_image, to_image
+from .core.sampling import Generators, make_generator
 from .declare import Input, Output, Param, node
-from .facts import handle
-from .decoder import from_image, to_image
 from .errors import UserError
-from .families.karlo import UpsamplerModel
-from .sampling import (SEED_PARAM, Generators, Sampler, StepCallback, UnCLIPSampler,
-                       make_generator, noise, step_tensor)
-
-
-def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
-                     generator: torch.Generator, sampler: Sampler,
-                     x_T: torch.Tensor | None = None,
-                     callback: StepCallback | None = None, resample: int = 1) -> torch.Tensor:
-    """Sample a high-resolution image given ``low_res`` [B, C, h, w] in [-1, 1]; returns
-    [B, C, S, S] float32 (not clamped).  Draws: x_T (unless given), then one per step but the
-    last.  ``callback(i, t, prev_t, x) -> x`` runs after each step; ``resample`` as in
-    ``sample_decoder`` (RePaint's jumps)."""
-    device, dtype = first.device, first.dtype
-    channels, size = first.config.in_channels // 2, first.config.sample_size
-    timesteps = sampler.timesteps(steps)
-    if x_T is None:
-        x = noise((low_res.shape[0], channels, size, size), generator, device)
-    else:
-        x = x_T.to(device=device, dtype=torch.float32)
-    x = x * sampler.init_noise_sigma
-    cond = F.interpolate(low_res.to(device, torch.float32), size=[size, size], mode="bicubic",
-                         align_corners=False, antialias=True)
-    for i in runtime.steps(len(timesteps), "upsampler"):
-        t = timesteps[i]
-        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        unet = last if prev_t is None else first
-        for jump in range(resample if prev_t is not None else 1):
-            if jump > 0:
-                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
-            out = unet(sample=torch.cat([x, cond], dim=1).to(dtype),
-                       timestep=step_tensor(t)).sample.float()
-            x = sampler.step(out, t, prev_t, x, generator)
-            if callback is not None:
-                x = callback(i, t, prev_t, x)
-    return x
+from .widgets import SEED_PARAM
 
 
 @node("Upsample", category="unCLIP/sampling",
@@ -62,7 +28,7 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
               SEED_PARAM],
       outputs=[Output("image", "IMAGE")],
       infer=lambda params, inputs: handle(inputs, "upsampler") and None, batch="seed")
-def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, seed: int):
+def upsample_node(upsampler: UpsamplerBackend, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:
         raise UserError("no upsampler is linked (the checkpoint has none)", field="upsampler")
     runs = seed if isinstance(seed, tuple) else None
@@ -71,7 +37,7 @@ def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, se
         if one.ndim != 4 or one.shape[-1] not in (1, 3, 4):
             raise UserError(f"expected IMAGE [B, H, W, C] with 1, 3 or 4 channels, got shape "
                             f"{tuple(one.shape)}", field="image")
-    channels = int(upsampler.config("super_res_first").get("in_channels", 6)) // 2
+    channels = upsampler.channels
     if channels != 3:
         raise UserError(f"this upsampler works on {channels}-channel images, not RGB",
                         field="upsampler")
@@ -85,9 +51,8 @@ def upsample_node(upsampler: UpsamplerModel, image: torch.Tensor, steps: int, se
     else:
         generator, low = make_generator(seed), from_image(image)
     with torch.inference_mode():
-        x = sample_upsampler(upsampler.first, upsampler.last, low, steps=steps,
-                             generator=generator,
-                             sampler=UnCLIPSampler(upsampler.scheduler_config))
+        x = upsampler.upsample(low, steps=steps, generator=generator,
+                               sampler=upsampler.sampler())
     if runs:
         return tuple((to_image(part),) for part in generator.split(x))
     return to_image(x)

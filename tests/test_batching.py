@@ -8,7 +8,8 @@ import torch
 from unclip_nodes.graph import run_sweep
 from unclip_nodes.graph.cache import Cache, MemoryTier
 from unclip_nodes.graph.cli import main
-from unclip_nodes.nodes import decoder, upsample
+from unclip_nodes.nodes import decoder
+from unclip_nodes.nodes.families import karlo
 
 SWEEP = {"seed": range(4)}
 FAST = {"steps": 4, "upsample_steps": 2}
@@ -49,13 +50,13 @@ def test_each_batched_run_draws_its_own_seeds_noise(tmp_path, monkeypatch):
     current = []
 
     def recording(shape, generator, device):
-        from unclip_nodes.nodes.sampling import noise
+        from unclip_nodes.nodes.core.sampling import noise
         x = noise(shape, generator, device)
         current.append(x.clone())
         return x
 
     monkeypatch.setattr(decoder, "noise", recording)
-    monkeypatch.setattr(upsample, "noise", recording)
+    monkeypatch.setattr(karlo, "noise", recording)  # the upsampler's x_T
     for batch in (1, 4):
         current.clear()
         run_sweep("workflows/image_variations.yaml", SWEEP, overrides=FAST, grid=False,

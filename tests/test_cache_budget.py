@@ -22,7 +22,8 @@ from unclip_nodes.graph import Cache, CacheWarning, MemoryTier, load, run_workfl
 from unclip_nodes.graph import cache as cache_mod
 from unclip_nodes.graph.cache import MISS, DiskTier, compute_keys, output_key
 from unclip_nodes.graph.cli import main
-from unclip_nodes.nodes import checkpoint, declare
+from unclip_nodes.nodes import declare
+from unclip_nodes.nodes.core import checkpoint
 from unclip_nodes.nodes.errors import UserError
 from unclip_nodes.nodes.types import IMAGE
 

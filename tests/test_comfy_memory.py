@@ -14,7 +14,7 @@ from kandinsky_util import tiny_kandinsky  # noqa: F401
 from unclip_nodes.nodes import clip, decoder, loaders, prior, runtime
 from unclip_nodes.nodes.families import kandinsky22
 from unclip_nodes.nodes.declare import REGISTRY
-from unclip_nodes.nodes.manager import MANAGER
+from unclip_nodes.nodes.core.manager import MANAGER
 
 
 class FakeComfy:

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from unclip_nodes.nodes import inpaint, interpolate
+from unclip_nodes.nodes.core import sampling
+from unclip_nodes.nodes.families import karlo
 from unclip_nodes.nodes.errors import UserError
 from unclip_nodes.nodes.interpolate import parse_thetas, slerp, text_diff
 from unclip_nodes.nodes.invert import ddim_invert
-from unclip_nodes.nodes.sampling import DDIMSampler, make_generator
+from unclip_nodes.nodes.core.sampling import DDIMSampler, make_generator
 from unclip_nodes.nodes.types import ImageEmbeds, TextEmbeds
 
 SCHED = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": True,
@@ -242,7 +244,7 @@ def test_composite_keeps_every_unmasked_pixel_bit_for_bit():
 def test_square_canvas_centres_the_image_and_masks_the_margin():
     img = torch.rand(1, 6, 10, 3)
     mask = torch.zeros(1, 6, 10)
-    canvas, m, (top, left, h, w) = inpaint.square_canvas(img, mask)
+    canvas, m, (top, left, h, w) = karlo.square_canvas(img, mask)
     assert canvas.shape == (1, 10, 10, 3) and (top, left, h, w) == (2, 0, 6, 10)
     assert torch.equal(canvas[:, 2:8], img)
     assert m[:, :2].eq(1).all() and m[:, 8:].eq(1).all() and m[:, 2:8].eq(0).all()
@@ -251,7 +253,7 @@ def test_square_canvas_centres_the_image_and_masks_the_margin():
 def test_shrinking_a_mask_marks_a_pixel_when_any_pixel_it_covers_changes():
     mask = torch.zeros(1, 8, 8)
     mask[0, 3, 3] = 1
-    small = inpaint.resize_mask(mask, 4)
+    small = karlo.resize_mask(mask, 4)
     assert small.shape == (1, 1, 4, 4) and small.sum() == 1 and small[0, 0, 1, 1] == 1
 
 
@@ -261,7 +263,7 @@ def test_repaint_callback_puts_the_known_region_back_noised_to_the_step():
     keep = torch.zeros(1, 1, 4, 4)
     keep[..., :2] = 1
     x = torch.randn(1, 3, 4, 4)
-    cb = inpaint.repaint_callback(sampler, known, keep, make_generator(0))
+    cb = sampling.repaint_callback(sampler, known, keep, make_generator(0))
     last = cb(9, 0, None, x)
     assert torch.equal(last[..., :2], known[..., :2]) and torch.equal(last[..., 2:], x[..., 2:])
     mid = cb(0, 500, 400, x)

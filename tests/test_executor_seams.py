@@ -19,7 +19,7 @@ from unclip_nodes.nodes.declare import Input, Output, Param, node
 from unclip_nodes.nodes.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("graph", "nodes", "nodes/families", "pocket")
+PACKAGES = ("graph", "nodes", "nodes/core", "nodes/families", "pocket")
 
 
 def module_name(path: Path) -> str:

@@ -22,7 +22,7 @@ from conftest import cli_env, write
 from unclip_nodes.graph import workflow
 from unclip_nodes.graph.cli import main
 from unclip_nodes.graph.validate import load
-from unclip_nodes.nodes.checkpoint import POCKET
+from unclip_nodes.nodes.core.checkpoint import POCKET
 from unclip_nodes.nodes.errors import UserError
 from kandinsky_util import tiny_kandinsky  # noqa: F401  (fixture)
 

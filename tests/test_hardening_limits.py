@@ -15,6 +15,7 @@ from PIL import Image
 from unclip_nodes.graph import load
 from unclip_nodes.graph.sweep import plan_sweep
 from unclip_nodes.nodes import clip as clip_nodes
+from unclip_nodes.nodes.core import text as text_core
 from unclip_nodes.nodes import image as image_nodes
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.errors import UserError
@@ -210,10 +211,10 @@ def test_prompts_encoded_in_chunks_equal_one_batch(monkeypatch):
     calls = []
     encoder = clip.text_encoder
     clip.text_encoder = lambda ids: calls.append(len(ids)) or encoder(ids)
-    monkeypatch.setattr(clip_nodes, "ENCODE_CHUNK", 4)
+    monkeypatch.setattr(text_core, "ENCODE_CHUNK", 4)
     chunked = clip_nodes.encode_prompts(clip, prompts)
     assert calls == [4, 4, 3, 4, 4, 3]  # never more than a chunk at once
-    monkeypatch.setattr(clip_nodes, "ENCODE_CHUNK", 1000)
+    monkeypatch.setattr(text_core, "ENCODE_CHUNK", 1000)
     whole = clip_nodes.encode_prompts(clip, prompts)
     for name in ("text_embeds", "hidden_states", "uncond_text_embeds", "uncond_hidden_states"):
         a, b = getattr(chunked, name), getattr(whole, name)

@@ -15,7 +15,8 @@ import torch
 
 import unclip_nodes.nodes  # noqa: F401  (registers every node type)
 from unclip_nodes.graph.validate import load as validate
-from unclip_nodes.nodes import checkpoint, loaders
+from unclip_nodes.nodes import loaders
+from unclip_nodes.nodes.core import checkpoint, handles
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.errors import UserError, UserErrors
 from unclip_nodes.nodes.families import kandinsky22
@@ -136,7 +137,7 @@ def test_unknown_pipeline_class_is_refused_listing_the_known_ones(tmp_path):
 def test_decoder_folder_with_prior_path_gives_five_outputs(k22):
     clip_text, clip_vision, pri, dec, up = node("LoadUnCLIP", path=str(k22 / "decoder"),
                                                 prior_path=str(k22 / "prior"))
-    assert isinstance(clip_text, checkpoint.ClipTextModel)
+    assert isinstance(clip_text, handles.ClipTextModel)
     assert isinstance(clip_vision, kandinsky22.VisionModel)
     assert isinstance(pri, kandinsky22.Prior)
     assert isinstance(dec, kandinsky22.Decoder) and dec.variant == "text2img"
@@ -215,7 +216,7 @@ def test_per_stage_loaders_read_a_combined_folder(combined):
 
 def test_per_stage_loaders_on_the_prior_folder(k22):
     path = str(k22 / "prior")
-    assert isinstance(node("LoadUnCLIPClipText", path=path), checkpoint.ClipTextModel)
+    assert isinstance(node("LoadUnCLIPClipText", path=path), handles.ClipTextModel)
     assert isinstance(node("LoadUnCLIPClipVision", path=path), kandinsky22.VisionModel)
     assert isinstance(node("LoadUnCLIPPrior", path=path), kandinsky22.Prior)
     assert infer("LoadUnCLIPPrior", path=path)["prior"]["clip_dim"] == 32
@@ -228,8 +229,9 @@ def test_decoder_loader_names_each_folders_variant(k22, folder, variant):
     dec = node("LoadUnCLIPDecoder", path=str(k22 / folder))
     assert isinstance(dec, kandinsky22.Decoder) and dec.variant == variant
     facts = infer("LoadUnCLIPDecoder", path=str(k22 / folder))["decoder"]
-    assert facts == {"family": "kandinsky22", "label": "Kandinsky 2.2", "clip_dim": 32,
-                     "takes_text": False, "variant": variant}
+    assert (facts.family, facts.label, facts.clip_dim, facts.takes_text, facts.variant) == \
+        ("kandinsky22", "Kandinsky 2.2", 32, False, variant)
+    assert (facts.cannot_inpaint is None) == (variant == "inpaint")
 
 
 def test_decoder_loader_on_the_prior_folder_names_unet_and_where_decoders_live(k22):

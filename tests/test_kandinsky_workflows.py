@@ -13,8 +13,8 @@ import torch
 from kandinsky_util import k22_handles, tiny_kandinsky  # noqa: F401
 from unclip_nodes.graph.cli import main
 from unclip_nodes.nodes import clip, decoder, invert
-from unclip_nodes.nodes.decoder import sample
-from unclip_nodes.nodes.sampling import DDIMSampler
+from unclip_nodes.nodes.core.sampling import sample
+from unclip_nodes.nodes.core.sampling import DDIMSampler
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "kandinsky"
 FOLDER = {"inpaint": "decoder-inpaint", "controlnet_depth": "controlnet-depth"}

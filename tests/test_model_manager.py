@@ -10,8 +10,8 @@ import torch
 
 from kandinsky_util import load_text_to_image, tiny_kandinsky  # noqa: F401
 from unclip_nodes.nodes import clip, decoder, loaders, prior
-from unclip_nodes.nodes.checkpoint import estimate_bytes
-from unclip_nodes.nodes.manager import MANAGER, ModelManager, module_bytes, parse_bytes
+from unclip_nodes.nodes.core.checkpoint import estimate_bytes
+from unclip_nodes.nodes.core.manager import MANAGER, ModelManager, module_bytes, parse_bytes
 
 
 class Weights(torch.nn.Module):

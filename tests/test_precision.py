@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from kandinsky_util import tiny_kandinsky  # noqa: F401
-from unclip_nodes.nodes import clip, decoder, prior, sampling
-from unclip_nodes.nodes.checkpoint import weight_variant
+from unclip_nodes.nodes import clip, decoder, prior
+from unclip_nodes.nodes.core import sampling
+from unclip_nodes.nodes.core.checkpoint import weight_variant
 from unclip_nodes.nodes.declare import REGISTRY
 
 

@@ -10,10 +10,12 @@ import torch
 import stages_util
 from conftest import requires
 from stages_util import load, one_thread, tiny_checkpoint  # noqa: F401
-from unclip_nodes.nodes import clip, decoder, prior, upsample
+from unclip_nodes.nodes import clip, decoder, prior
+from unclip_nodes.nodes.core.text import text_rows, uncond_of
+from unclip_nodes.nodes.families import karlo
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.errors import UserError
-from unclip_nodes.nodes.sampling import UnCLIPSampler, make_generator, noise
+from unclip_nodes.nodes.core.sampling import UnCLIPSampler, make_generator, noise
 from unclip_nodes.nodes.types import TextEmbeds
 
 # skipped where diffusers lacks the reference pipelines, but failed under CI (CI=true)
@@ -69,10 +71,10 @@ def test_prior_with_candidates_keeps_the_most_similar_of_the_drawn_samples(handl
     pri = handles[2]
     kept = prior.prior_node(pri, text, None, steps=3, guidance_scale=4.0, seed=9, candidates=3)
     # the same draws, all kept: the candidates are the prompts repeated three times
-    rep = decoder.text_rows(text, 6)
+    rep = text_rows(text, 6)
     with torch.inference_mode():
         every = prior.sample_prior(pri.prior, (rep.text_embeds, rep.hidden_states, rep.attention_mask),
-                                   decoder.uncond_of(rep, 6), guidance_scale=4.0, steps=3,
+                                   uncond_of(rep, 6), guidance_scale=4.0, steps=3,
                                    generator=make_generator(9),
                                    sampler=UnCLIPSampler(pri.scheduler_config))
     every = every.reshape(2, 3, -1)
@@ -141,7 +143,7 @@ def test_prior_guidance_is_uncond_plus_scale_times_cond_minus_uncond(handles, te
     unguided runs on the prompt and on the empty prompt predict."""
     pri = handles[2]
     cond = (text.text_embeds, text.hidden_states, text.attention_mask)
-    uncond = decoder.uncond_of(text, 2)
+    uncond = uncond_of(text, 2)
 
     def first_pred(text_rows, uncond_rows, scale):
         spy = StepSpy(UnCLIPSampler(pri.scheduler_config))
@@ -164,12 +166,12 @@ def test_decoder_guidance_is_uncond_plus_scale_times_cond_minus_uncond(handles, 
     dec = handles[3]
     z = torch.randn(2, 32, generator=make_generator(1))
     cond = (text.text_embeds, text.hidden_states, text.attention_mask)
-    uncond = decoder.uncond_of(text, 2)
+    uncond = uncond_of(text, 2)
     size, channels = dec.decoder.config.sample_size, dec.decoder.config.in_channels
     x = torch.randn(2, channels, size, size, generator=make_generator(2))
 
     def out(scale):
-        model = decoder.decoder_model(dec.decoder, dec.text_proj, z, cond, uncond,
+        model = karlo.decoder_model(dec.decoder, dec.text_proj, z, cond, uncond,
                                       guidance_scale=scale)
         with torch.inference_mode():
             return model(x, 500)
@@ -200,11 +202,11 @@ def test_decoder_loop_takes_explicit_noise_and_a_step_callback(handles, text):
     dec = handles[3]
     z = torch.randn(2, 32, generator=make_generator(1))
     cond = (text.text_embeds, text.hidden_states, text.attention_mask)
-    uncond = decoder.uncond_of(text, 2)
+    uncond = uncond_of(text, 2)
 
     def sample(**kw):
         with torch.inference_mode():
-            return decoder.sample_decoder(dec.decoder, dec.text_proj, z, cond, uncond,
+            return karlo.sample_decoder(dec.decoder, dec.text_proj, z, cond, uncond,
                                           guidance_scale=8.0, steps=3,
                                           sampler=UnCLIPSampler(dec.scheduler_config), **kw)
     default = sample(generator=make_generator(7))
@@ -229,7 +231,7 @@ def test_upsampler_loop_takes_explicit_noise(handles):
 
     def sample(**kw):
         with torch.inference_mode():
-            return upsample.sample_upsampler(up.first, up.last, low, steps=2,
+            return karlo.sample_upsampler(up.first, up.last, low, steps=2,
                                              sampler=UnCLIPSampler(up.scheduler_config), **kw)
     g = make_generator(4)
     x_T = noise((1, 3, 64, 64), g, "cpu")
@@ -243,9 +245,9 @@ def test_learned_variance_decoder_samples_with_a_fixed_variance_scheduler(handle
     cfg = dict(dec.scheduler_config, variance_type="fixed_small_log")
     z = torch.randn(2, 32, generator=make_generator(1))
     with torch.inference_mode():
-        x = decoder.sample_decoder(dec.decoder, dec.text_proj, z,
+        x = karlo.sample_decoder(dec.decoder, dec.text_proj, z,
                                    (text.text_embeds, text.hidden_states, text.attention_mask),
-                                   decoder.uncond_of(text, 2), guidance_scale=8.0, steps=2,
+                                   uncond_of(text, 2), guidance_scale=8.0, steps=2,
                                    generator=make_generator(0), sampler=UnCLIPSampler(cfg))
     assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
 

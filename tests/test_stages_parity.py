@@ -16,7 +16,9 @@ from conftest import requires
 from stages_util import (as_image_tensor, load, one_thread, staged_generators,  # noqa: F401
                          text_pipeline, tiny_checkpoint, variation_pipeline)
 from unclip_nodes.nodes import clip, decoder, prior, upsample
-from unclip_nodes.nodes.sampling import UnCLIPSampler
+from unclip_nodes.nodes.core.text import uncond_of
+from unclip_nodes.nodes.families import karlo
+from unclip_nodes.nodes.core.sampling import UnCLIPSampler
 
 # skipped where diffusers lacks the reference pipelines, but failed under CI (CI=true)
 needs_reference = requires(stages_util.HAVE_REFERENCE, stages_util.needs_reference.kwargs["reason"])
@@ -74,14 +76,14 @@ def test_sampling_loops_share_one_generator_like_unclip_pipeline(handles, steps,
     text = clip.encode_prompts(clip_text, prompts)
     g = torch.Generator("cpu").manual_seed(5)
     cond = (text.text_embeds, text.hidden_states, text.attention_mask)
-    uncond = decoder.uncond_of(text, batch)
+    uncond = uncond_of(text, batch)
     with torch.inference_mode():
         z = prior.sample_prior(pri.prior, cond, uncond, guidance_scale=4.0, steps=steps,
                                generator=g, sampler=UnCLIPSampler(pri.scheduler_config))
-        x = decoder.sample_decoder(dec.decoder, dec.text_proj, z, cond, uncond, guidance_scale=8.0,
+        x = karlo.sample_decoder(dec.decoder, dec.text_proj, z, cond, uncond, guidance_scale=8.0,
                                    steps=steps, generator=g,
                                    sampler=UnCLIPSampler(dec.scheduler_config))
-        hi = upsample.sample_upsampler(up.first, up.last, x, steps=steps, generator=g,
+        hi = karlo.sample_upsampler(up.first, up.last, x, steps=steps, generator=g,
                                        sampler=UnCLIPSampler(sr_config))
     ours = decoder.to_image(hi)
     pipe = text_pipeline(handles)

@@ -29,16 +29,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import decoder as dec
-from ..checkpoint import (LOCK, Checkpoint, ClipTextModel, ClipVisionModel, ModelHandle,
-                          PriorModel, err, existing_dir, hash_file, load_part,
-                          memo, mismatch_collector, pipeline_class, read_json,
-                          scan_weights, text_config, vision_config)
-from ..errors import UserError, UserErrors
-from ..sampling import DDIMSampler, SchedulerSampler, plain, step_tensor
+from ..core.backends import Conditioning
+from ..core.checkpoint import (LOCK, Checkpoint, err, existing_dir, load_part, memo,
+                               mismatch_collector, pipeline_class, text_config, vision_config)
+from ..core.family import Family, Part, Stage
+from ..core.handles import KNOWN_CLIPS, ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
+from ..core.pixels import pixels_at, resize, to_image
+from ..core.sampling import (SchedulerSampler, choose_sampler, make_generator, noise, plain,
+                             sample, step_tensor)
+from ..errors import UserError
 
-NAME = "kandinsky22"
-LABEL = "Kandinsky 2.2"
 PRIOR_PIPELINES = ("KandinskyV22PriorPipeline", "KandinskyV22PriorEmb2EmbPipeline")
 DECODER_PIPELINES = ("KandinskyV22Pipeline", "KandinskyV22Img2ImgPipeline",
                      "KandinskyV22InpaintPipeline", "KandinskyV22ControlnetPipeline",
@@ -47,31 +47,25 @@ COMBINED_PIPELINES = ("KandinskyV22CombinedPipeline", "KandinskyV22Img2ImgCombin
                       "KandinskyV22InpaintCombinedPipeline")
 PIPELINES = PRIOR_PIPELINES + DECODER_PIPELINES + COMBINED_PIPELINES
 
-# logical component -> (subfolder in its folder, file that marks it, (library, class))
-PRIOR_PARTS: dict[str, tuple[str, str, tuple[str, str]]] = {
-    "text_encoder": ("text_encoder", "config.json",
-                     ("transformers", "CLIPTextModelWithProjection")),
-    "tokenizer": ("tokenizer", "tokenizer_config.json", ("transformers", "CLIPTokenizer")),
-    "image_encoder": ("image_encoder", "config.json",
-                      ("transformers", "CLIPVisionModelWithProjection")),
-    "feature_extractor": ("image_processor", "preprocessor_config.json",
-                          ("transformers", "CLIPImageProcessor")),
-    "prior": ("prior", "config.json", ("diffusers", "PriorTransformer")),
-    "prior_scheduler": ("scheduler", "scheduler_config.json", ("diffusers", "UnCLIPScheduler")),
+# logical component -> where it lies in its folder (Karlo's names where they do the same job)
+PRIOR_PARTS: dict[str, Part] = {
+    "text_encoder": Part("text_encoder", "config.json",
+                         ("transformers", "CLIPTextModelWithProjection")),
+    "tokenizer": Part("tokenizer", "tokenizer_config.json", ("transformers", "CLIPTokenizer"),
+                      weighted=False),
+    "image_encoder": Part("image_encoder", "config.json",
+                          ("transformers", "CLIPVisionModelWithProjection")),
+    "feature_extractor": Part("image_processor", "preprocessor_config.json",
+                              ("transformers", "CLIPImageProcessor"), weighted=False),
+    "prior": Part("prior", "config.json", ("diffusers", "PriorTransformer"), stepped=True),
+    "prior_scheduler": Part("scheduler", "scheduler_config.json",
+                            ("diffusers", "UnCLIPScheduler"), weighted=False),
 }
-DECODER_PARTS: dict[str, tuple[str, str, tuple[str, str]]] = {
-    "decoder": ("unet", "config.json", ("diffusers", "UNet2DConditionModel")),
-    "movq": ("movq", "config.json", ("diffusers", "VQModel")),
-    "decoder_scheduler": ("scheduler", "scheduler_config.json", ("diffusers", "DDPMScheduler")),
-}
-WEIGHTED = ("text_encoder", "image_encoder", "prior", "decoder", "movq")
-STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "clip_text": (("text_encoder", "tokenizer"), ()),
-    "clip_vision": (("image_encoder", "feature_extractor"), ()),
-    # the prior's negative image embedding (no negative prompt) comes from the image encoder
-    "prior": (("prior", "prior_scheduler"), ("image_encoder", "feature_extractor")),
-    "decoder": (("decoder", "movq", "decoder_scheduler"), ()),
-    "upsampler": ((), ()),
+DECODER_PARTS: dict[str, Part] = {
+    "decoder": Part("unet", "config.json", ("diffusers", "UNet2DConditionModel"), stepped=True),
+    "movq": Part("movq", "config.json", ("diffusers", "VQModel")),
+    "decoder_scheduler": Part("scheduler", "scheduler_config.json",
+                              ("diffusers", "DDPMScheduler"), weighted=False),
 }
 NO_UPSAMPLER = ("Kandinsky 2.2 has no upsampler: its decoder draws at full resolution (set the "
                 "Decoder's width and height)")
@@ -92,27 +86,17 @@ def _role(name: str | None) -> str | None:
     return None
 
 
-def _present(folder: Path, sub: str, marker: str) -> bool:
-    d = folder / sub
-    if not d.is_dir():
-        return False
-    if marker == "tokenizer_config.json":
-        return ((d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file()
-                or ((d / "vocab.json").is_file() and (d / "merges.txt").is_file()))
-    return (d / marker).is_file()
-
-
-def _locate(root: Path, prior_root: Path | None) -> dict[str, tuple[Path, str, str]]:
-    """logical component -> (folder it is in, subfolder, marker) for every component present."""
+def _locate(root: Path, prior_root: Path | None) -> dict[str, Path]:
+    """logical component -> its folder, for every component present."""
     roles = {"path": _role(pipeline_class(root))}
     if prior_root is not None:
         roles["prior_path"] = _role(pipeline_class(prior_root, "prior_path"))
-    found: dict[str, tuple[Path, str, str]] = {}
+    found: dict[str, Path] = {}
     for folder, role, prefix in _folders(root, prior_root, roles):
         table = PRIOR_PARTS if role == "prior" else DECODER_PARTS
-        for part, (sub, marker, _) in table.items():
-            if _present(folder, prefix + sub, marker):
-                found.setdefault(part, (folder, prefix + sub, marker))
+        for part, spec in table.items():
+            if spec.present(folder / (prefix + spec.folder)):
+                found.setdefault(part, folder / (prefix + spec.folder))
     return found
 
 
@@ -133,18 +117,17 @@ def _folders(root: Path, prior_root: Path | None, roles: dict):
 
 
 def _what(part: str) -> str:
-    sub, marker, (_, cls) = PRIOR_PARTS.get(part) or DECODER_PARTS[part]
-    return f"{sub}/ ({cls})"
+    spec = PRIOR_PARTS.get(part) or DECODER_PARTS[part]
+    return f"{spec.folder}/ ({spec.cls[1]})"
 
 
-def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
-                    allow_pickle: bool = False, prior_path: str = "",
-                    config_only: bool = False) -> Checkpoint:
+def _open(family: "Kandinsky22", root: Path, stages: tuple[str, ...], *, layout: bool,
+          allow_pickle: bool = False, prior_path: str = "", config_only: bool = False
+          ) -> Checkpoint:
     """Check Kandinsky 2.2 folders for ``stages`` and read their configs, reading no weights.
 
-    ``path`` is a decoder, prior or combined folder; ``prior_path`` optionally a second one.
+    ``root`` is a decoder, prior or combined folder; ``prior_path`` optionally a second one.
     ``layout`` (LoadUnCLIP): a decoder and a prior are both required."""
-    root = existing_dir(path)
     prior_root = existing_dir(prior_path, "prior_path") if prior_path and prior_path.strip() \
         else None
     role = _role(pipeline_class(root))
@@ -173,7 +156,7 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
                 "text_encoder", "tokenizer"]
     else:
         for stage in stages:
-            need += [p for p in STAGES[stage][0] if p not in need]
+            need += [p for p in family.stages[stage].needs if p not in need]
     missing = [p for p in need if p not in found]
     if missing:
         prior_missing = [p for p in missing if p in PRIOR_PARTS]
@@ -197,34 +180,17 @@ def open_checkpoint(path: str, stages: tuple[str, ...], *, layout: bool,
 
     wanted = set(need)
     for stage in stages:
-        wanted.update(p for p in STAGES[stage][1] if p in found)
+        if stage in family.stages:
+            wanted.update(p for p in family.stages[stage].uses if p in found)
     if layout:
         wanted |= set(found)
-    parts: dict[str, dict] = {}
-    files: dict[str, list] = {}
-    dirs: dict[str, Path] = {}
-    classes: dict[str, tuple[str, str]] = {}
-    problems: list[UserError] = []
-    for folder, key in ((root, "model_index.json"), (prior_root, "prior_path:model_index.json")):
-        if folder is not None and (folder / "model_index.json").is_file():
-            files[key] = hash_file(folder / "model_index.json")
-    for part in sorted(wanted):
-        folder, sub, marker = found[part]
-        d = folder / sub
-        dirs[part] = d
-        classes[part] = (PRIOR_PARTS.get(part) or DECODER_PARTS[part])[2]
-        cfg_file = d / marker
-        parts[part] = read_json(cfg_file) if cfg_file.is_file() else {}
-        problems += scan_weights(d, part, files, weighted=part in WEIGHTED and not config_only,
-                                 allow_pickle=allow_pickle)
-    problems += fit_problems(parts)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise UserErrors(problems)
+    index = {key: folder / "model_index.json"
+             for folder, key in ((root, "model_index.json"),
+                                 (prior_root, "prior_path:model_index.json"))
+             if folder is not None and (folder / "model_index.json").is_file()}
     roots = {"prior_path": str(prior_root)} if prior_root is not None else {}
-    return Checkpoint(root=root, parts=parts, files=files, family=NAME, dirs=dirs,
-                      classes=classes, roots=roots)
+    return family.read(root, found, wanted, allow_pickle=allow_pickle, config_only=config_only,
+                       index=index, roots=roots)
 
 
 def variant(unet_cfg: dict, latent_channels: int = 4) -> str:
@@ -240,7 +206,7 @@ def prior_dim(cfg: dict) -> int:
     return int(cfg.get("clip_embed_dim") or cfg.get("embedding_dim", 768))
 
 
-def fit_problems(cfg: dict[str, dict]) -> list[UserError]:
+def _fit(cfg: dict[str, dict]) -> list[UserError]:
     """Components that would fail (or silently misbehave) together, from their configs alone."""
     out, mismatch = mismatch_collector()
 
@@ -293,16 +259,6 @@ def fit_problems(cfg: dict[str, dict]) -> list[UserError]:
     return out
 
 
-def used_parts(ck: Checkpoint, stages, layout: bool) -> set[str]:
-    used = set()
-    for s in stages:
-        used.update(STAGES[s][0])
-        used.update(p for p in STAGES[s][1] if ck.has(p))
-    if layout:
-        used |= set(ck.parts)
-    return used
-
-
 # --- handles ------------------------------------------------------------------------------------
 
 _ZERO: dict[tuple, torch.Tensor] = memo()
@@ -339,7 +295,7 @@ class Prior(PriorModel):
         return zero_image_embeds(self)
 
 
-def unet_model(unet, cond: dec.Conditioning, guidance_scale: float, *, latent_channels: int,
+def unet_model(unet, cond: Conditioning, guidance_scale: float, *, latent_channels: int,
                hint: torch.Tensor | None = None, extra: torch.Tensor | None = None):
     """The Kandinsky 2.2 UNet as ``(x, t) -> model output`` (guided noise, then the conditional
     half's variance channels).  The image embedding conditions it twice, as an added time
@@ -417,7 +373,25 @@ class Decoder(ModelHandle):
 
     # --- DecoderBackend ---
 
-    def conditioning(self, image_embeds, text, images_per_embedding: int):
+    takes_text = False
+
+    @property
+    def cannot_inpaint(self) -> str | None:
+        if self.variant == "inpaint":
+            return None
+        return (f"Inpaint needs an inpainting decoder for Kandinsky 2.2: load its "
+                f"decoder-inpaint folder (this one is {self.variant})")
+
+    @property
+    def space(self) -> str | None:
+        """Kandinsky 2.2's decoders are trained on OpenCLIP ViT-bigG/14 image embeddings."""
+        return super().space or (KNOWN_CLIPS[(1280, 1280, 32)] if self.clip_dim == 1280
+                                 else None)
+
+    def conditioning(self, image_embeds, text, images_per_embedding: int, **options):
+        for name in options:
+            raise UserError(f"the Kandinsky 2.2 decoder takes no {name}; leave it at its "
+                            f"default", field=name)
         if text is not None:
             raise UserError("Kandinsky 2.2's decoder is conditioned on the image embedding "
                             "alone and reads no text; unlink text (prompts go to the Prior)",
@@ -436,7 +410,7 @@ class Decoder(ModelHandle):
         if images_per_embedding > 1:
             z = z.repeat_interleave(images_per_embedding, dim=0)
             neg = neg.repeat_interleave(images_per_embedding, dim=0) if neg is not None else None
-        return dec.Conditioning(image_embeds=z, negative=neg)
+        return Conditioning(image_embeds=z, negative=neg)
 
     def check_guidance(self, cond, guidance_scale: float) -> None:
         if guidance_scale != 1.0 and cond.negative is None:
@@ -461,12 +435,7 @@ class Decoder(ModelHandle):
                           hint=hint, extra=extra)
 
     def sampler(self, name: str, eta: float):
-        if name == "ddim":
-            return DDIMSampler(self.scheduler_config, eta=eta)
-        if eta != 0:
-            raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
-                            field="eta")
-        return SchedulerSampler(self.scheduler_config)
+        return choose_sampler(SchedulerSampler, self.scheduler_config, name, eta)
 
     def decode(self, x):
         movq = self.movq
@@ -479,42 +448,31 @@ class Decoder(ModelHandle):
     def fit_image(self, image: torch.Tensor) -> torch.Tensor:
         """An IMAGE at its own size rounded up to whole UNet cells -> pixels in [-1, 1]."""
         h, w = image.shape[1:3]
-        return dec.pixels_at(image, (self.round_size(h), self.round_size(w)))
+        return pixels_at(image, (self.round_size(h), self.round_size(w)))
 
-
-def handles(ck: Checkpoint, stages, device, dtype, allow_pickle=False) -> tuple:
-    kinds = {"clip_text": ClipTextModel, "clip_vision": VisionModel, "prior": Prior,
-             "decoder": Decoder}
-    out = []
-    for stage in stages:
-        ok = stage in kinds and all(ck.has(p) for p in STAGES[stage][0])
-        out.append(kinds[stage](ck, device, dtype, allow_pickle) if ok else None)
-    return tuple(out)
-
-
-def facts(ck: Checkpoint, stages) -> dict[str, dict | None]:
-    cfg = ck.parts
-    out: dict[str, dict | None] = {}
-    for stage in stages:
-        f = {"family": NAME, "label": LABEL}
-        if stage == "upsampler":
-            out[stage] = {**f, "absent": NO_UPSAMPLER}
-            continue
-        if not all(ck.has(p) for p in STAGES[stage][0]):
-            out[stage] = None
-            continue
-        if stage == "clip_text":
-            f["clip_dim"] = text_config(cfg["text_encoder"]).get("projection_dim", 512)
-        elif stage == "clip_vision":
-            f["clip_dim"] = vision_config(cfg["image_encoder"]).get("projection_dim", 512)
-        elif stage == "prior":
-            f["clip_dim"] = prior_dim(cfg["prior"])
-        elif stage == "decoder":
-            f["clip_dim"] = cfg["decoder"].get("encoder_hid_dim") or 1280
-            f["takes_text"] = False
-            f["variant"] = variant(cfg["decoder"], int(cfg["movq"].get("latent_channels", 4)))
-        out[stage] = f
-    return out
+    def inpaint(self, image, mask, cond, upsampler, *, guidance_scale: float, steps: int,
+                upsample_steps: int, seed: int, resample: int) -> torch.Tensor:
+        """With the inpainting UNet (decoder-inpaint), at the image's own size rounded up to
+        whole UNet cells; the result is resized back to the image's size."""
+        if self.cannot_inpaint:
+            raise UserError(self.cannot_inpaint, field="decoder")
+        if upsampler is not None:
+            raise UserError("an inpainting decoder draws at full resolution; unlink the "
+                            "upsampler", field="upsampler")
+        h, w = image.shape[1:3]
+        pixels = self.fit_image(image.float())
+        size = tuple(pixels.shape[-2:])
+        change = mask[:, None].float()
+        if tuple(change.shape[-2:]) != size:
+            change = F.interpolate(change, size=size, mode="nearest-exact")
+        with torch.inference_mode():
+            x = inpaint_latents(self, cond, pixels, change, guidance_scale=guidance_scale,
+                                steps=steps, seed=seed, sampler=self.sampler("unclip", 0.0),
+                                resample=resample)
+        generated = to_image(x.float().cpu())
+        if tuple(generated.shape[1:3]) != (h, w):
+            generated = resize(generated, w, h, "bicubic", "none")
+        return generated
 
 
 # --- inpainting with the inpainting UNet ----------------------------------------------------------
@@ -533,7 +491,7 @@ def grow_repaint(keep: torch.Tensor) -> torch.Tensor:
     return torch.where(grown, torch.zeros_like(keep), keep)
 
 
-def inpaint_latents(decoder: Decoder, cond: dec.Conditioning, pixels: torch.Tensor,
+def inpaint_latents(decoder: Decoder, cond: Conditioning, pixels: torch.Tensor,
                     change: torch.Tensor, *, guidance_scale: float, steps: int, seed: int,
                     sampler, resample: int = 1) -> torch.Tensor:
     """Repaint where ``change`` [N, 1, H, W] is 1 in ``pixels`` [N, 3, H, W] (in [-1, 1]) with
@@ -544,7 +502,6 @@ def inpaint_latents(decoder: Decoder, cond: dec.Conditioning, pixels: torch.Tens
     The UNet sees the noisy latents, the masked image's latents and the mask; after every step
     the kept cells are reset to the image's latents noised to the next level, with the initial
     noise."""
-    from ..sampling import make_generator, noise
     device = decoder.device
     generator = make_generator(seed)
     keep = 1 - (change >= 0.5).float()
@@ -559,6 +516,35 @@ def inpaint_latents(decoder: Decoder, cond: dec.Conditioning, pixels: torch.Tens
         known = image if prev_t is None else sampler.add_noise(image, x_T, prev_t)
         return keep * known + (1 - keep) * x
 
-    x = dec.sample(model, sampler, timesteps, x, generator, callback=callback, resample=resample,
+    x = sample(model, sampler, timesteps, x, generator, callback=callback, resample=resample,
                    desc="inpaint")
     return decoder.decode(keep * image + (1 - keep) * x)
+
+
+# --- the family ------------------------------------------------------------------------------------
+
+class Kandinsky22(Family):
+    name = "kandinsky22"
+    label = "Kandinsky 2.2"
+    pipelines = PRIOR_PIPELINES + DECODER_PIPELINES + COMBINED_PIPELINES
+    parts = {**PRIOR_PARTS, **DECODER_PARTS}
+    stages = {
+        "clip_text": Stage(ClipTextModel, ("text_encoder", "tokenizer")),
+        "clip_vision": Stage(VisionModel, ("image_encoder", "feature_extractor")),
+        # the prior's negative image embedding (no negative prompt) comes from the image encoder
+        "prior": Stage(Prior, ("prior", "prior_scheduler"), ("image_encoder", "feature_extractor")),
+        "decoder": Stage(Decoder, ("decoder", "movq", "decoder_scheduler")),
+    }
+    absent = {"upsampler": NO_UPSAMPLER}
+
+    def open(self, root: Path, stages, *, layout: bool, allow_pickle: bool = False,
+             prior_path: str = "", config_only: bool = False) -> Checkpoint:
+        return _open(self, root, tuple(stages), layout=layout, allow_pickle=allow_pickle,
+                     prior_path=prior_path, config_only=config_only)
+
+    def fit_problems(self, cfg: dict[str, dict]) -> list[UserError]:
+        return _fit(cfg)
+
+
+FAMILY = Kandinsky22()
+NAME, LABEL = FAMILY.name, FAMILY.label

@@ -141,7 +141,7 @@ class ModelManager:
             size: int, name: str = "") -> Any:
         """The component under ``key``, loaded with ``load()`` if need be (``size``: its
         estimated bytes, to make room before loading)."""
-        from . import runtime
+        from .. import runtime
         host = runtime.host().memory
         with self.lock:
             if host is not None:

@@ -1,12 +1,11 @@
 """What every model family shares: finding a checkpoint on disk, its files' identity, reading one
-component, and the process-wide model cache.
+component, the process-wide model cache, and the handles that are the same in every family.
 
-A family module (``families/karlo.py``, ``families/kandinsky22.py``) says which components a
-layout has and where; this module knows no family.  A component has a *logical* name (``prior``,
-``decoder``, ``decoder_scheduler``, ...) that the stage code uses, and a folder on disk that the
-family chose for it (Karlo: ``<root>/decoder``; Kandinsky 2.2: ``<decoder folder>/unet``).
-File identities are keyed by the logical name, so two folders that both hold a ``scheduler/``
-never collide.
+A family (``families/<name>.py``) says which components a layout has and where; this module
+knows no family.  A component has a *logical* name (``prior``, ``decoder``,
+``decoder_scheduler``, ...) that the stage code uses, and a folder on disk that the family chose
+for it.  File identities are keyed by the logical name, so two folders that both hold a
+``scheduler/`` never collide.
 """
 from __future__ import annotations
 
@@ -17,13 +16,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .errors import UserError
-from .types import socket_type
+from ..errors import UserError
+from ..types import socket_type
 
-from .folders import POCKET  # noqa: F401 -- where loaders and tests look for it
+from ..folders import POCKET  # noqa: F401 -- where loaders and tests look for it
 
 # Model handles travel along links like any value; they have no codec, so never reach the disk.
 CLIP_TEXT = socket_type("UNCLIP_CLIP_TEXT", "CLIP text encoder + tokenizer (model handle)")
@@ -45,7 +45,7 @@ def resolve_path(path: str) -> Path:
         return POCKET
     p = Path(path).expanduser()
     if not p.exists() and not p.is_absolute():
-        from .folders import find_model
+        from ..folders import find_model
         found = find_model(path)
         if found is not None:
             return found.resolve()
@@ -60,7 +60,7 @@ def read_json(p: Path, field: str = "path") -> dict:
     """A component's (or the checkpoint's) JSON config: an object whose values that this
     pack's own checks and handles read have the types they need (``CONFIG_TYPES``), else a
     UserError naming the file and the key."""
-    from .errors import file_limit, over_limit, parse_json
+    from ..errors import file_limit, over_limit, parse_json
     limit = file_limit()
     try:
         with open(p, "rb") as f:
@@ -211,7 +211,7 @@ def existing_dir(path: str, field: str = "path") -> Path:
     if not root.is_dir():
         raise err(f"{root} is not a directory; give the checkpoint's root directory "
                   f"(the one holding model_index.json)", field)
-    from .folders import confine_model
+    from ..folders import confine_model
     confine_model(root, field)
     return root
 
@@ -261,12 +261,15 @@ class Checkpoint:
     root: Path
     parts: dict[str, dict]                 # logical component -> its config (JSON)
     files: dict[str, list] = field(repr=False)   # key -> weight_identity() or content hash
-    family: str = "karlo"
+    family: str = ""                       # the name of the family that opened it
+    label: str = ""                        # how messages name that family
     dirs: dict[str, Path] = field(default_factory=dict, repr=False)   # component -> folder
     classes: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """component -> (library, class name) that reads it"""
     roots: dict[str, str] = field(default_factory=dict)
     """extra identity: the folders the checkpoint was assembled from, by role"""
+    stepped: frozenset = frozenset()
+    """the components called once per sampling step: the ones worth compiling"""
 
     def has(self, part: str) -> bool:
         return part in self.parts
@@ -293,6 +296,68 @@ class Checkpoint:
 
 
 # --- reading one component ------------------------------------------------------------------------
+
+OWN_CLASSES: dict[str, "Callable[[], type]"] = {}
+"""Model classes of our own (library "unclip") that a family registers, each as a function
+that imports it (diffusers is slow to import): components diffusers does not ship a class
+for."""
+
+
+def model_class(library: str, name: str) -> type:
+    """The diffusers (or our own) class that reads a component."""
+    if library == "unclip":
+        return OWN_CLASSES[name]()
+    import diffusers
+    return getattr(diffusers, name)
+
+
+# --- opening once per run -------------------------------------------------------------------------
+
+_OPENED: dict[tuple, tuple[tuple, Checkpoint]] = {}
+_OPENED_MAX = 64
+
+
+def tree_stamp(folders) -> tuple | None:
+    """Sizes, times and inodes of every file under ``folders`` (configs and weights): what
+    changes when any of them is written, replaced or removed.  None when a file was written
+    so recently that a rewrite within the clock's step could keep its times (then the folder
+    is opened afresh, which hashes such files: ``weight_identity``)."""
+    out = []
+    now = time.time_ns()
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                coarse = st.st_mtime_ns % 1_000_000_000 == 0
+                window = RECENT_SECONDS[0] if coarse else RECENT_SECONDS[1]
+                if abs(now - st.st_mtime_ns) < window * 1e9:
+                    return None
+                out.append((p, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    return tuple(out)
+
+
+def open_once(key: tuple, folders, opener) -> Checkpoint:
+    """``opener()``, memoised by ``key`` for as long as the files under ``folders`` stay as
+    they were: a loader's fingerprint, validation and load read a checkpoint once per run (and a
+    sweep once in all), and a changed file is noticed."""
+    stamp = tree_stamp(folders)
+    with LOCK:
+        hit = _OPENED.get(key)
+        if stamp is not None and hit is not None and hit[0] == stamp:
+            return hit[1]
+    ck = opener()
+    if stamp is not None:
+        with LOCK:
+            _OPENED.pop(key, None)
+            _OPENED[key] = (stamp, ck)
+            while len(_OPENED) > _OPENED_MAX:
+                _OPENED.pop(next(iter(_OPENED)))
+    return ck
 
 def weight_variant(folder: Path, dtype: torch.dtype) -> str | None:
     """"fp16" when the folder has half-precision weight files (``*.fp16.safetensors``, as the
@@ -330,11 +395,7 @@ def read_component(folder: Path, library: str, name: str, device: torch.device,
             if bar:
                 hf_logging.enable_progress_bar()
     else:
-        if library == "unclip":
-            from . import textproj as module
-        else:
-            import diffusers as module
-        cls = getattr(module, name)
+        cls = model_class(library, name)
         from diffusers.utils import is_accelerate_available
         model = cls.from_pretrained(str(folder), use_safetensors=safe, dtype=dtype,
                                     low_cpu_mem_usage=is_accelerate_available(), **common)
@@ -376,11 +437,7 @@ def _config_problem(folder: Path, library: str, name: str) -> BaseException | No
                     return None
                 cls(cls.config_class.from_pretrained(str(folder), local_files_only=True))
             else:
-                if library == "unclip":
-                    from . import textproj as module
-                else:
-                    import diffusers as module
-                cls = getattr(module, name)
+                cls = model_class(library, name)
                 cls.from_config(cls.load_config(str(folder), local_files_only=True))
     except Exception as e:  # noqa: BLE001 -- whatever it is, the config causes it
         return e
@@ -408,11 +465,7 @@ def _instantiate(ck: Checkpoint, part: str, device: str | torch.device, dtype: t
             config_cls = cls.config_class
             model = cls(config_cls(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
         else:
-            if library == "unclip":
-                from . import textproj as module
-            else:
-                import diffusers as module
-            model = getattr(module, name).from_config(cfg)
+            model = model_class(library, name).from_config(cfg)
     if dtype != torch.float32:
         model = model.to(dtype)
     return model.eval().requires_grad_(False)
@@ -442,6 +495,7 @@ def clear_model_cache() -> None:
     MANAGER.clear()
     for d in _MEMOS:
         d.clear()
+    _OPENED.clear()
 
 
 _ELEMENT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -511,40 +565,10 @@ def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtyp
 
     obj = MANAGER.get(key, key[:4], device, load, estimate_bytes(folder, dtype),
                       name=f"{folder.parent.name}/{folder.name}")
-    from .runtime import OPTIONS
-    if OPTIONS.compile and part in COMPILED and isinstance(obj, torch.nn.Module):
+    from ..runtime import OPTIONS
+    if OPTIONS.compile and part in ck.stepped and isinstance(obj, torch.nn.Module):
         return MANAGER.compiled(key, obj, OPTIONS.compile_backend)
     return obj
-
-
-COMPILED = ("prior", "decoder", "super_res_first", "super_res_last")
-"""The components called once per sampling step: the ones worth compiling."""
-
-
-# --- handles ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class ModelHandle:
-    """A stage of a checkpoint on a device: components load on first use, through the cache."""
-
-    checkpoint: Checkpoint
-    device: torch.device
-    dtype: torch.dtype
-    allow_pickle: bool = False
-
-    def part(self, name: str):
-        return load_part(self.checkpoint, name, self.device, self.dtype, self.allow_pickle)
-
-    def config(self, name: str) -> dict:
-        return self.checkpoint.config(name)
-
-    @property
-    def source(self) -> str:
-        return str(self.checkpoint.root)
-
-    @property
-    def family(self) -> str:
-        return self.checkpoint.family
 
 
 def text_config(cfg: dict) -> dict:
@@ -553,79 +577,3 @@ def text_config(cfg: dict) -> dict:
 
 def vision_config(cfg: dict) -> dict:
     return cfg.get("vision_config", cfg) if cfg.get("model_type") == "clip" else cfg
-
-
-class ClipTextModel(ModelHandle):
-    """CLIP text encoder + tokenizer; the same in every family."""
-
-    @property
-    def text_encoder(self):
-        return self.part("text_encoder")
-
-    @property
-    def tokenizer(self):
-        return self.part("tokenizer")
-
-    @property
-    def max_length(self) -> int:
-        return int(self.tokenizer.model_max_length)
-
-    @property
-    def clip_dim(self) -> int:
-        return int(text_config(self.config("text_encoder")).get("projection_dim", 512))
-
-
-class ClipVisionModel(ModelHandle):
-    """CLIP image encoder + its preprocessing config; the same in every family."""
-
-    @property
-    def image_encoder(self):
-        return self.part("image_encoder")
-
-    @property
-    def preprocess(self) -> dict:
-        """The feature_extractor's preprocessor_config.json (applied in torch by CLIPImageEncode)."""
-        return self.config("feature_extractor")
-
-    @property
-    def image_size(self) -> int:
-        return int(vision_config(self.config("image_encoder")).get("image_size", 224))
-
-    @property
-    def clip_dim(self) -> int:
-        return int(vision_config(self.config("image_encoder")).get("projection_dim", 512))
-
-    def negative_embeds(self):
-        """The negative image embedding this family's decoder guides against, or None when its
-        decoder has its own (Karlo's learned null embedding)."""
-        return None
-
-
-class PriorModel(ModelHandle):
-    """The diffusion prior + its UnCLIPScheduler config; the same transformer in every family."""
-
-    @property
-    def prior(self):
-        return self.part("prior")
-
-    @property
-    def scheduler_config(self) -> dict:
-        return self.config("prior_scheduler")
-
-    @property
-    def num_embeddings(self) -> int:
-        return int(self.config("prior").get("num_embeddings", 77))
-
-    @property
-    def clip_dim(self) -> int:
-        cfg = self.config("prior")
-        return int(cfg.get("clip_embed_dim") or cfg.get("embedding_dim", 768))
-
-    samples_negative = False
-    """Whether a linked negative prompt is sampled into a negative image embedding alongside the
-    prompts (Kandinsky 2.2) rather than only steering the prior's guidance (Karlo)."""
-
-    def negative_embeds(self):
-        """The negative image embedding to hand on when no negative prompt is linked (None:
-        the family's decoder needs none)."""
-        return None

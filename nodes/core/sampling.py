@@ -1,4 +1,5 @@
-"""What the prior, decoder and upsampler loops share: seeded noise and the sampler interface.
+"""What every family's sampling loops share: seeded noise, the sampler interface, the generic
+denoising loop and classifier-free guidance batching.
 
 Seed contract: all randomness of a sampling node comes from ``torch.Generator("cpu")`` seeded with
 the node's ``seed``, drawn on the CPU in float32 and moved to the device, in the order the diffusers
@@ -18,19 +19,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .declare import SEED_MAX, Param
-from .errors import UserError
-
-# Widgets the sampling nodes share, declared once so their ranges and tooltips cannot drift apart.
-SEED_PARAM = Param("seed", "INT", default=0, min=0, max=SEED_MAX,
-                   tooltip="Seed of the sampling noise; the same seed and settings repeat a result, "
-                           "another seed gives another variation.")
-
-
-def guidance_param(default: float) -> Param:
-    return Param("guidance_scale", "FLOAT", default=default, min=0.0, max=100.0, step=0.1,
-                 tooltip="Classifier-free guidance strength: higher follows the conditioning more "
-                         "closely, with less variety; 1 = no guidance (skips the unconditional half).")
+from ..errors import UserError
 
 StepCallback = Callable[[int, int, "int | None", torch.Tensor], torch.Tensor]
 """``callback(i, t, prev_t, x) -> x``: runs after step ``i`` (from timestep ``t`` to ``prev_t``,
@@ -302,3 +291,56 @@ class DDIMSampler:
 
     def renoise(self, x_prev, prev_t, t, eps):
         return renoise(self.alphas_cumprod, x_prev, prev_t, t, eps)
+
+
+# --- the denoising loop every family runs ----------------------------------------------------------
+
+def choose_sampler(own: Callable[[dict], Sampler], scheduler_config: dict, name: str,
+                   eta: float) -> Sampler:
+    """The checkpoint's own update rule (``own``, built from its scheduler config) for
+    ``name`` "unclip", DDIM with ``eta`` for "ddim"; eta without DDIM is a user mistake."""
+    if name == "ddim":
+        return DDIMSampler(scheduler_config, eta=eta)
+    if eta != 0:
+        raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
+                        field="eta")
+    return own(scheduler_config)
+
+
+def sample(model: Callable[[torch.Tensor, int], torch.Tensor], sampler: Sampler,
+           timesteps: list[int], x: torch.Tensor, generator: torch.Generator, *,
+           callback: StepCallback | None = None, resample: int = 1,
+           desc: str = "decoder") -> torch.Tensor:
+    """Run ``sampler`` over ``timesteps`` from ``x`` (already at the first level) with
+    ``model(x, t)``; returns the sample after the last step (float32, unclamped).
+
+    Random draws, all from ``generator``: one per step (inside the sampler).  ``resample`` > 1
+    repeats every step but the last that many times, diffusing the result back up in between
+    (RePaint's jumps, which let a ``callback``'s edits spread); each jump draws its noise after
+    the step's own draws.
+    """
+    from .. import runtime
+    device = x.device
+    for i in runtime.steps(len(timesteps), desc):
+        t = timesteps[i]
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        for jump in range(resample if prev_t is not None else 1):
+            if jump > 0:
+                x = sampler.renoise(x, prev_t, t, noise(x.shape, generator, device))
+            x = sampler.step(model(x, t), t, prev_t, x, generator)
+            if callback is not None:
+                x = callback(i, t, prev_t, x)
+    return x
+
+
+def repaint_callback(sampler: Sampler, known: torch.Tensor, keep: torch.Tensor, generator):
+    """A StepCallback that puts the known sample, noised to the step's level, where ``keep`` is
+    1 (soft values blend): RePaint (Lugmayr et al. 2022).  After the last step the known sample
+    goes in as it is."""
+    def callback(i, t, prev_t, x):
+        if prev_t is None:
+            target = known
+        else:
+            target = sampler.add_noise(known, noise(known.shape, generator, known.device), prev_t)
+        return keep * target + (1 - keep) * x
+    return callback
