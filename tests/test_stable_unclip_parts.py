@@ -126,6 +126,57 @@ def test_real_vae_and_text_encoder_are_sd21s(folder):
     assert block == 12 * 1024 ** 2 + 13 * 1024  # one pre-LN transformer block, width 1024
 
 
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_real_model_index_names_each_folders_own_class(folder):
+    path = FOLDERS[folder]
+    index = json.loads((path / "model_index.json").read_text())
+    parts = {k: v for k, v in index.items() if not k.startswith("_")}
+    assert {p.name for p in path.iterdir() if p.is_dir()} == set(parts)
+    for part, (library, name) in parts.items():
+        files = {f.name: json.loads(f.read_text()) for f in (path / part).glob("*.json")}
+        if name == "CLIPTokenizer":
+            assert files["tokenizer_config.json"]["model_max_length"] == 77
+        elif name == "CLIPImageProcessor":
+            assert files["preprocessor_config.json"]["crop_size"] == {"height": 224, "width": 224}
+        elif library == "transformers":
+            assert files["config.json"]["architectures"] == [name]
+        else:
+            (config,) = files.values()
+            assert config["_class_name"] == name, f"{folder}/{part}"
+
+
+def test_real_schedulers_pndm_v_prediction_and_cosine_noising():
+    from diffusers import DDPMScheduler, PNDMScheduler
+
+    for path in FOLDERS.values():
+        pndm = PNDMScheduler.from_pretrained(str(path), subfolder="scheduler")
+        assert pndm.config.prediction_type == "v_prediction"
+        pndm.set_timesteps(20)
+        # PLMS warm-up: 20 steps are 21 UNet calls, the second timestep twice
+        assert pndm.timesteps.tolist()[:4] == [951, 901, 901, 851] and len(pndm.timesteps) == 21
+        noising = DDPMScheduler.from_pretrained(str(path), subfolder="image_noising_scheduler")
+        assert noising.config.beta_schedule == "squaredcos_cap_v2"
+        assert noising.config.num_train_timesteps == 1000
+    prior = DDPMScheduler.from_pretrained(str(FOLDERS["l-txt2img"]), subfolder="prior_scheduler")
+    assert prior.config.beta_schedule == "squaredcos_cap_v2"
+    assert prior.config.prediction_type == "sample"
+
+
+def test_diffusers_recipe_for_karlos_prior_scheduler_gives_linear_betas():
+    """diffusers' documented StableUnCLIPPipeline recipe turns Karlo's UnCLIPScheduler config into
+    a DDPMScheduler; Karlo's file does not name beta_schedule, so the DDPM gets linear betas, not
+    the cosine schedule Karlo was trained with. If this fails, diffusers changed: update the
+    notes (trap 1)."""
+    from diffusers import DDPMScheduler, UnCLIPScheduler
+
+    karlo = {"_class_name": "UnCLIPScheduler", "clip_sample": True, "clip_sample_range": 5.0,
+             "num_train_timesteps": 1000, "prediction_type": "sample",
+             "variance_type": "fixed_small_log"}  # kakaobrain/karlo-v1-alpha prior_scheduler
+    unclip = UnCLIPScheduler.from_config(karlo)
+    assert unclip.config.beta_schedule == "squaredcos_cap_v2"
+    assert DDPMScheduler.from_config(unclip.config).config.beta_schedule == "linear"
+
+
 # --- the tiny checkpoint --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -292,9 +343,16 @@ def test_txt2img_draws_prior_latents_prior_noise_embedding_noise_then_latents(pi
                         ("pipeline", (n, 4, SIZE, SIZE))])     # UNet latents; DDIM eta 0: none
 
 
-def test_img2img_draws_one_embedding_noise_per_input_then_latents(pipes, draws):
-    call(pipes["img2img"], seed=1, prompt=PROMPTS[0], num_images_per_prompt=3, noise_level=10)
-    assert draws == [("pipeline", (1, tiny.DIM)), ("pipeline", (3, 4, SIZE, SIZE))]
+@pytest.mark.parametrize("prompts, per", [(PROMPTS[0], 3), (PROMPTS, 2)])
+def test_img2img_draws_one_embedding_noise_per_input_then_latents(pipes, draws, unet_inputs,
+                                                                  prompts, per):
+    """One PIL image: one noised embedding, repeated for every prompt and image."""
+    call(pipes["img2img"], seed=1, prompt=prompts, num_images_per_prompt=per, noise_level=10,
+         guidance_scale=1.0)
+    n = per * (len(prompts) if isinstance(prompts, list) else 1)
+    assert draws == [("pipeline", (1, tiny.DIM)), ("pipeline", (n, 4, SIZE, SIZE))]
+    labels = unet_inputs["img2img"][0][1]
+    assert labels.shape[0] == n and torch.equal(labels, labels[:1].expand_as(labels))
 
 
 def test_img2img_from_embeds_equals_drawing_noise_then_latents_by_hand(pipes):
@@ -403,3 +461,23 @@ def test_img2img_embeds_the_picture_by_feature_extractor_then_projected_embeddin
     from_image = call(pipe, seed=8, image=picture, prompt=PROMPTS[1], noise_level=50)
     from_embeds = call(pipe, seed=8, image_embeds=embeds, prompt=PROMPTS[1], noise_level=50)
     assert float(np.abs(from_image - from_embeds).max()) <= 1e-6
+
+
+def test_txt2img_prior_guides_against_empty_text_not_the_negative_prompt(pipes):
+    pipe = pipes["txt2img"]
+    seen = []
+
+    def hook(module, args, kwargs):
+        seen.append(kwargs["proj_embedding"].clone())
+    handle = pipe.prior.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        call(pipe, seed=2, prompt=PROMPTS[0], negative_prompt="black and white",
+             prior_guidance_scale=4.0)
+    finally:
+        handle.remove()
+    ids = pipe.prior_tokenizer(["", PROMPTS[0]], padding="max_length", max_length=77,
+                               return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = pipe.prior_text_encoder(ids).text_embeds
+    assert len(seen) == 2 and seen[0].shape == (2, tiny.DIM)  # [uncond, cond] per prior step
+    assert torch.allclose(seen[0], expected, atol=1e-6)
