@@ -126,6 +126,27 @@ def test_real_vae_and_text_encoder_are_sd21s(folder):
     assert block == 12 * 1024 ** 2 + 13 * 1024  # one pre-LN transformer block, width 1024
 
 
+def test_dropping_the_last_block_makes_the_last_hidden_state_the_penultimate_layer():
+    """Why the SD 2.x text encoder has 23 of OpenCLIP-H's 24 blocks: its last_hidden_state (after
+    the final layer norm) is then ldm's layer "penultimate" of the full tower."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, vocab_size=1000,
+                  hidden_act="gelu")
+    torch.manual_seed(0)
+    full = CLIPTextModel(CLIPTextConfig(num_hidden_layers=5, **config)).eval()
+    short = CLIPTextModel(CLIPTextConfig(num_hidden_layers=4, **config)).eval()
+    missing, unexpected = short.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and unexpected and all(".layers.4." in k for k in unexpected)
+    ids = torch.randint(3, 1000, (2, 77), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = full(ids, output_hidden_states=True)
+        # transformers 5 flattened CLIPTextModel (no .text_model); 4.x had it
+        penultimate = getattr(full, "text_model", full).final_layer_norm(out.hidden_states[-2])
+        assert torch.allclose(short(ids).last_hidden_state, penultimate, atol=1e-6)
+        assert not torch.allclose(out.last_hidden_state, penultimate, atol=1e-3)
+
+
 @pytest.mark.parametrize("folder", sorted(FOLDERS))
 def test_real_model_index_names_each_folders_own_class(folder):
     path = FOLDERS[folder]
