@@ -21,7 +21,7 @@ def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | No
                  device: str = "auto", cache: Cache | None = None,
                  report: str | Path | None = None, progress: bool = False,
                  interrupted: Callable[[], bool] | None = None, host: Host | None = None,
-                 batch: int = 1) -> RunResult:
+                 batch: int = 1, release: bool = False) -> RunResult:
     """Validate and run a workflow (a YAML path or a mapping).
 
     ``values``: Python values for socket-typed workflow inputs (``{"image": tensor}``), keyed
@@ -31,14 +31,16 @@ def run_workflow(source: str | Path | Mapping, overrides: Mapping[str, Any] | No
     ``host``: run under this host's device, output folder, PNG metadata, progress and
     interruption (ComfyUI's, for a preset node) instead of the executor's own.
     ``batch``: run up to this many nodes that differ only in their batch parameter (the seeds of
-    a sweep) in one model call (see ``execute``).
+    a sweep) in one model call (see ``execute``).  ``release``: let go of each model's weights
+    after its last use in this run (what ``unclip run`` does; off by default, so that a loop of
+    calls keeps its models).
     Raises UserError(s) for mistakes, RunInterrupted when ``interrupted()`` turns true.
     """
     resolved = load(source, overrides, values=values)
     try:
         result = execute(resolved, out_dir=out_dir, device=device, cache=cache,
                          progress=progress, interrupted=interrupted, host=host, batch=batch,
-                         metadata=None if host is not None else png_metadata)
+                         metadata=None if host is not None else png_metadata, release=release)
     except RunInterrupted as e:
         if report:
             write_report(e.result, report)

@@ -553,3 +553,25 @@ class Cache:
         self.memory.put(key, value)
         if disk and self.disk is not None and stype.storable:
             self.disk.put(key, stype, value)
+
+    def constants(self) -> "ConstantStore | None":
+        """This cache as the host's store for checkpoint constants (``runtime.Host.store``)."""
+        return ConstantStore(self) if self.enabled else None
+
+
+class ConstantStore:
+    """A checkpoint constant (``nodes.core.constants``) kept in the cache under its own key,
+    with this package's version mixed in as in every node key."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+
+    def _key(self, key: str) -> str:
+        return hashlib.sha256(f"{PACKAGE_VERSION}\0{key}".encode()).hexdigest()
+
+    def get(self, key: str, stype: SocketType) -> Any:
+        value, _ = self.cache.get(self._key(key), stype)
+        return None if value is MISS else value
+
+    def put(self, key: str, stype: SocketType, value: Any) -> None:
+        self.cache.put(self._key(key), stype, value)

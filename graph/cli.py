@@ -240,7 +240,7 @@ def cmd_run(args) -> int:
         with stop:
             result = execute(rs, out_dir=args.out, device=args.device, cache=cache,
                              progress=True, interrupted=stop.pressed, batch=args.batch,
-                             metadata=png_metadata)
+                             metadata=png_metadata, release=True)
     except RunInterrupted as e:
         print_summary(e.result)
         if plan:
@@ -431,7 +431,9 @@ def print_summary(result: RunResult) -> None:
     for row in rows:
         print("  ".join(c.rjust(w) if i == 3 else c.ljust(w)
                         for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    print(f"total {result.seconds:.2f} s")
+    t = result.breakdown()
+    print(f"total {result.seconds:.2f} s (loading models {t['load']:.2f} s, computing "
+          f"{t['compute']:.2f} s, saving {t['save']:.2f} s)")
     for name, value in result.outputs.items():
         print(f"output {name}: {json.dumps(describe(value))}")
     for f in result.files:

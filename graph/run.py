@@ -47,6 +47,8 @@ class NodeRecord:
     files: list[str] = field(default_factory=list)
     batched: int = 0
     """How many nodes ran in the one batched call this one ran in (``--batch``); 0 alone."""
+    load_seconds: float = 0.0
+    """The part of ``seconds`` spent reading model weights (a handle loads on first use)."""
 
 
 @dataclass
@@ -65,10 +67,22 @@ class RunResult:
     def status(self) -> dict[str, str]:
         return {r.node: r.status for r in self.report}
 
+    def breakdown(self) -> dict[str, float]:
+        """Where the run's time went: loading weights, computing, saving files, and the rest
+        (validation, cache look-ups, the executor itself)."""
+        load = sum(r.load_seconds for r in self.report)
+        save = sum(r.seconds for r in self.report if r.files)
+        compute = sum(r.seconds for r in self.report if not r.files) - load
+        return {"load": round(load, 4), "compute": round(compute, 4), "save": round(save, 4),
+                "other": round(max(0.0, self.seconds - load - compute - save), 4)}
+
     def to_json(self) -> dict:
         return {"status": INTERRUPTED if self.interrupted else "finished",
                 "seconds": round(self.seconds, 4), "inputs": self.inputs,
-                "nodes": [asdict(r) | {"seconds": round(r.seconds, 4)} for r in self.report],
+                "nodes": [asdict(r) | {"seconds": round(r.seconds, 4),
+                                       "load_seconds": round(r.load_seconds, 4)}
+                          for r in self.report],
+                "time": self.breakdown(),
                 "files": self.files,
                 "outputs": {k: describe(v) for k, v in self.outputs.items()}, **self.extra}
 
@@ -94,7 +108,8 @@ def check_device(device: str) -> None:
 def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = None,
             progress: bool = False, interrupted: Callable[[], bool] | None = None,
             host: Host | None = None, batch: int = 1,
-            metadata: Callable[[Resolved], dict[str, str]] | None = None) -> RunResult:
+            metadata: Callable[[Resolved], dict[str, str]] | None = None,
+            release: bool = False) -> RunResult:
     """Run a resolved workflow.  ``batch`` > 1: nodes that declare a batch parameter and differ
     only in it (a sweep's seeds) run up to ``batch`` at a time in one model call; each still
     draws from its own seed, but the batched arithmetic differs in the last bits, so such runs
@@ -103,7 +118,12 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     ``metadata(run)``: the text chunks savers write into their files for a run (the caller's:
     the executor does not know what a host records; ``api.run_workflow`` gives ComfyUI's prompt
     and workflow plus our own); for a sweep's combined graph it is asked once per combination.
-    None: no metadata (a ``host`` brings its own)."""
+    None: no metadata (a ``host`` brings its own).
+
+    ``release``: stage-wise residency, for one-shot runs: when the last node that uses a value
+    has run, a value that holds model weights (one with ``release_weights``) lets go of them, so
+    one stage's weights are resident at a time.  Off where models should stay for later runs
+    (a session inside ComfyUI, Ray workers, a Python caller's loop)."""
     if rs.unbound:
         names = ", ".join(f"'{n}' ({rs.workflow.inputs[n].type})" for n in rs.unbound)
         raise UserError(f"cannot run: the socket input(s) {names} have no value; it is a preset "
@@ -156,7 +176,8 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     if host is None:
         host = Host(device=device, output_dir=Path(out_dir) if out_dir else Path.cwd() / "output",
                     metadata={} if rs.parts or metadata is None else metadata(written),
-                    progress=lambda: _Bar(current[0], progress), interrupted=interrupted)
+                    progress=lambda: _Bar(current[0], progress), interrupted=interrupted,
+                    store=cache.constants())
     check_output_places(rs, to_run, Path(host.output_dir))
     bar = tqdm(total=len(to_run), desc="nodes", unit="node", file=sys.stderr, leave=False,
                disable=None if progress else True)
@@ -178,7 +199,9 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
                 for ref in rs.nodes[nid].links.values():
                     uses[ref] -= 1
                     if uses[ref] == 0 and ref not in pinned:
-                        values.pop(ref, None)
+                        gone = values.pop(ref, None)
+                        if release and callable(getattr(gone, "release_weights", None)):
+                            gone.release_weights(list(values.values()))
     except (Interrupted, KeyboardInterrupt):
         raise RunInterrupted(finish(True)) from None
     finally:
@@ -289,7 +312,9 @@ def _run_node(rs: Resolved, nid: str, keys: dict, cache: Cache, values: dict,
     rec.status = INTERRUPTED
     t0 = time.perf_counter()
     try:
-        result = rn.spec.call(**kwargs)
+        with runtime.account() as acct:
+            result = rn.spec.call(**kwargs)
+        rec.load_seconds = acct.get("load", 0.0)
     except UserError as e:
         raise rn.locate(e, rs.workflow.file) from e
     except OSError as e:

@@ -43,6 +43,10 @@ class Host:
     memory: Any = None
     """The host's own memory management (``ComfyMemory`` inside ComfyUI), or None: then our
     model manager's budgets alone decide what stays loaded."""
+    store: Any = None
+    """Where values that depend only on a checkpoint's files (an empty prompt's encoding, a
+    zero image's embedding) are kept across runs: the executor's cache (``get(key, stype)`` /
+    ``put(key, stype, value)``), or None: this process's memory only."""
 
 
 @dataclass
@@ -116,6 +120,29 @@ def steps(total: int, desc: str = "") -> Iterator[int]:
             bar.update(i + 1, total)
     finally:
         bar.close()
+
+
+_ACCOUNT: contextvars.ContextVar[dict | None] = contextvars.ContextVar("unclip_account",
+                                                                      default=None)
+
+
+def charge(what: str, seconds: float) -> None:
+    """Add ``seconds`` to ``what`` (e.g. "load") in the running node's account, if any: the
+    executor's report splits a node's time into loading and computing."""
+    acct = _ACCOUNT.get()
+    if acct is not None:
+        acct[what] = acct.get(what, 0.0) + seconds
+
+
+@contextlib.contextmanager
+def account() -> Iterator[dict]:
+    """Collect ``charge``s made while the block runs."""
+    acct: dict = {}
+    token = _ACCOUNT.set(acct)
+    try:
+        yield acct
+    finally:
+        _ACCOUNT.reset(token)
 
 
 _BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("unclip_base_dir",

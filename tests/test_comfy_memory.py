@@ -12,7 +12,7 @@ import torch
 
 from kandinsky_util import tiny_kandinsky  # noqa: F401
 from unclip_nodes.nodes import clip, decoder, loaders, prior, runtime
-from unclip_nodes.nodes.families import kandinsky22
+from unclip_nodes.nodes.core import constants
 from unclip_nodes.nodes.declare import REGISTRY
 from unclip_nodes.nodes.core.manager import MANAGER
 
@@ -100,9 +100,9 @@ def comfy(monkeypatch):
     for name, module in fake.modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(runtime, "_COMFY_MEMORY", [])
-    # the zero-image embedding is memoised per checkpoint: unless it is computed afresh, the CLIP
+    # the zero-image embedding is a constant of the checkpoint: unless it is computed afresh, the CLIP
     # vision tower never runs (nor goes through ComfyUI) once any earlier test computed it
-    monkeypatch.setattr(kandinsky22, "_ZERO", {})
+    monkeypatch.setattr(constants, "_KEPT", {})
     loaders.clear_model_cache()
     yield fake
     loaders.clear_model_cache()

@@ -68,7 +68,7 @@ def comparable(report: dict) -> dict:
     def name(path):
         return Path(path).name if path else path
     return {"status": report["status"], "inputs": report["inputs"],
-            "nodes": [dict(n, seconds=None, files=[name(f) for f in n["files"]])
+            "nodes": [dict(n, seconds=None, load_seconds=None, files=[name(f) for f in n["files"]])
                       for n in report["nodes"]],
             "files": [name(f) for f in report["files"]], "outputs": report["outputs"],
             "sweep": dict(report["sweep"], grid=name(report["sweep"]["grid"]))}

@@ -539,13 +539,18 @@ def _header_bytes(header: dict, size: int) -> int:
     return total
 
 
+def part_key(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtype) -> tuple:
+    """The model manager's key of one component on a device in a dtype: its folder first."""
+    return (str(ck.dir(part)), part, str(device), str(dtype), ck.stamp(part))
+
+
 def load_part(ck: Checkpoint, part: str, device: torch.device, dtype: torch.dtype,
               allow_pickle: bool = False):
     """One component through the model manager: read from disk on first use (per device and
     dtype), kept while the budgets allow, read again if it had to make room."""
     from .manager import MANAGER
     folder = ck.dir(part)
-    key = (str(folder), part, str(device), str(dtype), ck.stamp(part))
+    key = part_key(ck, part, device, dtype)
 
     def load():
         library, name = ck.classes[part]

@@ -137,7 +137,8 @@ class Family:
     def handles(self, ck: Checkpoint, stages, device: torch.device, dtype: torch.dtype,
                 allow_pickle: bool = False) -> tuple:
         """One handle per stage, None for a stage the checkpoint (or the family) lacks."""
-        return tuple(self.stages[s].handle(ck, device, dtype, allow_pickle)
+        return tuple(self.stages[s].handle(ck, device, dtype, allow_pickle,
+                                           frozenset(self.stages[s].needs + self.stages[s].uses))
                      if self.serves(ck, s) else None for s in stages)
 
     def facts(self, ck: Checkpoint, stages) -> dict[str, Facts | None]:

@@ -4,11 +4,11 @@ diffusion prior (every family so far uses diffusers' PriorTransformer).  A famil
 them where it differs (its own negative embedding, its own scheduler)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import Checkpoint, load_part, text_config, vision_config
+from .checkpoint import Checkpoint, load_part, part_key, text_config, vision_config
 
 KNOWN_CLIPS = {
     # (projection_dim, hidden_size, num_hidden_layers) of a text or vision tower -> its CLIP
@@ -39,9 +39,32 @@ class ModelHandle:
     device: torch.device
     dtype: torch.dtype
     allow_pickle: bool = False
+    parts: frozenset = frozenset()
+    """the components this handle's stage may use (its family's stage table)"""
+    loaded: set = field(default_factory=set, repr=False, compare=False)
+    """the model manager's keys of the components it has read"""
 
-    def part(self, name: str):
-        return load_part(self.checkpoint, name, self.device, self.dtype, self.allow_pickle)
+    def part(self, name: str, dtype: torch.dtype | None = None):
+        """One component, loaded on first use (in ``dtype`` when it differs from the
+        handle's: a decoder whose VAE stays in float32)."""
+        dtype = dtype or self.dtype
+        obj = load_part(self.checkpoint, name, self.device, dtype, self.allow_pickle)
+        self.loaded.add(part_key(self.checkpoint, name, self.device, dtype))
+        return obj
+
+    def release_weights(self, live) -> None:
+        """This handle's last user in the run has finished: let go of the weights it read,
+        except those a handle in ``live`` (values the run still holds) may use."""
+        from .manager import MANAGER
+        heirs = {str(h.checkpoint.dir(p)): h for h in live
+                 if isinstance(h, ModelHandle) and h is not self
+                 for p in h.parts if h.checkpoint.has(p)}
+        for key in sorted(self.loaded, key=str):
+            if key[0] in heirs:  # still wanted: the live handle lets go of it when it goes
+                heirs[key[0]].loaded.add(key)
+            else:
+                MANAGER.release(key)
+        self.loaded.clear()
 
     def config(self, name: str) -> dict:
         return self.checkpoint.config(name)

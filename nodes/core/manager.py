@@ -23,6 +23,7 @@ import gc
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -110,7 +111,8 @@ class ModelManager:
         self._budgets: dict[str, int] = {}
         self.lock = threading.RLock()
         self.events: list[tuple[str, str]] = []
-        """(what, component name): load, reload, offload, drop, over-budget (tests look)."""
+        """(what, component name): load, reload, offload, drop, release, over-budget (tests
+        look)."""
         self.host_memory: Any = None
         """ComfyUI's memory management when running inside it (see comfy_memory)."""
 
@@ -167,7 +169,10 @@ class ModelManager:
         if host is not None:
             host.before_load(size, device)
         self._fit(device.type, size, keep=None, host=host)
+        from .. import runtime
+        t0 = time.perf_counter()
         obj = load()
+        runtime.charge("load", time.perf_counter() - t0)
         nbytes = module_bytes(obj)
         self._entries[key] = Entry(obj, nbytes, device, device, component, name)
         self.events.append(("load", name))
@@ -192,6 +197,15 @@ class ModelManager:
         with self.lock:
             if key in self._entries:
                 self._drop(key, "unloaded")
+
+    def release(self, key) -> bool:
+        """Drop ``key`` because its last user in this run has finished (stage-wise residency);
+        a component something else still holds stays.  True when it went."""
+        with self.lock:
+            if key not in self._entries or self._held_elsewhere(key):
+                return False
+            self._drop(key, "release")
+            return True
 
     def settle(self) -> None:
         """Bring every device back within its budget, now that components held during the last

@@ -30,14 +30,16 @@ import torch
 import torch.nn.functional as F
 
 from ..core.backends import Conditioning
-from ..core.checkpoint import (LOCK, Checkpoint, err, existing_dir, load_part, memo,
-                               mismatch_collector, pipeline_class, text_config, vision_config)
+from ..core.checkpoint import (Checkpoint, err, existing_dir, mismatch_collector,
+                               pipeline_class, text_config, vision_config)
+from ..core.constants import constant, files_of
 from ..core.family import Family, Part, Stage
 from ..core.handles import KNOWN_CLIPS, ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
 from ..core.pixels import pixels_at, resize, to_image
 from ..core.sampling import (SchedulerSampler, choose_sampler, make_generator, noise, plain,
                              sample, step_tensor)
 from ..errors import UserError
+from ..types import IMAGE_EMBEDS, ImageEmbeds
 
 PRIOR_PIPELINES = ("KandinskyV22PriorPipeline", "KandinskyV22PriorEmb2EmbPipeline")
 DECODER_PIPELINES = ("KandinskyV22Pipeline", "KandinskyV22Img2ImgPipeline",
@@ -261,26 +263,24 @@ def _fit(cfg: dict[str, dict]) -> list[UserError]:
 
 # --- handles ------------------------------------------------------------------------------------
 
-_ZERO: dict[tuple, torch.Tensor] = memo()
-
-
 def zero_image_embeds(handle: ModelHandle) -> torch.Tensor | None:
     """The image encoder's embedding of an all-zero input (in normalised pixels: a mean-colour
     image), [1, D] float32 on the CPU, as diffusers' ``get_zero_embed``; None without an image
-    encoder.  Memoised per checkpoint files, device and dtype."""
+    encoder.  A constant of the checkpoint: computed once, then found without loading the
+    1.8 B-parameter encoder again."""
     ck = handle.checkpoint
     if not ck.has("image_encoder"):
         return None
-    key = (str(ck.dir("image_encoder")), str(handle.device), str(handle.dtype),
-           ck.stamp("image_encoder"))
-    with LOCK:
-        if key not in _ZERO:
-            enc = handle.part("image_encoder")
-            size = int(vision_config(ck.config("image_encoder")).get("image_size", 224))
-            with torch.no_grad():  # not inference_mode: the result is a cached value
-                x = torch.zeros(1, 3, size, size, device=handle.device, dtype=enc.dtype)
-                _ZERO[key] = plain(enc(x).image_embeds)
-        return _ZERO[key]
+
+    def compute() -> ImageEmbeds:
+        enc = handle.part("image_encoder")
+        size = int(vision_config(ck.config("image_encoder")).get("image_size", 224))
+        with torch.no_grad():  # not inference_mode: the result is a cached value
+            x = torch.zeros(1, 3, size, size, device=handle.device, dtype=enc.dtype)
+            return ImageEmbeds(plain(enc(x).image_embeds))
+    identity = {**files_of(ck, ("image_encoder",)), "device": handle.device.type,
+                "dtype": str(handle.dtype)}
+    return constant("zero_image_embeds", identity, IMAGE_EMBEDS, compute).image_embeds
 
 
 class VisionModel(ClipVisionModel):
@@ -338,7 +338,7 @@ class Decoder(ModelHandle):
     def movq(self):
         """Always float32: decoding latents in half precision loses colour (as with VAEs), and
         the MoVQ is small (68 M parameters)."""
-        return load_part(self.checkpoint, "movq", self.device, torch.float32, self.allow_pickle)
+        return self.part("movq", dtype=torch.float32)
 
     @property
     def scheduler_config(self) -> dict:

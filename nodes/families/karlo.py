@@ -14,14 +14,13 @@ Inpainting is RePaint on both (the decoder was never trained to inpaint).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from ..core.backends import Conditioning
-from ..core.checkpoint import (LOCK, OWN_CLASSES, Checkpoint, err, memo, mismatch_collector,
-                               read_json, text_config, vision_config)
+from ..core.checkpoint import (OWN_CLASSES, Checkpoint, err, mismatch_collector, read_json,
+                               text_config, vision_config)
+from ..core.constants import constant, files_of
 from ..core.family import Family, Part, Stage
 from ..core.handles import ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
 from ..core.pixels import from_image, resize, to_image
@@ -29,6 +28,7 @@ from ..core.sampling import (Sampler, StepCallback, UnCLIPSampler, cfg_batch, ch
                              make_generator, noise, repaint_callback, sample, step_tensor)
 from ..core.text import text_rows, uncond_of
 from ..errors import UserError
+from ..types import TEXT_EMBEDS
 
 # --- the decoder's loop ----------------------------------------------------------------------------
 
@@ -197,9 +197,6 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
 
 # --- handles ---------------------------------------------------------------------------------------
 
-_EMPTY_TEXT: dict[tuple, Any] = memo()
-
-
 class DecoderModel(ModelHandle):
     """Karlo's 64 px pixel-space decoder + text_proj: this family's DecoderBackend."""
 
@@ -271,17 +268,15 @@ class DecoderModel(ModelHandle):
 
     def empty_text(self, rows: int = 1):
         """The empty prompt encoded ``rows`` times by this checkpoint's text encoder (what image
-        variations condition on), or None when the checkpoint has no text encoder.  Memoised."""
+        variations condition on), or None when the checkpoint has no text encoder.  A constant
+        of the checkpoint: computed once, then found without loading the encoder."""
         ck = self.checkpoint
         if not (ck.has("text_encoder") and ck.has("tokenizer")):
             return None
-        key = (str(ck.root), str(self.device), str(self.dtype), ck.stamp("text_encoder"),
-               ck.stamp("tokenizer"), rows)
-        with LOCK:
-            if key not in _EMPTY_TEXT:
-                clip = ClipTextModel(ck, self.device, self.dtype, self.allow_pickle)
-                _EMPTY_TEXT[key] = clip.encode([""] * rows)
-            return _EMPTY_TEXT[key]
+        identity = {**files_of(ck, ("text_encoder", "tokenizer")), "device": self.device.type,
+                    "dtype": str(self.dtype), "rows": rows}
+        clip = ClipTextModel(ck, self.device, self.dtype, self.allow_pickle)
+        return constant("empty_text", identity, TEXT_EMBEDS, lambda: clip.encode([""] * rows))
 
     def inpaint(self, image, mask, cond, upsampler, *, guidance_scale: float, steps: int,
                 upsample_steps: int, seed: int, resample: int) -> torch.Tensor:
