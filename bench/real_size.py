@@ -33,6 +33,12 @@ WORKFLOW = ROOT / "workflows" / "kandinsky" / "text_to_image.yaml"
 PROMPT = "a red cat, 4k photo"
 PRIOR_PARTS = ("prior", "text_encoder", "image_encoder")
 DECODER_PARTS = ("unet", "movq")
+KINDS = ("executor-first", "executor", "diffusers")
+NAMES = {"executor-first": "executor, first run (an empty cache: computes the checkpoint's "
+                           "constants)",
+         "executor": "executor (`unclip run` defaults, another prompt: constants found in the "
+                     "cache)",
+         "diffusers": "diffusers prior + decoder pipelines"}
 
 
 def build(cache: Path) -> None:
@@ -77,12 +83,92 @@ def build(cache: Path) -> None:
         (dst / "done").write_text("ok\n")
 
 
+def build_karlo(cache: Path) -> Path:
+    """Karlo (kakaobrain/karlo-v1-alpha) at its real size, random weights, float16 files as the
+    published ones are (``gpu.karlo_real_parts``: 3.42 B parameters, 6.8 GB)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+    from unclip_nodes.nodes.tiny import save_components
+    root = cache / "karlo"
+    if not (root / "done").is_file():
+        t = time.perf_counter()
+        parts = gpu.karlo_real_parts("cpu")
+        n = sum(sum(p.numel() for p in m.parameters()) for m in parts.values()
+                if isinstance(m, torch.nn.Module))
+        save_components(parts, root)
+        (root / "done").write_text("ok\n")
+        print(f"built Karlo: {n:,} parameters in {time.perf_counter() - t:.0f} s", flush=True)
+    return root
+
+
+def karlo_child(kind: str, cache: Path, out: Path, steps: int, seed: int) -> tuple:
+    """Karlo text to image (``steps`` prior, decoder and upsampler steps, guidance 4 / 8) ->
+    (image, parts of the time)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+    prompt, root = gpu.PROMPTS["karlo"], cache / "karlo"
+    parts: dict[str, float] = {}
+    if kind.startswith("executor"):
+        from unclip_nodes.graph import run_workflow
+        from unclip_nodes.graph.cache import Cache
+        first = kind == "executor-first"
+        r = run_workflow(ROOT / "workflows" / "text_to_image.yaml",
+                         {"model": str(root), "prompt": "a blue dog" if first else prompt,
+                          "steps": steps, "upsample_steps": steps, "prior_guidance": 4.0,
+                          "decoder_guidance": 8.0, "seed": seed + 1 if first else seed},
+                         cache=Cache(out / "executor-cache-karlo"), out_dir=out / "executor_png",
+                         release=True)
+        t = r.breakdown()
+        by_node = {rec.node: rec for rec in r.report}
+        parts = {"load": t["load"], "save": t["save"],
+                 "text + prior": sum(by_node[n].seconds - by_node[n].load_seconds
+                                     for n in ("text", "prior")),
+                 "decoder": sum(by_node[n].seconds - by_node[n].load_seconds
+                                for n in ("decode", "upsample"))}
+        return r.outputs["image"].numpy(), parts
+    import diffusers
+    import transformers
+    from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline, UnCLIPTextProjModel
+    t = time.perf_counter()
+    f32 = {"dtype": torch.float32, "local_files_only": True}
+    half = {"variant": "fp16"} if any((root / "prior").glob("*.fp16.safetensors")) else {}
+    pipe = UnCLIPPipeline(
+        prior=diffusers.PriorTransformer.from_pretrained(root / "prior", **f32, **half),
+        decoder=diffusers.UNet2DConditionModel.from_pretrained(root / "decoder", **f32, **half),
+        text_encoder=transformers.CLIPTextModelWithProjection.from_pretrained(
+            root / "text_encoder", **f32),
+        tokenizer=transformers.CLIPTokenizer.from_pretrained(root / "tokenizer"),
+        text_proj=UnCLIPTextProjModel.from_pretrained(root / "text_proj", **f32, **half),
+        super_res_first=diffusers.UNet2DModel.from_pretrained(root / "super_res_first", **f32,
+                                                              **half),
+        super_res_last=diffusers.UNet2DModel.from_pretrained(root / "super_res_last", **f32,
+                                                             **half),
+        prior_scheduler=diffusers.UnCLIPScheduler.from_pretrained(root / "prior_scheduler"),
+        decoder_scheduler=diffusers.UnCLIPScheduler.from_pretrained(root / "decoder_scheduler"),
+        super_res_scheduler=diffusers.UnCLIPScheduler.from_pretrained(
+            root / "super_res_scheduler"))
+    pipe.set_progress_bar_config(disable=True)
+    parts["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with gpu.per_stage_generators(pipe, seed):
+        image = pipe(prompt, prior_num_inference_steps=steps, decoder_num_inference_steps=steps,
+                     super_res_num_inference_steps=steps, prior_guidance_scale=4.0,
+                     decoder_guidance_scale=8.0, output_type="np").images
+    parts["text + prior + decoder"] = time.perf_counter() - t
+    parts["save"] = 0.0
+    return image, parts
+
+
 def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps: int,
-          seed: int, ram_budget: str | None = None) -> None:
+          seed: int, ram_budget: str | None = None, family: str = "kandinsky") -> None:
     """Runs in the child process: one text-to-image, its image saved as .npy."""
     import numpy as np
     import torch
@@ -93,41 +179,68 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
 
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    if kind == "executor":
-        from unclip_nodes.graph.cache import Cache
+    parts: dict[str, float] = {}
+    if family == "karlo":
+        image, parts = karlo_child(kind, cache, out, steps, seed)
+    elif kind.startswith("executor"):
+        # as `unclip run` does: the disk cache on (in its own folder), each model let go of
+        # after its last use; "executor-first" runs another prompt and seed into a new cache
+        # folder, as a first run ever would, and leaves the checkpoint's constants there
         from unclip_nodes.graph import run_workflow
+        from unclip_nodes.graph.cache import Cache
+        first = kind == "executor-first"
         r = run_workflow(WORKFLOW, {"prior": str(cache / "prior"),
-                                    "decoder": str(cache / "decoder"), "prompt": PROMPT,
-                                    "prior_steps": prior_steps, "steps": steps, "seed": seed,
+                                    "decoder": str(cache / "decoder"),
+                                    "prompt": "a blue dog" if first else PROMPT,
+                                    "prior_steps": prior_steps, "steps": steps,
+                                    "seed": seed + 1 if first else seed,
                                     "width": size, "height": size},
-                         cache=Cache.off(), out_dir=out / "executor_png")
+                         cache=Cache(out / "executor-cache"), out_dir=out / "executor_png",
+                         release=True)
         image = r.outputs["image"].numpy()
+        by_node = {rec.node: rec for rec in r.report}
+        t = r.breakdown()
+        parts = {"load": t["load"], "save": t["save"],
+                 "text + prior": sum(by_node[n].seconds - by_node[n].load_seconds
+                                     for n in ("text", "prior") if n in by_node),
+                 "decoder": sum(rec.seconds - rec.load_seconds for rec in r.report
+                                if rec.node not in ("text", "prior") and not rec.files)}
     else:
         from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
         # dtype: fp32 like our run (the image encoder's files are fp16, as on the hub, and
         # transformers would otherwise keep it in fp16)
+        t = time.perf_counter()
         prior = KandinskyV22PriorPipeline.from_pretrained(str(cache / "prior"), dtype=torch.float32,
                                                           local_files_only=True)
         prior.set_progress_bar_config(disable=True)
+        parts["load"] = time.perf_counter() - t
+        t = time.perf_counter()
         emb = prior(PROMPT, num_inference_steps=prior_steps, guidance_scale=4.0,
                     generator=torch.Generator("cpu").manual_seed(seed))
+        parts["text + prior"] = time.perf_counter() - t
+        t = time.perf_counter()
         decoder = KandinskyV22Pipeline.from_pretrained(str(cache / "decoder"), dtype=torch.float32,
                                                        local_files_only=True)
         decoder.set_progress_bar_config(disable=True)
+        parts["load"] += time.perf_counter() - t
+        t = time.perf_counter()
         image = decoder(image_embeds=emb.image_embeds,
                         negative_image_embeds=emb.negative_image_embeds, height=size, width=size,
                         num_inference_steps=steps, guidance_scale=4.0,
                         generator=torch.Generator("cpu").manual_seed(seed),
                         output_type="np").images
-    np.save(out / f"{kind}.npy", image)
-    (out / f"{kind}.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+        parts["decoder"] = time.perf_counter() - t
+        parts["save"] = 0.0
+    np.save(out / f"{family}-{kind}.npy", image)
+    (out / f"{family}-{kind}.json").write_text(json.dumps({"seconds": time.perf_counter() - t0,
+                                                  "parts": parts}))
 
 
 def measure(kind: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--cache", str(args.cache), "--out",
            str(args.out), "--size", str(args.size), "--prior-steps", str(args.prior_steps),
-           "--steps", str(args.steps), "--seed", str(args.seed)]
-    if kind == "executor" and args.ram_budget:
+           "--steps", str(args.steps), "--seed", str(args.seed), "--family", args.family]
+    if kind.startswith("executor") and args.ram_budget:
         cmd += ["--ram-budget", args.ram_budget]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd)
@@ -135,8 +248,9 @@ def measure(kind: str, args) -> dict:
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{kind} run failed")
-    inner = json.loads((args.out / f"{kind}.json").read_text())
-    return {"wall": wall, "seconds": inner["seconds"], "rss": usage.ru_maxrss * 1024}
+    inner = json.loads((args.out / f"{args.family}-{kind}.json").read_text())
+    return {"wall": wall, "seconds": inner["seconds"], "rss": usage.ru_maxrss * 1024,
+            "parts": inner.get("parts", {})}
 
 
 def main(argv=None) -> int:
@@ -148,42 +262,55 @@ def main(argv=None) -> int:
     ap.add_argument("--prior-steps", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--child", choices=("executor", "diffusers"))
-    ap.add_argument("--only", choices=("executor", "diffusers"), help="measure one side only")
+    ap.add_argument("--family", choices=("kandinsky", "karlo"), default="kandinsky",
+                    help="karlo: the 3.4 B Karlo stack (2 steps in every stage, 64 -> 256 px)")
+    ap.add_argument("--child", choices=KINDS)
+    ap.add_argument("--only", choices=KINDS, help="measure one side only")
     ap.add_argument("--ram-budget", metavar="SIZE",
                     help="the executor's model manager RAM budget (e.g. 8GB)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(args.child, args.cache, args.out, args.size, args.prior_steps, args.steps,
-              args.seed, args.ram_budget)
+              args.seed, args.ram_budget, args.family)
         return 0
     import numpy as np
     t = time.perf_counter()
-    build(args.cache)
+    build_karlo(args.cache) if args.family == "karlo" else build(args.cache)
     print(f"components ready in {time.perf_counter() - t:.0f} s; "
           f"{disk_bytes(args.cache) / 1e9:.1f} GB on disk in {args.cache}", flush=True)
-    kinds = ("executor", "diffusers") if args.only is None else (args.only,)
+    if args.only is None:
+        shutil.rmtree(args.out / "executor-cache", ignore_errors=True)
+        shutil.rmtree(args.out / "executor-cache-karlo", ignore_errors=True)
+    kinds = KINDS if args.only is None else (args.only,)
     rows = {kind: measure(kind, args) for kind in kinds}
-    if len(rows) < 2:
-        print(rows)
-    both = [args.out / f"{k}.npy" for k in ("executor", "diffusers")]
+    both = [args.out / f"{args.family}-{k}.npy" for k in ("executor", "diffusers")]
     diff = float(np.abs(np.load(both[0]) - np.load(both[1])).max()) if all(
         p.is_file() for p in both) else float("nan")
-    if len(rows) < 2:
-        print(f"largest pixel difference from the other side's last image: {diff:.2e}")
-        return 0
-    print(f"\nKandinsky 2.2 text to image, {args.prior_steps} prior + {args.steps} decoder steps, "
-          f"{args.size} px, fp32, CPU ({os.cpu_count()} cores)\n")
-    print("| run | time in the process (s) | wall incl. start-up (s) | peak RSS (GB) |")
-    print("|---|---|---|---|")
+    if args.family == "karlo":
+        print(f"\nKarlo text to image, {args.steps} prior + {args.steps} decoder + {args.steps} "
+              f"upsampler steps, 64 -> 256 px, fp32, CPU ({os.cpu_count()} cores)\n")
+    else:
+        print(f"\nKandinsky 2.2 text to image, {args.prior_steps} prior + {args.steps} decoder "
+              f"steps, {args.size} px, fp32, CPU ({os.cpu_count()} cores)\n")
+    print("| run | load (s) | text + prior (s) | decoder (s) | save (s) | in the process (s) | "
+          "wall incl. start-up (s) | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind, r in rows.items():
-        name = "executor (workflow, cache off)" if kind == "executor" else \
-            "diffusers prior + decoder pipelines"
-        if kind == "executor" and args.ram_budget:
-            name += f", --ram-budget {args.ram_budget}"
-        print(f"| {name} | {r['seconds']:.0f} | {r['wall']:.0f} | {r['rss'] / 1e9:.1f} |")
-    print(f"\nlargest pixel difference between the two images: {diff:.2e}")
+        name = NAMES[kind] + (f", --ram-budget {args.ram_budget}"
+                              if kind.startswith("executor") and args.ram_budget else "")
+        p = r["parts"]
+        both_stages = p.get("text + prior + decoder")  # diffusers' Karlo pipeline: one call
+        stages = (f"{both_stages:.0f} (both) | |" if both_stages is not None else
+                  f"{p.get('text + prior', 0):.0f} | {p.get('decoder', 0):.0f} |")
+        print(f"| {name} | {p.get('load', 0):.0f} | {stages} {p.get('save', 0):.1f} | "
+              f"{r['seconds']:.0f} | "
+              f"{r['wall']:.0f} | {r['rss'] / 1e9:.1f} |")
+    if "executor" in rows and "diffusers" in rows:
+        ours, theirs = rows["executor"], rows["diffusers"]
+        print(f"\nexecutor / diffusers: wall {ours['wall'] / theirs['wall']:.2f} x, "
+              f"peak RSS {ours['rss'] / theirs['rss']:.2f} x")
+    print(f"largest pixel difference between the executor's and diffusers' images: {diff:.2e}")
     return 0
 
 

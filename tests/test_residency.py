@@ -135,3 +135,24 @@ def test_without_a_store_a_constant_is_kept_in_memory_only(fresh):
     value = constants.constant("test", {"x": 1}, None, lambda: calls.append(1) or 5)
     assert value == constants.constant("test", {"x": 1}, None, lambda: calls.append(1) or 6)
     assert calls == [1]
+
+
+def test_weights_load_into_modules_built_without_random_initialisation(fresh, monkeypatch):
+    """Each component is built on the meta device and filled from its safetensors files: no
+    initialiser runs (a random init of Kandinsky's 1.2 B-parameter UNet would cost longer than
+    reading it)."""
+    calls = []
+    for name in ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "xavier_uniform_",
+                 "zeros_", "ones_"):
+        original = getattr(torch.nn.init, name)
+
+        def counting(tensor, *a, _original=original, _name=name, **kw):
+            if tensor.device.type != "meta":  # on the meta device an initialiser costs nothing
+                calls.append(_name)
+            return _original(tensor, *a, **kw)
+        monkeypatch.setattr(torch.nn.init, name, counting)
+    dec = load_decoder("pocket", "cpu", "fp32", False)
+    unet, proj = dec.decoder, dec.text_proj
+    assert calls == []
+    assert all(p.device.type == "cpu" for p in unet.parameters())
+    assert float(unet.conv_in.weight.abs().sum()) > 0 and proj is not None
