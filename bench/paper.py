@@ -433,6 +433,9 @@ def write_ablation(r: dict) -> str:
     worst = {split: min(((cap[split]["all"], "caption only"), (txt[split]["all"], "the text "
                                                                 "embedding as z_i")))[1]
              for split in ("seen", "held-out")}
+    worst_text = (f"{worst['seen']}, on trained and held-out captions alike"
+                  if worst["seen"] == worst["held-out"] else
+                  f"{worst['seen']} on trained captions and {worst['held-out']} on held-out ones")
     return "\n".join([
         "## 1. Conditioning ablation (paper §5.1, \"the importance of the prior\")",
         "",
@@ -455,16 +458,15 @@ def write_ablation(r: dict) -> str:
         "",
         f"- Trained captions: {order('seen')}.",
         f"- Held-out combinations: {order('held-out')}.",
-        f"- The worst here is {worst['seen']} on trained captions and {worst['held-out']} on "
-        "held-out ones. The pocket decoder was trained with its caption half of the time, and "
-        "in this world the caption names everything there is to draw, so the caption alone "
+        f"- The worst here is {worst_text}. The pocket decoder was trained with its caption "
+        "half of the time, and in this world the caption names everything there is to draw, so the caption alone "
         "goes far; a text embedding in z_i's place is something the decoder never saw in "
         "training, and rescaling it to the prior's norm "
         + ("helps only a little." if scaled["seen"]["all"] >= txt["seen"]["all"] else
            "does not help.")
         + (" The prior's lead over the caption alone is larger on the held-out combinations "
-           f"({pct(pri['held-out']['all'] - cap['held-out']['all'])} against "
-           f"{pct(pri['seen']['all'] - cap['seen']['all'])} on trained captions)."
+           f"({(pri['held-out']['all'] - cap['held-out']['all']) * 100:.0f} points against "
+           f"{(pri['seen']['all'] - cap['seen']['all']) * 100:.0f} on trained captions)."
            if pri["held-out"]["all"] - cap["held-out"]["all"]
            > pri["seen"]["all"] - cap["seen"]["all"] else ""),
     ])
@@ -614,7 +616,9 @@ def write_edits(eta: dict, sl: dict, td: dict, plot: str | None) -> str:
     eta_v.append(("Agrees" if grows and eta[e1]["all"] >= 0.7 else "Disagrees")
                  + f": at eta {e1:g} the pictures move away from the source (error "
                  f"{num(eta[e1]['mae'])}) while the attributes CLIP encodes stay "
-                 f"({pct(eta[e1]['all'])} all three)")
+                 f"({pct(eta[e1]['all'])} all three); they stay closer to the source than "
+                 f"variations from fresh noise (error {num(f['mae'])}), which keep the "
+                 f"attributes too ({pct(f['all'])}) but not the layout")
     def passing(a):
         top = list(sl[a].get("others", {}).items())[:3]
         return ", ".join(f"{k} ({v})" for k, v in top) or "none"
@@ -660,13 +664,19 @@ def write_edits(eta: dict, sl: dict, td: dict, plot: str | None) -> str:
                "other readings on the way (images)"], srows),
         "",
         f"- The paths do go from one picture to the other: every attribute starts at a's value "
-        f"and ends at b's on at least {pct(ends)} of them, and the switches sit around the "
-        "middle of the path.",
-        "- " + ", ".join(f"{a} switches once and cleanly on {pct(sl[a]['single_switch'])}"
-                         for a in clean)
+        f"and ends at b's on at least {pct(ends)} of them"
+        + (", and the switches sit around the middle of the path (mean theta "
+           + " / ".join(num(sl[a]["switch_theta"], 2) for a in ATTRS) + ")."
+           if all(0.3 <= sl[a]["switch_theta"] <= 0.7 for a in ATTRS) else "."),
+        "- " + "; ".join(f"{a} switches once and cleanly on {pct(sl[a]['single_switch'])}"
+                         for a in clean).capitalize()
         + " of the paths. In a world of discrete attributes a smooth path can only show as "
         "clean switches; where it does not, the last column says what the oracle read in "
-        "between (a half-way blend of two shapes or colours can read as a third). "
+        "between"
+        + (f" (most often, for {clean[-1]}: {passing(clean[-1]).split(' (')[0]}; a blend of "
+           "two values can read as a third, and 'none' is a picture with no object the oracle "
+           "can see)" if sl[clean[-1]].get("others") else "")
+        + ". "
         + ("Agrees." if sl[clean[-1]]["single_switch"] >= 0.7 else
            f"So the paper's smoothness holds for {clean[0]}"
            + ("" if sl[clean[1]]["single_switch"] < 0.7 else f" and {clean[1]}")
