@@ -84,18 +84,15 @@ _NO_VISION = ("the checkpoint linked to clip_vision has no CLIP image encoder (i
               "feature_extractor/), which {node} needs; load one that has (Karlo's text-to-image "
               "folder has none: take the image-variation folder, or a Kandinsky 2.2 prior folder, "
               "with LoadUnCLIPClipVision)")
-_NO_TEXT = ("the checkpoint linked to clip_text has no CLIP text encoder (text_encoder/ + "
-            "tokenizer/), which CLIPScore needs; load one that has")
 
 
 def _towers(inputs: dict, node: str, names: tuple[str, ...]) -> dict | None:
-    """The image tower's facts; UserError when a linked checkpoint lacks a tower the score needs
-    (a loader says so with None, which validation passes on as ``lacking``)."""
+    """The image tower's facts; UserError when the linked checkpoint lacks it (a loader says so
+    with None, which validation passes on as ``lacking``; every loader refuses a checkpoint
+    without a text tower itself) or when the captions come from another CLIP."""
     lacking = getattr(inputs, "lacking", ())
     if "clip_vision" in lacking:
         raise UserError(_NO_VISION.format(node=node), field="clip_vision")
-    if "clip_text" in lacking:
-        raise UserError(_NO_TEXT, field="clip_text")
     vision = width(handle(inputs, "clip_vision"))
     if "clip_text" in inputs:
         same_width(inputs, ("clip_text",), vision, "clip_vision")

@@ -215,9 +215,11 @@ def wf_dir(write_workflow) -> Path:
     return write_workflow("", "empty.yaml").parent
 
 
-def test_validation_refuses_captions_from_another_clip(write_workflow,
+@pytest.mark.parametrize("captions", ["text: t.text", "clip_text: k.clip_text"])
+def test_validation_refuses_captions_from_another_clip(captions, write_workflow,
                                                       tiny_checkpoint):  # noqa: F811
     from unclip_nodes.graph.validate import load as validate
+    prompt = "{prompt: a cat}" if captions.startswith("clip_text") else "{}"
     wf = write_workflow(f"""
         nodes:
           m: {{type: LoadUnCLIP, params: {{path: pocket}}}}
@@ -226,12 +228,41 @@ def test_validation_refuses_captions_from_another_clip(write_workflow,
           img: {{type: LoadImage, params: {{path: "{picture_file(wf_dir(write_workflow))}"}}}}
           s:
             type: CLIPScore
-            links: {{clip_vision: m.clip_vision, image: img.image, text: t.text}}
+            links: {{clip_vision: m.clip_vision, image: img.image, {captions}}}
+            params: {prompt}
+        outputs:
+          score: s.score
         """)
     with pytest.raises(UserError) as e:
         validate(wf)
-    assert "node 's', field 'text'" in str(e.value) and "32-d" in str(e.value) \
+    field = captions.split(":")[0]
+    assert f"node 's', field '{field}'" in str(e.value) and "32-d" in str(e.value) \
         and "64-d" in str(e.value)
+
+
+def test_validation_wants_one_source_of_captions(write_workflow):
+    from unclip_nodes.graph.validate import load as validate
+    picture = picture_file(wf_dir(write_workflow))
+
+    def problem(links: str, params: str = "{}") -> str:
+        wf = write_workflow(f"""
+            nodes:
+              m: {{type: LoadUnCLIP, params: {{path: pocket}}}}
+              t: {{type: CLIPTextEncode, links: {{clip: m.clip_text}}, params: {{prompt: a cat}}}}
+              img: {{type: LoadImage, params: {{path: "{picture}"}}}}
+              s:
+                type: CLIPScore
+                links: {{clip_vision: m.clip_vision, image: img.image{links}}}
+                params: {params}
+            """)
+        with pytest.raises(UserError) as e:
+            validate(wf)
+        return str(e.value)
+    assert "field 'clip_text'" in problem(", text: t.text, clip_text: m.clip_text",
+                                          "{prompt: a cat}")
+    assert "field 'text'" in problem("")
+    assert "field 'prompt'" in problem(", clip_text: m.clip_text")
+    assert "field 'prompt'" in problem(", text: t.text", "{prompt: a dog}")
 
 
 # --- sweeps -------------------------------------------------------------------------------------
