@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import ClipTextModel, ClipVisionModel
-from .clip import encode_images
+from .clip import ClipTextModel, ClipVisionModel, encode_images
 from .declare import Input, Output, Param, node
 from .errors import UserError
 from .facts import handle, same_width, width
