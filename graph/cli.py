@@ -252,9 +252,12 @@ def cmd_run(args) -> int:
     print_summary(result)
     if plan:
         sheet = sweep.contact_sheet(plan, result, args.out)
-        result.extra["sweep"] = sweep.describe(plan, sheet)
+        result.extra["sweep"] = sweep.describe(plan, sheet, result.outputs)
         print(f"sweep: {len(plan.combinations)} runs, "
               f"{sum(r.status == 'ran' for r in result.report)} nodes ran")
+        table = sweep.score_table(plan, result.outputs)
+        if table:
+            print(table)
         if sheet:
             print(f"wrote {sheet}")
     if args.report:

@@ -380,6 +380,41 @@ def _merge(wf: Workflow, combos: list[Combination], swept: list[str]
     return merged, users
 
 
+def score_outputs(run: Resolved) -> list[str]:
+    """The workflow's FLOAT outputs (a CLIPScore's ``score``, say): what a sweep reports per
+    combination, in the report, on the contact sheet and in the command's table."""
+    return [name for name, (src, out) in run.outputs.items()
+            if run.nodes[src].spec.output(out).type == "FLOAT"]
+
+
+def scores_of(plan: SweepPlan, outputs: Mapping[str, Any], combo: Combination
+              ) -> dict[str, float]:
+    """One combination's score outputs, by their names in the workflow (those it has)."""
+    out = {}
+    for name in score_outputs(plan.combinations[0].run):
+        v = outputs.get(plan.output_name(combo, name))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = float(v)
+    return out
+
+
+def score_table(plan: SweepPlan, outputs: Mapping[str, Any]) -> str:
+    """The scores as a plain text table, a row per combination and a column per swept input and
+    per score output; "" when the workflow has no score output."""
+    names = score_outputs(plan.combinations[0].run)
+    if not names:
+        return ""
+    swept = [s.name for s in plan.sweeps]
+    rows = [[c.labels[n] for n in swept]
+            + [f"{v:.4f}" if (v := scores_of(plan, outputs, c).get(n)) is not None else "-"
+               for n in names] for c in plan.combinations]
+    header = swept + names
+    widths = [max(len(str(x)) for x in col) for col in zip_(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip_(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
 def _grid_output(run: Resolved) -> str | None:
     """The first IMAGE output of the workflow (text_to_image: the upsampled image)."""
     for name, (src, out) in run.outputs.items():
@@ -400,6 +435,10 @@ class SweepResult:
         """The workflow outputs of one combination, by their names in the workflow."""
         pre = combo.tag + "/"
         return {k[len(pre):]: v for k, v in self.result.outputs.items() if k.startswith(pre)}
+
+    def scores(self, combo: Combination) -> dict[str, float]:
+        """The combination's FLOAT outputs (scores), by their names in the workflow."""
+        return scores_of(self.plan, self.result.outputs, combo)
 
 
 def run_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
@@ -424,19 +463,27 @@ def run_sweep(source: str | Path | Mapping, sweeps, *, zip: bool = False,
             write_report(e.result, report)
         raise
     sheet = contact_sheet(plan, result, out) if grid else None
-    result.extra["sweep"] = describe(plan, sheet)
+    result.extra["sweep"] = describe(plan, sheet, result.outputs)
     if report:
         write_report(result, report)
     return SweepResult(plan, result, sheet)
 
 
-def describe(plan: SweepPlan, sheet: Path | None) -> dict:
-    """The report's "sweep" section."""
-    return {"mode": "zip" if plan.zip else "product",
-            "inputs": [s.name for s in plan.sweeps],
-            "combinations": [{"tag": c.tag, "inputs": c.inputs} for c in plan.combinations],
-            "shared_nodes": {k: v for k, v in plan.shared.items() if v > 1},
-            "grid": str(sheet) if sheet else None}
+def describe(plan: SweepPlan, sheet: Path | None, outputs: Mapping[str, Any] | None = None
+             ) -> dict:
+    """The report's "sweep" section; given the run's ``outputs``, each combination's scores
+    (the workflow's FLOAT outputs) too."""
+    names = score_outputs(plan.combinations[0].run) if outputs is not None else []
+    out = {"mode": "zip" if plan.zip else "product",
+           "inputs": [s.name for s in plan.sweeps],
+           "combinations": [{"tag": c.tag, "inputs": c.inputs} for c in plan.combinations],
+           "shared_nodes": {k: v for k, v in plan.shared.items() if v > 1},
+           "grid": str(sheet) if sheet else None}
+    if names:
+        out["scores"] = names
+        for entry, c in zip_(out["combinations"], plan.combinations):
+            entry["scores"] = scores_of(plan, outputs, c)
+    return out
 
 
 # --- the contact sheet --------------------------------------------------------------------------
@@ -457,8 +504,13 @@ def contact_sheet(plan: SweepPlan, result: RunResult, out_dir: Path) -> Path | N
         img = result.outputs.get(plan.output_name(c, plan.grid_output))
         frames = cell_frames(img)
         if frames:
-            cells.append((c.tag, frames))
+            cells.append((cell_label(c.tag, scores_of(plan, result.outputs, c)), frames))
     return write_contact_sheet(plan, cells, out_dir)
+
+
+def cell_label(tag: str, scores: Mapping[str, float]) -> str:
+    """A cell's label: its combination, then one line per score."""
+    return "\n".join([tag] + [f"{name} {value:.3f}" for name, value in scores.items()])
 
 
 def cell_frames(img: Any) -> list:
@@ -506,8 +558,10 @@ def _compose(cells: list[tuple[str, list]], columns: int):
         k = math.ceil(MIN_CELL / small)
         frames = [[fr.resize((fr.width * k, fr.height * k), Image.NEAREST) for fr in row]
                   for row in frames]
+    lines = max(tag.count("\n") + 1 for tag, _ in cells)  # scores add lines
+    label = LABEL_HEIGHT * lines + 2 * (lines - 1)
     cw = max(sum(fr.width for fr in row) for row in frames)
-    ch = max(max(fr.height for fr in row) for row in frames) + LABEL_HEIGHT
+    ch = max(max(fr.height for fr in row) for row in frames) + label
     columns = max(1, min(columns, len(cells)))
     rows = math.ceil(len(cells) / columns)
     pad = 2
@@ -519,5 +573,6 @@ def _compose(cells: list[tuple[str, list]], columns: int):
         for fr in row:
             sheet.paste(fr, (x, y))
             x += fr.width
-        draw.text(((i % columns) * (cw + pad) + 1, y + ch - LABEL_HEIGHT), tag, fill=(0, 0, 0))
+        draw.multiline_text(((i % columns) * (cw + pad) + 1, y + ch - label), tag,
+                            fill=(0, 0, 0), spacing=2)
     return sheet

@@ -105,16 +105,27 @@ def resolve(wf: Workflow, p: Problems, overrides: Mapping[str, Any] | None = Non
     return Resolved(wf, inputs, nodes, outputs, graph, unbound=unbound)
 
 
+class Known(dict):
+    """The facts of a node's linked inputs, as ``infer`` hooks get them.  ``lacking`` names the
+    inputs whose source says there is nothing there: a node without links (a loader) whose hook
+    maps that output to None, as the loaders do for a stage the checkpoint lacks.  A None from a
+    node with links only means that its inputs were unknown, so it is not counted."""
+
+    lacking: frozenset = frozenset()
+
+
 def _infer(wf: Workflow, nodes: dict[str, ResolvedNode], graph: nx.DiGraph, p: Problems) -> None:
     """Run the declarations' ``infer`` hooks in link order, so that combinations that cannot
     work (another model family's embeddings, a stage a family lacks) are found before anything
     runs.  Facts are only what the hooks say; a node without a hook passes nothing on."""
     facts: dict[tuple[str, str], dict] = {}
+    empty: set[tuple[str, str]] = set()
     for nid in nx.topological_sort(graph):
         rn = nodes.get(nid)
         if rn is None or rn.spec.infer is None:
             continue
-        known = {name: facts.get(target) for name, target in rn.links.items()}
+        known = Known({name: facts.get(target) for name, target in rn.links.items()})
+        known.lacking = frozenset(name for name, target in rn.links.items() if target in empty)
         try:
             out = rn.spec.infer(dict(rn.params), known) or {}
         except UserError as e:
@@ -124,6 +135,8 @@ def _infer(wf: Workflow, nodes: dict[str, ResolvedNode], graph: nx.DiGraph, p: P
         for name, value in out.items():
             if value is not None:
                 facts[(nid, name)] = value
+            elif not rn.links:
+                empty.add((nid, name))
 
 
 def _spec(decl: NodeDecl) -> NodeSpec | None:

@@ -15,5 +15,6 @@ from . import inpaint  # noqa: F401
 from . import interpolate  # noqa: F401
 from . import invert  # noqa: F401
 from . import pca  # noqa: F401
+from . import score  # noqa: F401
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())
