@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .clip import ClipTextModel, ClipVisionModel, encode_images
 from .declare import Input, Output, Param, node
 from .errors import UserError
-from .facts import handle, same_width, width
+from .core.facts import handle, same_width, width
 from .types import TextEmbeds
 
 CATEGORY = "unCLIP/score"

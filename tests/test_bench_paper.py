@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import require_module
 import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "paper.py"
@@ -101,7 +103,7 @@ def test_paper_md_is_rewritten_from_the_json_unchanged(quick_run, paper):
 
 
 def test_the_plots_are_written_when_matplotlib_is_there(quick_run):
-    pytest.importorskip("matplotlib", reason="the bench extra (pip install -e '.[bench]')")
+    require_module("matplotlib", "the bench extra (pip install -e '.[bench]'; make installs it)")
     out, _ = quick_run
     md = (out / "paper.md").read_text()
     for name in ("paper_guidance.png", "paper_pca.png", "paper_edits.png"):
