@@ -29,7 +29,7 @@ from ..nodes.errors import UserError, UserErrors
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
-from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
+from .cache import MISS, Cache, compute_keys, output_key, versions, write_output
 from .validate import Resolved
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
@@ -82,11 +82,22 @@ class RunInterrupted(Interrupted):
 
 
 def check_device(device: str) -> None:
+    """Only the devices this pack runs on (cpu, cuda, cuda:N), said before anything loads: torch
+    knows more names (meta, mps, xpu, ...) on which a run would fail late or compute nothing."""
+    from ..nodes.errors import excerpt
     try:
         dev = runtime.resolve_device(device) if device != "auto" else None
     except (RuntimeError, ValueError):
-        raise UserError(f"--device {device}: not a device (use auto, cpu or cuda)",
+        raise UserError(f"--device {excerpt(device)}: not a device (use auto, cpu or cuda)",
                         field="device") from None
+    if dev is not None and dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {excerpt(device)}: this pack runs on cpu or cuda (also "
+                        "cuda:N), not on this device type; use auto, cpu or cuda",
+                        field="device")
+    if dev is not None and dev.type == "cuda" and dev.index is not None \
+            and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA "
+                        "devices here (cuda:0 ...)", field="device")
     if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available here", field="device")
 
@@ -186,6 +197,11 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     return finish(False)
 
 
+def sheet_prefix(file: str | None) -> str:
+    """The saver prefix of a sweep's contact sheet: ``<workflow>_sweep``."""
+    return f"{Path(file).stem if file else 'workflow'}_sweep"
+
+
 def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
     """Before anything runs: raise every reason why the output folder or a saver's prefix
     cannot take files (a file in the way, read-only, a name too long), so that no work is lost
@@ -203,6 +219,11 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
         raise UserError(f"output folder {root} {why}; give another with --out (out_dir= from "
                         "Python)", field="out")
     errors = []
+    if sheet:  # the contact sheet is written after every combination: its name is checked now
+        why = output_place_problem(root, sheet_prefix(rs.workflow.file))
+        if why:
+            errors.append(UserError(f"cannot write the sweep's contact sheet: {why}; give the "
+                                    "workflow file a shorter name", field="out"))
     for nid in savers:
         rn = rs.nodes[nid]
         name = rn.spec.prefix
@@ -436,8 +457,7 @@ def write_report(result: RunResult, path: str | Path) -> None:
     path = Path(path)
     text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text.encode())
+        write_output(path, text.encode())
     except OSError as e:
         raise UserError(f"--report {path}: cannot write it ({e.strerror or e})",
                         field="report") from None

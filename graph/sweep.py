@@ -36,7 +36,7 @@ from ..nodes.errors import env_limit, over_limit
 from . import dag
 from .cache import Cache, compute_keys
 from .comfy import png_metadata
-from .run import RunInterrupted, RunResult, execute, write_report
+from .run import RunInterrupted, RunResult, execute, sheet_prefix, write_report
 from .validate import Resolved, ResolvedNode, read_expanded, resolve
 from .workflow import Problems, Workflow, read_text, suggest
 
@@ -488,10 +488,9 @@ def write_contact_sheet(plan: SweepPlan, cells: list[tuple[str, list]], out_dir:
     from PIL import PngImagePlugin
     info = PngImagePlugin.PngInfo()
     info.add_text("unclip_sweep", json.dumps(describe(plan, None), default=str))
-    stem = Path(plan.resolved.workflow.file).stem if plan.resolved.workflow.file else "workflow"
     with runtime.use_host(runtime.Host(output_dir=out_dir)):
         (path,) = image_nodes.write_outputs(
-            f"{stem}_sweep", "png",
+            sheet_prefix(plan.resolved.workflow.file), "png",
             [lambda f: sheet.save(f, format="PNG", pnginfo=info, compress_level=4)])
     return path
 

@@ -72,6 +72,23 @@ class UserErrors(UserError):
         return "\n".join(str(e) for e in self.errors)
 
 
+# --- quoting what the user gave ---------------------------------------------------------------
+
+EXCERPT_CHARS = 80
+"""The most characters of a value a message quotes: a 15 MB prefix must not put 15 MB on
+stderr, and a file's content must not reach a message at all."""
+
+
+def excerpt(value: object, n: int = EXCERPT_CHARS) -> str:
+    """``repr`` of a value for a message, at most about ``n`` characters: the start, and how
+    long the whole was when it is cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= n:
+        return repr(text) if isinstance(value, str) else text
+    cut = text[:n]
+    return (repr(cut) if isinstance(value, str) else cut) + f"... ({len(text):,} characters)"
+
+
 # --- limits on what a file can ask for ------------------------------------------------------
 
 def env_limit(name: str, default: int) -> int:
@@ -85,7 +102,7 @@ def env_limit(name: str, default: int) -> int:
     except ValueError:
         value = -1
     if value < 1:
-        raise UserError(f"{var}={os.environ[var]!r}: give a whole number of at least 1")
+        raise UserError(f"{var}={excerpt(os.environ[var])}: give a whole number of at least 1")
     return value
 
 
