@@ -19,7 +19,8 @@ from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
 from .cache import Cache, CacheWarning, default_dir, write_output
 from .comfy import (describe_reads, is_api, is_ui, load_source, moved_paths, pickle_problems,
-                    png_metadata, recorded_folder, to_api, to_ui, unsaved_outputs)
+                    png_metadata, recorded_file, to_api, to_ui, unnamed_reads,
+                    unsaved_outputs)
 from .run import RunInterrupted, RunResult, check_device, describe, execute, write_report
 from . import sweep
 from .preset import SHIPPED, find_preset, list_presets
@@ -119,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="let a workflow read from a .png or .json file load pickle weights "
                           "(allow_pickle: true), which can run code; without it such a "
                           "workflow is refused")
+    run.add_argument("--trust-inputs", action="store_true",
+                     help="let a workflow read from a .png or .json file read the files it "
+                          "names; without it, only files given again with --set, files next "
+                          "to it and the pack's own are read")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running anything")
@@ -299,7 +304,8 @@ def cmd_run(args) -> int:
     path = workflow_path(args.workflow)
     rs = plan.resolved if plan else load_source(path, parse_sets(args.sets))
     if not plan and path.suffix.lower() in (".png", ".json") and path.is_file():
-        _check_stored(rs, path, args.allow_pickle)
+        _check_stored(rs, path, args.allow_pickle, args.trust_inputs,
+                      set(parse_sets(args.sets)))
     if args.ray is not None:
         return _run_on_ray(args, plan, budgets)
     cache = Cache.off() if args.no_cache else Cache(
@@ -384,15 +390,22 @@ def _run_on_ray(args, plan, budgets: dict[str, int]) -> int:
     return 0
 
 
-def _check_stored(rs, path: Path, allow_pickle: bool) -> None:
+def _check_stored(rs, path: Path, allow_pickle: bool, trust_inputs: bool = False,
+                  named: set[str] = frozenset()) -> None:
     """A workflow stored in a PNG or a JSON file may come from anyone: say what it reads, and
-    refuse pickle weights (unless ``--allow-pickle``) and stored relative paths that here
-    would name another file than where the workflow was recorded."""
+    refuse pickle weights (unless ``--allow-pickle``), files the user did not name (unless
+    ``--trust-inputs``; ``named``: the inputs given with --set) and stored relative paths that
+    here would name another file than where the workflow was recorded."""
     problems = [] if allow_pickle else pickle_problems(rs, str(path))
-    folder = recorded_folder(path)
-    if folder is not None:
-        problems += moved_paths(rs, folder, str(path))
+    if not trust_inputs:
+        problems += unnamed_reads(rs, path, named)
+    original = recorded_file(path)
+    if original is not None:
+        problems += moved_paths(rs, original.parent, str(path))
     lines = describe_reads(rs)
+    if original is not None:
+        lines.append(f"  the workflow file it was made from: {original} (only compared with "
+                     "the stored text, never read beyond its length)")
     if lines:
         print(f"{path}: the stored workflow reads these files and folders:", file=sys.stderr)
         for line in lines:

@@ -136,8 +136,8 @@ def test_run_png_lists_what_the_stored_workflow_reads_before_running(tmp_path, m
                     tmp_path / "a", capsys)
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "other")
-    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--allow-pickle"],
-                         capsys)
+    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--allow-pickle",
+                          "--trust-inputs"], capsys)
     assert code == 0, err
     assert f"{png}: the stored workflow reads these files and folders:" in err
     assert f"  load.path: {pic}\n" in err
@@ -182,7 +182,8 @@ def test_png_records_input_files_as_absolute_paths_so_it_reruns_from_anywhere(
     wf.write_text(wf.read_text() + "# edited since\n")  # re-run from the text the PNG stores
     (tmp_path / "run2").mkdir()
     monkeypatch.chdir(tmp_path / "run2")
-    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                       capsys)
     assert code == 0, err
     assert np.array_equal(pixels(tmp_path / "b" / "shot_00001_.png"), pixels(pic))
 
@@ -206,12 +207,14 @@ def test_run_png_reports_a_stored_relative_path_that_now_names_another_file(
     png = saved_png(wf, tmp_path / "a", capsys)
     picture(tmp_path / "other" / "pic.png", 250)  # same name, another picture
     monkeypatch.chdir(tmp_path / "other")
-    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                         capsys)  # trusted, and still refused: not the file recorded
     assert code == 2, err
     assert "node 'load', field 'path'" in err and "'pic.png'" in err
     assert str((tmp_path / "other" / "pic.png").resolve()) in err
     assert str((tmp_path / "proj").resolve()) in err
     assert not (tmp_path / "b").exists()
     monkeypatch.chdir(tmp_path / "proj")  # from the recorded folder it names the same file
-    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                       capsys)
     assert code == 0, err
