@@ -48,7 +48,7 @@ import torch
 from safetensors.torch import load as st_load, save as st_save
 
 from ..nodes import runtime
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from ..nodes.types import SocketType, nbytes
 
 KEY_FORMAT = "unclip-nodes cache 1"
@@ -221,7 +221,7 @@ def default_max_bytes() -> int:
     try:
         return parse_bytes(raw)
     except ValueError as e:
-        raise UserError(f"{DISK_BYTES_ENV}={raw!r}: {e}") from None
+        raise UserError(f"{DISK_BYTES_ENV}={excerpt(raw)}: {e}") from None
 
 
 class _Usage:

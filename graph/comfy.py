@@ -24,7 +24,8 @@ from typing import Any, Mapping
 
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
-from ..nodes.errors import UserError, UserErrors, file_limit, over_limit, parse_json
+from ..nodes.errors import (UserError, UserErrors, excerpt, file_limit, over_limit,
+                             parse_json)
 from ..nodes.image import PACK_DIR
 from .comfy_presets import PRESET_PREFIX
 from .preset import list_presets, preset_spec
@@ -783,7 +784,7 @@ def moved_paths(rs: Resolved, folder: Path, file: str) -> list[UserError]:
         how = _how_to_give(rs, nid, field)
         state = "which is missing here" if not there.exists() else "a different file"
         problems.append(UserError(
-            f"the stored relative path {value!r} names {found} here, but the workflow was "
+            f"the stored relative path {excerpt(value)} names {found} here, but the workflow was "
             f"recorded in {folder}, where it names {there} ({state}); not reading another file "
             f"than the one recorded: {how}", file=file, node=nid, field=field))
     return problems

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..nodes import runtime
-from ..nodes.errors import UserError, UserErrors
+from ..nodes.errors import UserError, UserErrors, excerpt
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
@@ -84,7 +84,6 @@ class RunInterrupted(Interrupted):
 def check_device(device: str) -> None:
     """Only the devices this pack runs on (cpu, cuda, cuda:N), said before anything loads: torch
     knows more names (meta, mps, xpu, ...) on which a run would fail late or compute nothing."""
-    from ..nodes.errors import excerpt
     try:
         dev = runtime.resolve_device(device) if device != "auto" else None
     except (RuntimeError, ValueError):
@@ -94,10 +93,6 @@ def check_device(device: str) -> None:
         raise UserError(f"--device {excerpt(device)}: this pack runs on cpu or cuda (also "
                         "cuda:N), not on this device type; use auto, cpu or cuda",
                         field="device")
-    if dev is not None and dev.type == "cuda" and dev.index is not None \
-            and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA "
-                        "devices here (cuda:0 ...)", field="device")
     if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available here", field="device")
 
@@ -232,7 +227,7 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
         except UserError as e:  # a bad prefix: validation has said so already
             why = e.message
         if why:
-            errors.append(rn.locate(UserError(f"cannot save {rn.params[name]!r} there: {why}",
+            errors.append(rn.locate(UserError(f"cannot save {excerpt(rn.params[name])} there: {why}",
                                               field=name), rs.workflow.file))
     if errors:
         raise errors[0] if len(errors) == 1 else UserErrors(errors)

@@ -32,7 +32,7 @@ import torch
 
 from ..nodes.declare import Param, parse_literal
 from ..nodes.errors import UserError, UserErrors
-from ..nodes.errors import env_limit, over_limit
+from ..nodes.errors import env_limit, excerpt, over_limit
 from . import dag
 from .cache import Cache, compute_keys
 from .comfy import png_metadata
@@ -63,7 +63,7 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
     name, eq, rest = text.partition("=")
     name = name.strip()
     if not eq or not name:
-        raise UserError(f"--sweep {text!r}: write --sweep NAME=a,b,c, NAME=0..7 or NAME=@file",
+        raise UserError(f"--sweep {excerpt(text)}: write --sweep NAME=a,b,c, NAME=0..7 or NAME=@file",
                         field="sweep")
     if rest.startswith("@"):
         path = Path(rest[1:]).expanduser()
@@ -81,7 +81,7 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
         return Sweep(name, values, text)
     values = [v.strip() for v in rest.split(",")]
     if any(v == "" for v in values):
-        raise UserError(f"--sweep {text!r}: an empty value; separate values with single commas "
+        raise UserError(f"--sweep {excerpt(text)}: an empty value; separate values with single commas "
                         "(values with commas go in a file: NAME=@values.txt)", field=name)
     return Sweep(name, values, text)
 

@@ -16,7 +16,7 @@ import networkx as nx
 
 from ..nodes import declare, runtime
 from ..nodes.declare import NodeSpec, Output, Param, parse_literal
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from . import dag
 from .preset import MAX_NODES, read_expanded  # noqa: F401 -- callers find them here too
 from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, link_target, place,
@@ -394,7 +394,7 @@ def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str
         elif isinstance(value, str) and value.startswith("$"):
             ref = value[1:]
             if not NAME.match(ref):
-                p.add(f"{value!r} is not a workflow input reference ('$name'); write '$$' for a "
+                p.add(f"{excerpt(value)} is not a workflow input reference ('$name'); write '$$' for a "
                       "literal '$'", at, node=nid, field=name)
                 continue
             if ref not in wf.inputs:
@@ -428,7 +428,7 @@ def _check_outputs(wf: Workflow, p: Problems) -> dict[str, tuple[str, str]]:
     for name, at in wf.outputs.items():
         ref = at.value
         if isinstance(ref, str) and ref[1:] in wf.inputs and ref.startswith("$"):
-            p.add(f"output '{name}': {ref!r} is a workflow input; an output names a node's "
+            p.add(f"output '{name}': {excerpt(ref)} is a workflow input; an output names a node's "
                   "output, '<node id>.<output name>'", at, field=name)
             continue
         target = link_target(wf, at, p, field=name)

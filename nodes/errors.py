@@ -14,6 +14,7 @@ class UserError(Exception):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  column: int | None = None, node: str | None = None, field: str | None = None):
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
         self.file = file
@@ -43,9 +44,9 @@ class UserError(Exception):
             parts.append(pos)
         who = []
         if self.node is not None:
-            who.append(f"node '{self.node}'")
+            who.append(f"node '{_cut(str(self.node), NAME_CHARS)}'")
         if self.field is not None:
-            who.append(f"field '{self.field}'")
+            who.append(f"field '{_cut(str(self.field), NAME_CHARS)}'")
         if who:
             parts.append(", ".join(who))
         return ": ".join(parts)
@@ -73,6 +74,26 @@ class UserErrors(UserError):
 
 
 # --- quoting what the user gave ---------------------------------------------------------------
+
+NAME_CHARS = 80
+"""The most characters of a node id or field name a message shows."""
+WORD_CHARS = 4200
+"""The most characters of one word (a run without spaces) in a message: room for the longest
+path a system allows, but not for a 15 MB value quoted whole."""
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
+def _bounded(message: str) -> str:
+    """``message`` with every over-long word cut: wherever a message quotes a value, at most
+    a bounded part of it reaches the terminal."""
+    import re
+    if len(message) <= WORD_CHARS:
+        return message
+    return re.sub(r"\S{%d,}" % (WORD_CHARS + 1), lambda m: _cut(m.group(), NAME_CHARS),
+                  message)
 
 EXCERPT_CHARS = 80
 """The most characters of a value a message quotes: a 15 MB prefix must not put 15 MB on

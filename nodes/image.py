@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import runtime
 from .declare import Input, Output, Param, node
-from .errors import UserError, env_limit, file_limit, over_limit  # noqa: F401
+from .errors import UserError, env_limit, excerpt, file_limit, over_limit  # noqa: F401
 from .folders import PACK_DIR, input_files  # PACK_DIR: also named here
 
 CATEGORY = "unCLIP/image"
@@ -45,6 +45,29 @@ SIZE_MAX = 16384
 MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 """Pillow's decompression-bomb threshold (about 89.5 megapixels) unless UNCLIP_MAX_IMAGE_PIXELS
 says otherwise: LoadImage refuses larger images before decoding them."""
+
+MAX_TENSOR_BYTES = 4 << 30
+"""The most bytes of one image or mask batch a node makes from its parameters (a mask canvas,
+a resize, outpaint padding, a grid) unless UNCLIP_MAX_TENSOR_BYTES says otherwise."""
+
+
+def check_allocation(what: str, batch: int, height: int, width: int, channels: int = 1,
+                     field: str | None = None) -> None:
+    """Before a node allocates a [batch, height, width, channels] float32 result: each frame
+    within the pixel limit (UNCLIP_MAX_IMAGE_PIXELS, as LoadImage's), the whole within the byte
+    limit (UNCLIP_MAX_TENSOR_BYTES).  Past them the allocation would fail, or the system would
+    end the process, instead of a message."""
+    pixels = height * width
+    limit = env_limit("IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+    if pixels > limit:
+        raise over_limit(f"{what} would be {width} x {height} = {pixels:,} pixels", pixels,
+                         limit, "IMAGE_PIXELS", field=field)
+    size = batch * pixels * channels * 4
+    limit = env_limit("TENSOR_BYTES", MAX_TENSOR_BYTES)
+    if size > limit:
+        raise over_limit(f"{what} would take {size:,} bytes ({batch} x {width} x {height} x "
+                         f"{channels} floats)", size, limit, "TENSOR_BYTES", field=field)
+
 
 # --- conversions --------------------------------------------------------------------------------
 
@@ -106,6 +129,9 @@ def resolve_input_path(path: str) -> Path:
     directory's."""
     if not isinstance(path, str) or not path.strip():
         raise UserError("give the path of an image file", field="path")
+    why = runtime.path_problem(path)
+    if why:  # before any stat, which would raise instead
+        raise UserError(f"the path {excerpt(path)} {why}", field="path")
     from .folders import comfy_input_path
     confined = comfy_input_path(path)  # inside ComfyUI: its input folder only
     if confined is not None:
@@ -124,16 +150,20 @@ unless UNCLIP_MAX_IMAGE_FILE_BYTES says otherwise; the pixel limit applies after
 
 def _read_file(path: str) -> tuple[Path, bytes]:
     p = resolve_input_path(path)
-    if not p.exists():
-        raise UserError(f"no such file: {p}", field="path")
-    if not p.is_file():
-        raise UserError(f"not a file: {p}", field="path")
     try:
+        if not p.exists():
+            raise UserError(f"no such file: {p}", field="path")
+        if not p.is_file():
+            raise UserError(f"not a file: {p}", field="path")
         size, limit = p.stat().st_size, env_limit("IMAGE_FILE_BYTES", MAX_IMAGE_FILE_BYTES)
         if size > limit:
             raise over_limit(f"{p} is {size:,} bytes, too big for an image file", size, limit,
                              "IMAGE_FILE_BYTES", field="path")
-        return p, p.read_bytes()
+        data = runtime.read_bounded(p, limit)  # the size a file reports may be wrong (/proc)
+        if len(data) > limit:
+            raise over_limit(f"{p} holds more than {limit:,} bytes, too big for an image file",
+                             limit + 1, limit, "IMAGE_FILE_BYTES", field="path")
+        return p, data
     except OSError as e:
         raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None
 
@@ -281,14 +311,14 @@ def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
         raise UserError("the prefix may not contain control characters (newlines, tabs)",
                         field=field)
     if prefix[0] in "/\\" or re.match(r"^[A-Za-z]:", prefix) or prefix.startswith("~"):
-        raise UserError(f"{prefix!r} is absolute; give a path relative to the output folder",
+        raise UserError(f"{excerpt(prefix)} is absolute; give a path relative to the output folder",
                         field=field)
     parts = [s for s in _SEP.split(prefix) if s not in ("", ".")]
     if ".." in parts:
-        raise UserError(f"{prefix!r} contains '..'; files are written inside the output folder "
+        raise UserError(f"{excerpt(prefix)} contains '..'; files are written inside the output folder "
                         f"only", field=field)
     if _SEP.split(prefix)[-1] in ("", "."):
-        raise UserError(f"{prefix!r} names a folder; add a file name after the last '/'",
+        raise UserError(f"{excerpt(prefix)} names a folder; add a file name after the last '/'",
                         field=field)
     return parts
 
@@ -403,7 +433,7 @@ def _output_folder(prefix: str) -> tuple[Path, str, str]:
     folder = root.joinpath(*parts[:-1])
     real_root = root.resolve()
     if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
-        raise UserError(f"{prefix!r} leads outside the output folder {real_root}", field="prefix")
+        raise UserError(f"{excerpt(prefix)} leads outside the output folder {real_root}", field="prefix")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -579,7 +609,8 @@ def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic"
     crop="center" first cuts the source to the target's aspect ratio (keeping the middle), so
     nothing is stretched; "none" stretches.
     """
-    _, h, w, _ = image.shape
+    b, h, w, c = image.shape
+    check_allocation("the resized image", b, height, width, c, field="width")
     x = image.float()
     if crop == "center":
         if w * height > h * width:  # source too wide
@@ -603,7 +634,7 @@ def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic"
     elif method == "area":
         out = F.interpolate(x, size=(height, width), mode="area")
     else:
-        raise UserError(f"unknown method {method!r}; one of {', '.join(RESIZE_METHODS)}",
+        raise UserError(f"unknown method {excerpt(method)}; one of {', '.join(RESIZE_METHODS)}",
                         field="method")
     return out.clamp(0, 1).movedim(1, -1).contiguous()
 
@@ -681,6 +712,8 @@ def grid(images: torch.Tensor, columns: int = 0, padding: int = 0,
     cols = columns if columns > 0 else math.ceil(math.sqrt(b))
     cols = min(cols, b)
     rows = math.ceil(b / cols)
+    check_allocation("the grid", 1, rows * h + (rows - 1) * padding,
+                     cols * w + (cols - 1) * padding, c, field="columns")
     sheet = torch.full((1, rows * h + (rows - 1) * padding, cols * w + (cols - 1) * padding, c),
                        float(background), dtype=torch.float32)
     for i, frame in enumerate(images):

@@ -70,17 +70,17 @@ def test_a_preset_file_that_is_not_a_workflow_shows_none_of_its_content(name, tm
         assert "root:x" not in err and "password" not in err and "token" not in err
 
 
-def test_a_yaml_preset_that_is_not_a_workflow_shows_at_most_its_first_key(tmp_path, capsys):
+def test_a_yaml_preset_that_is_not_a_workflow_shows_not_even_its_first_key(tmp_path, capsys):
     secret = write(tmp_path / "conf.yaml", f"api_key: {SECRET}\n\x7fother: 1\n")
     code, _, err = run(["validate", using_preset(tmp_path, "conf.yaml")], capsys)
     assert code == 2 and "is not a workflow file" in err
-    assert "it begins 'api_key:' ..." in err and SECRET not in err
+    assert "api_key" not in err and SECRET not in err and "begins" not in err
     listed = write(tmp_path / "list.yml", "- " + "x" * 200 + "\n")
     code, _, err = run(["validate", using_preset(tmp_path, str(listed))], capsys)
-    assert code == 2 and "a list, not a mapping" in err and "x" * 40 not in err
+    assert code == 2 and "a list, not a mapping" in err and "xx" not in err
     escapes = write(tmp_path / "esc.yaml", "\x1b[31m red\n")
     code, _, err = run(["validate", using_preset(tmp_path, str(escapes))], capsys)
-    assert code == 2 and "not YAML" in err and "it begins '?[31m red'" in err
+    assert code == 2 and "not YAML" in err and "red" not in err
     assert "\x1b" not in err
     assert secret.read_text().startswith("api_key")  # (the file is only read)
 
