@@ -292,7 +292,7 @@ def cmd_run(args) -> int:
             raise UserError(f"--report {args.report}: {why}", field="report")
     if args.cache_dir is not None:
         args.cache_dir = _path_arg(args.cache_dir, "--cache-dir", "cache_dir")
-    check_device(args.device)
+    check_device(args.device, here=args.ray is None)
     budgets = _budgets(args)
     _check_ray_args(args)
     if args.batch < 1:
@@ -504,9 +504,17 @@ class _CtrlC:
         return self
 
     def __exit__(self, *exc):
+        """After a stop the process is on its way out (exit 130 or 143): a late Ctrl-C must not
+        raise outside ``main``, where Python would end it by the signal instead of the code,
+        so further signals are only noted.  Without one, the previous handlers come back."""
         for s, old in self._old.items():
-            signal.signal(s, old)
+            signal.signal(s, self._late if self.flag else old)
         self._old = {}
+
+    @staticmethod
+    def _late(signum, frame):
+        if signum == getattr(signal, "SIGTERM", None):
+            _CtrlC.terminated = True
 
 
 

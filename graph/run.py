@@ -81,9 +81,10 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, here: bool = True) -> None:
     """Only the devices this pack runs on (cpu, cuda, cuda:N), said before anything loads: torch
-    knows more names (meta, mps, xpu, ...) on which a run would fail late or compute nothing."""
+    knows more names (meta, mps, xpu, ...) on which a run would fail late or compute nothing.
+    ``here``: the run is on this machine, so CUDA must be available here (not so for --ray)."""
     try:
         dev = runtime.resolve_device(device) if device != "auto" else None
     except (RuntimeError, ValueError):
@@ -93,7 +94,7 @@ def check_device(device: str) -> None:
         raise UserError(f"--device {excerpt(device)}: this pack runs on cpu or cuda (also "
                         "cuda:N), not on this device type; use auto, cpu or cuda",
                         field="device")
-    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+    if here and dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available here", field="device")
 
 
