@@ -31,7 +31,7 @@ import yaml
 
 from ..nodes import declare
 from ..nodes.declare import REQUIRED, Input, NodeSpec, Output, Param
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from .workflow import (BAD, MISSING, NAME, TOP_KEYS, At, NodeDecl, Origin, PresetError, Problems,
                        Workflow, WorkflowInput, link_target, read, show, suggest,
                        upstream_output)
@@ -113,6 +113,10 @@ def locate(ref: str, base: Path) -> tuple[Path | None, str]:
         where = ", ".join(str(d) for d in preset_dirs())
         return None, (f"no preset named '{ref}'{suggest(ref, list_presets())} (looked in {where}; "
                       f"add folders with {ENV}, or give a file path such as '{ref}.yaml')")
+    from ..nodes.runtime import path_problem
+    why = path_problem(ref)
+    if why:  # before any stat, which would raise instead
+        return None, f"the preset path {excerpt(ref)} {why}"
     path = Path(ref).expanduser()
     if not path.is_absolute():
         path = base / path

@@ -313,6 +313,13 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
     if spec is None or len(p.errors) > start or unresolved:
         return None  # the hooks below would only see holes (already reported elsewhere)
     rn = ResolvedNode(nid, spec, params, links, None, decl)
+    for field in PATH_PARAMS:  # no file can have such a name: say so before any stat does
+        value = params.get(field)
+        why = runtime.path_problem(value) if isinstance(value, str) and value.strip() else None
+        if why:
+            p.extend([rn.locate(UserError(f"the path {excerpt(value)} {why}", field=field),
+                                wf.file)])
+            return None
     for hook in ("check", "fingerprint"):
         fn = getattr(spec, hook)
         if fn is None:
@@ -323,9 +330,25 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
             for err in getattr(e, "errors", [e]):
                 p.extend([rn.locate(err, wf.file)])
             return None
+        except OSError as e:  # a file the node looked at refused (a loop, no permission, ...)
+            p.extend([rn.locate(UserError(
+                f"cannot use {excerpt(str(e.filename)) if e.filename else 'a file'}: "
+                f"{e.strerror or e}", field=_path_field(params, e.filename)), wf.file)])
+            return None
         if hook == "fingerprint":
             rn.fingerprint = result
     return rn
+
+
+PATH_PARAMS = ("path", "prior_path")
+"""Parameters that name a file or folder to read (LoadImage's, the loaders')."""
+
+
+def _path_field(params: dict, filename: object) -> str | None:
+    """The path parameter an OSError's file name came from, when one did."""
+    name = str(filename or "")
+    return next((f for f in PATH_PARAMS if isinstance(params.get(f), str) and params[f]
+                 and params[f] in name), None)
 
 
 def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,

@@ -228,7 +228,11 @@ def read_text(path: Path, what: str = "file") -> str:
     than the limit.  OSError and UnicodeDecodeError are left to the caller."""
     from ..nodes.errors import env_limit, over_limit
     limit = env_limit("FILE_BYTES", MAX_FILE_BYTES)
-    with open(path, "rb") as f:
+    # not waiting to open a named pipe that nothing writes (it then reads as empty); one with
+    # a writer, such as a shell's <(command), reads as usual
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         data = f.read(limit + 1)  # a file that grows meanwhile, or that stat cannot size
     if max(size, len(data)) > limit:

@@ -182,3 +182,39 @@ def test_a_device_this_pack_does_not_run_on_is_refused_up_front(wf, tmp_path, de
     code, out, err = run(["run", wf, "--device", device], capsys)
     assert "field 'device'" in one_line_error(code, err)
     assert "wrote" not in out and not (tmp_path / "output").exists()
+
+
+# --- paths a workflow holds ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    'nodes:\n  p: {type: "preset:' + LONG + '.yaml"}\n',
+    "nodes:\n  m: {type: LoadUnCLIP, params: {path: " + LONG + "}}\n",
+    'nodes:\n  m: {type: LoadUnCLIP, params: {path: "a\\0b"}}\n',
+    "nodes:\n  i: {type: LoadImage, params: {path: " + LONG + "}}\n"
+    "  s: {type: SaveImage, links: {images: i.image}}\n",
+])
+def test_a_path_in_a_workflow_that_no_file_can_have_is_located_not_a_traceback(
+        wf, tmp_path, text, capsys):
+    path = tmp_path / "holds.yaml"
+    path.write_text(text)
+    code, _, err = run(["validate", path], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}:" in err and ("too long" in err or "NUL" in err)
+    assert LONG not in err
+
+
+def test_a_named_pipe_nothing_writes_is_read_as_empty_not_waited_on(wf, tmp_path, capsys):
+    fifo = tmp_path / "values.txt"
+    os.mkfifo(fifo)
+    result = []
+    worker = threading.Thread(target=lambda: result.append(
+        run(["run", wf, "--sweep", f"seed=@{fifo}"], capsys)), daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # blocked opening the pipe: let it go, then fail
+        with open(fifo, "w"):
+            pass
+        worker.join(30)
+        pytest.fail("waited on a pipe that nothing writes")
+    code, _, err = result[0]
+    assert "has no values" in one_line_error(code, err)
