@@ -201,23 +201,8 @@ def _output_file_problem(path: Path) -> str | None:
             return "cannot be written (no permission)"
         return None
     folder = Path(os.path.realpath(path)).parent
-    why = folder_problem(folder) or _probe(folder)
+    why = folder_problem(folder)  # it tries to make a file there: root passes access()
     return f"cannot be written: its folder {folder} {why}" if why else None
-
-
-def _probe(folder: Path) -> str | None:
-    """Whether a file can be made in an existing ``folder``, by making one: permission bits
-    say nothing to root, and some file systems (/sys, /proc) refuse root too."""
-    import tempfile
-    if not folder.is_dir():
-        return None  # made when the file is written; folder_problem said it can be
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".unclip-probe-")
-    except OSError as e:
-        return f"does not take new files ({e.strerror or e})"
-    os.close(fd)
-    os.unlink(tmp)
-    return None
 
 
 def workflow_path(arg: str) -> Path:

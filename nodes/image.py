@@ -353,13 +353,25 @@ def _too_long(name: str, name_max: int) -> str | None:
 
 def _not_writable(folder: Path) -> str | None:
     if os.access(folder, os.W_OK | os.X_OK):
-        return None
+        return _refuses_files(folder)  # root passes access(); some file systems refuse it
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "is on a read-only file system"
     except (OSError, AttributeError):
         pass
     return "is read-only (no permission to write in it)"
+
+
+def _refuses_files(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` although its permissions allow it (/sys, /proc,
+    a read-only mount seen by root), found by making and removing one; None when it takes it."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".unclip-probe-")
+    except OSError as e:
+        return f"does not take new files ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(tmp)
+    return None
 
 
 def folder_problem(folder: Path) -> str | None:

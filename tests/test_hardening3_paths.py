@@ -218,3 +218,17 @@ def test_a_named_pipe_nothing_writes_is_read_as_empty_not_waited_on(wf, tmp_path
         pytest.fail("waited on a pipe that nothing writes")
     code, _, err = result[0]
     assert "has no values" in one_line_error(code, err)
+
+
+def test_an_out_folder_that_refuses_files_even_to_root_is_refused_before_the_run(
+        wf, tmp_path, monkeypatch, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("tests a folder whose permissions allow root but whose file system "
+                    "does not; as another user the permission checks already find it")
+    if not os.path.isdir("/sys"):
+        pytest.skip("no /sys here")
+    log = tmp_path / "ran.log"
+    monkeypatch.setenv("ENGINE_TEST_LOG", str(log))
+    code, out, err = run(["run", wf, "--out", "/sys/unclip-test"], capsys)
+    assert "field 'out'" in one_line_error(code, err) and "does not take new files" in err
+    assert not log.exists() and "wrote" not in out
