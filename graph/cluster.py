@@ -762,9 +762,16 @@ class _Driver:
             name = self.cell_files.get(ci)
             if not name:
                 continue
-            with Image.open(self.journal.dir / name) as im:
-                strip = im.convert("RGB")
-                count = int(im.info.get("frames", "1"))
+            try:
+                with Image.open(self.journal.dir / name) as im:
+                    strip = im.convert("RGB")
+                    count = int(im.info.get("frames", "1"))
+                if not 0 < count <= strip.width:
+                    raise ValueError(f"says it holds {count} pictures")
+            except Exception as e:  # noqa: BLE001 -- damaged since: the sheet goes without it
+                print(f"warning: the contact-sheet cell of {c.tag} cannot be read ({e}); the "
+                      "sheet leaves it out", file=sys.stderr)
+                continue
             width = strip.width // count
             cells.append((c.tag, [strip.crop((k * width, 0, (k + 1) * width, strip.height))
                                   for k in range(count)]))

@@ -81,3 +81,13 @@ def test_a_damaged_cell_makes_its_combination_run_again_under_its_names(tmp_path
     assert not j.complete(tmp_path, "seed-0", cell=True)
     assert j.reserved["seed-0"] == ["t2i_seed-0_00001_.png"]  # the same names next time
     assert "seed-0" not in j.done
+
+
+def test_a_cell_damaged_after_it_was_checked_leaves_the_sheet_without_it(tmp_path, capsys):
+    j = journal_with(tmp_path, {"tag": "seed-1", "state": "writing", "files": []})
+    (j.dir / "cell-0.png").write_bytes(b"\x89PNG\r\n\x1a\n-- cut")
+    state = cluster._Driver.__new__(cluster._Driver)
+    state.journal, state.cell_files = j, {0: "cell-0.png"}
+    state.plan = type("Plan", (), {"combinations": [type("C", (), {"tag": "seed-0"})()]})()
+    assert state.cells() == []
+    assert "cell of seed-0 cannot be read" in capsys.readouterr().err
