@@ -711,11 +711,6 @@ def recorded_file(path: Path) -> Path | None:
     return Path(name) if name else None
 
 
-def recorded_folder(path: Path) -> Path | None:
-    """The folder of the workflow file a PNG of ours was made from (None if it does not say)."""
-    name = recorded_file(path)
-    return name.parent if name else None
-
 
 def reads(rs: Resolved) -> list[tuple[str, str, str, Path | None]]:
     """What a workflow reads from disk: (node id, field, value as written, resolved path or None

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             if not (WORKFLOWS / f"{name}.yaml").is_file():
-                raise UserError(f"no shipped workflow {excerpt(name)}; one of {', '.join(EXAMPLES)}",
-                                field="name")
+                raise UserError(f"no shipped workflow {excerpt(name)}; one of "
+                                f"{', '.join(EXAMPLES)}", field="name")
         files = write_examples(args.folder, names)
         if args.previews:
             files += write_previews(args.folder, names, args.device)

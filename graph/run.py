@@ -228,8 +228,9 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
         except UserError as e:  # a bad prefix: validation has said so already
             why = e.message
         if why:
-            errors.append(rn.locate(UserError(f"cannot save {excerpt(rn.params[name])} there: {why}",
-                                              field=name), rs.workflow.file))
+            errors.append(rn.locate(UserError(
+                f"cannot save {excerpt(rn.params[name])} there: {why}", field=name),
+                rs.workflow.file))
     if errors:
         raise errors[0] if len(errors) == 1 else UserErrors(errors)
 

@@ -63,8 +63,8 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
     name, eq, rest = text.partition("=")
     name = name.strip()
     if not eq or not name:
-        raise UserError(f"--sweep {excerpt(text)}: write --sweep NAME=a,b,c, NAME=0..7 or NAME=@file",
-                        field="sweep")
+        raise UserError(f"--sweep {excerpt(text)}: write --sweep NAME=a,b,c, NAME=0..7 or "
+                        "NAME=@file", field="sweep")
     if rest.startswith("@"):
         path = Path(rest[1:]).expanduser()
         if not path.is_absolute():
@@ -81,8 +81,8 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
         return Sweep(name, values, text)
     values = [v.strip() for v in rest.split(",")]
     if any(v == "" for v in values):
-        raise UserError(f"--sweep {excerpt(text)}: an empty value; separate values with single commas "
-                        "(values with commas go in a file: NAME=@values.txt)", field=name)
+        raise UserError(f"--sweep {excerpt(text)}: an empty value; separate values with single "
+                        "commas (values with commas go in a file: NAME=@values.txt)", field=name)
     return Sweep(name, values, text)
 
 

@@ -417,8 +417,8 @@ def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str
         elif isinstance(value, str) and value.startswith("$"):
             ref = value[1:]
             if not NAME.match(ref):
-                p.add(f"{excerpt(value)} is not a workflow input reference ('$name'); write '$$' for a "
-                      "literal '$'", at, node=nid, field=name)
+                p.add(f"{excerpt(value)} is not a workflow input reference ('$name'); write "
+                      "'$$' for a literal '$'", at, node=nid, field=name)
                 continue
             if ref not in wf.inputs:
                 p.add(f"undefined workflow input '${ref}'{suggest(ref, wf.inputs)}; "

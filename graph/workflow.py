@@ -610,9 +610,9 @@ def link_target(wf: Workflow, at: At, p: Problems, **where) -> tuple[str, str] |
     if isinstance(ref, str) and ref.startswith("$") and NAME.match(ref[1:]):
         wi = wf.inputs.get(ref[1:])
         if wi is None or not wi.socket:
-            p.add(f"a link takes '<node id>.<output name>'; {excerpt(ref)} would need a socket-typed "
-                  f"workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only presets have",
-                  at, **where)
+            p.add(f"a link takes '<node id>.<output name>'; {excerpt(ref)} would need a "
+                  f"socket-typed workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only "
+                  "presets have", at, **where)
         return None  # a socket input outside a preset is reported on the input
     if not isinstance(ref, str) or "." not in ref or ref.startswith(".") or ref.endswith("."):
         hint = ""

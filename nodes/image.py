@@ -315,8 +315,8 @@ def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
                         field=field)
     parts = [s for s in _SEP.split(prefix) if s not in ("", ".")]
     if ".." in parts:
-        raise UserError(f"{excerpt(prefix)} contains '..'; files are written inside the output folder "
-                        f"only", field=field)
+        raise UserError(f"{excerpt(prefix)} contains '..'; files are written inside the output "
+                        f"folder only", field=field)
     if _SEP.split(prefix)[-1] in ("", "."):
         raise UserError(f"{excerpt(prefix)} names a folder; add a file name after the last '/'",
                         field=field)
@@ -445,7 +445,8 @@ def _output_folder(prefix: str) -> tuple[Path, str, str]:
     folder = root.joinpath(*parts[:-1])
     real_root = root.resolve()
     if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
-        raise UserError(f"{excerpt(prefix)} leads outside the output folder {real_root}", field="prefix")
+        raise UserError(f"{excerpt(prefix)} leads outside the output folder {real_root}",
+                        field="prefix")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
