@@ -273,6 +273,8 @@ def cmd_run(args) -> int:
     if args.report is not None:
         args.report = _path_arg(args.report, "--report", "report")
         why = _output_file_problem(args.report)
+        if why is None and _same_file(args.report, workflow_path(args.workflow)):
+            why = "that is the workflow being run; give another file name"
         if why:
             raise UserError(f"--report {args.report}: {why}", field="report")
     if args.cache_dir is not None:

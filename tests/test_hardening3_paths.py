@@ -232,3 +232,10 @@ def test_an_out_folder_that_refuses_files_even_to_root_is_refused_before_the_run
     code, out, err = run(["run", wf, "--out", "/sys/unclip-test"], capsys)
     assert "field 'out'" in one_line_error(code, err) and "does not take new files" in err
     assert not log.exists() and "wrote" not in out
+
+
+def test_a_report_onto_the_workflow_being_run_is_refused(wf, tmp_path, capsys):
+    before = wf.read_text()
+    code, out, err = run(["run", wf, "--report", wf], capsys)
+    assert "being run" in one_line_error(code, err) and "wrote" not in out
+    assert wf.read_text() == before
