@@ -21,7 +21,19 @@ def main(argv=None) -> int:
     if pressed:  # also when a library's import swallowed the KeyboardInterrupt
         print("interrupted", file=sys.stderr)
         return 130
-    return cli_main(argv)
+    try:
+        try:
+            return cli_main(argv)
+        finally:  # the command is over: a Ctrl-C from now on must not end the process by the
+            _quiet()  # signal (Python re-raises an uncaught one as a death by SIGINT)
+    except KeyboardInterrupt:  # one that came before the line above took effect
+        _quiet()
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
 import threading
@@ -47,7 +48,7 @@ import torch
 from safetensors.torch import load as st_load, save as st_save
 
 from ..nodes import runtime
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from ..nodes.types import SocketType, nbytes
 
 KEY_FORMAT = "unclip-nodes cache 1"
@@ -220,7 +221,7 @@ def default_max_bytes() -> int:
     try:
         return parse_bytes(raw)
     except ValueError as e:
-        raise UserError(f"{DISK_BYTES_ENV}={raw!r}: {e}") from None
+        raise UserError(f"{DISK_BYTES_ENV}={excerpt(raw)}: {e}") from None
 
 
 class _Usage:
@@ -251,8 +252,20 @@ class DiskTier:
         self._write_warned = False
         self._writable = True
 
+    def _shards(self) -> list[os.DirEntry]:
+        """The shard folders, never through a link: a link in the cache (``objects`` or a
+        shard) may point anywhere, and what it points at is not ours to list or delete."""
+        if not _real_dir(self.objects):
+            return []
+        try:
+            return [d for d in os.scandir(self.objects) if d.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+
     def _entries(self, key: str) -> list[Path]:
         shard = self.objects / key[:2]
+        if not (_real_dir(self.objects) and _real_dir(shard)):
+            return []
         try:
             names = os.listdir(shard)
         except OSError:
@@ -261,6 +274,11 @@ class DiskTier:
 
     def get(self, key: str, stype: SocketType) -> Any:
         for path in self._entries(key):
+            if not _regular(path):
+                warnings.warn(f"cache entry {path} is not a file (a folder or a link); it is not "
+                              "used, and left alone: remove it yourself", CacheWarning,
+                              stacklevel=3)
+                continue
             try:
                 value = _read_entry(path, stype)
             except FileNotFoundError:
@@ -312,7 +330,7 @@ class DiskTier:
                 write_atomic(path, data)
                 added = len(data)
             for old in others:
-                if old != path:
+                if old != path and _regular(old):
                     added -= _size(old)
                     old.unlink(missing_ok=True)
         except OSError as e:
@@ -348,11 +366,7 @@ class DiskTier:
         (another process evicting) is left out."""
         entries: list = []
         temps: list = []
-        try:
-            shards = [d for d in os.scandir(self.objects) if d.is_dir(follow_symlinks=False)]
-        except OSError:
-            return entries, temps
-        for shard in shards:
+        for shard in self._shards():
             try:
                 files = list(os.scandir(shard.path))
             except OSError:
@@ -368,7 +382,8 @@ class DiskTier:
                     st = f.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                bucket.append((st.st_mtime, st.st_size, Path(f.path)))
+                if stat.S_ISREG(st.st_mode):  # a folder or a link there is not ours to delete
+                    bucket.append((st.st_mtime, st.st_size, Path(f.path)))
         return entries, temps
 
     def _count(self) -> None:
@@ -432,24 +447,45 @@ class DiskTier:
         return len(temps), sum(s for _, s, _ in temps)
 
     def clear(self) -> int:
-        """Delete every entry (and leftover temp files); only our own files are touched."""
+        """Delete every entry (and leftover temp files); only our own files are touched: regular
+        files in real shard folders, never what a link points at.  A folder that refuses
+        (read-only) is a UserError naming it."""
+        entries, temps = self._scan()
         n = 0
-        if not self.objects.is_dir():
-            return 0
-        for shard in self.objects.iterdir():
-            if not shard.is_dir():
-                continue
-            for f in shard.iterdir():
-                if f.name.endswith(SUFFIX) or f.name.startswith(TMP_PREFIX):
-                    f.unlink(missing_ok=True)
-                    n += f.name.endswith(SUFFIX)
+        for _, _, f in entries + temps:
             try:
-                shard.rmdir()
+                f.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise UserError(f"cannot delete cache entries in {f.parent}: {e.strerror or e}"
+                                f"{' (a read-only folder)' if e.errno in _READ_ONLY else ''}; "
+                                f"{n} entries were deleted before it", field="cache_dir") from None
+            n += f.name.endswith(SUFFIX)
+        for shard in self._shards():
+            try:
+                os.rmdir(shard.path)
             except OSError:
-                pass
+                pass  # not empty (something not ours is in it), or read-only
         with self._usage.lock:
             self._usage.counted_at = None  # count again at the next write
         return n
+
+
+def _real_dir(path: Path) -> bool:
+    """A folder, and not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, and not a link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _size(path: Path) -> int:
@@ -494,8 +530,45 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_output(path: Path, data: bytes) -> Path:
+    """A file the user named (``-o``, ``--report``): a regular file, new or old, through temp
+    file + rename as ``write_atomic`` (readers never see half of it); through a link, the file
+    it points at (the link stays); a terminal, ``/dev/null`` or a pipe in place, as a shell's
+    ``>`` would (a pipe with no reader fails instead of waiting).  Never renames over anything
+    that is not a regular file.  Returns the path written; OSError says why not."""
+    try:
+        info = os.stat(path)  # what a link points at
+    except FileNotFoundError:
+        info = None
+    if info is None or stat.S_ISREG(info.st_mode):
+        target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data)
+        return target
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a folder; give a file name")
+    if not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+        raise OSError(errno.EINVAL, "it is not a regular file, a terminal or a pipe (a socket "
+                                    "or a disk device); give a file name")
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "it is a pipe that nothing reads") from None
+        raise
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
 def _read_entry(path: Path, stype: SocketType) -> Any:
-    data = path.read_bytes()
+    size = os.lstat(path).st_size
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # swapped for a link: refused
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(size + 1)  # bounded: the entry is the size its folder listing says
+    if len(data) != size:
+        raise ValueError("its size changed while it was read")
     if sha256(data) != path.name.split(".")[1]:
         raise ValueError("checksum mismatch")
     (n,) = struct.unpack("<Q", data[:8])

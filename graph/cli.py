@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import warnings
@@ -15,10 +17,11 @@ from pathlib import Path
 
 from ..nodes import declare
 from ..nodes.errors import UserError, UserErrors
-from .cache import Cache, CacheWarning, default_dir, write_atomic
+from .cache import Cache, CacheWarning, default_dir, write_output
 from .comfy import (describe_reads, is_api, is_ui, load_source, moved_paths, pickle_problems,
-                    png_metadata, recorded_folder, to_api, to_ui, unsaved_outputs)
-from .run import RunInterrupted, RunResult, describe, execute, write_report
+                    png_metadata, recorded_file, to_api, to_ui, unnamed_reads,
+                    unsaved_outputs)
+from .run import RunInterrupted, RunResult, check_device, describe, execute, write_report
 from . import sweep
 from .preset import SHIPPED, find_preset, list_presets
 from .validate import is_source
@@ -61,16 +64,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a workflow input (repeatable)")
 
     def cache_dir_arg(p):
-        p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+        p.add_argument("--cache-dir", default=None, metavar="DIR",
                        help=f"disk cache folder (default {default_dir()})")
 
     run = sub.add_parser("run", help="validate and run a workflow")
     workflow_args(run)
-    run.add_argument("--out", type=Path, default=Path("output"), metavar="DIR",
+    run.add_argument("--out", default="output", metavar="DIR",
                      help="output folder (./output)")
     run.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                      help="where the models run (also cuda:N)")
-    run.add_argument("--report", type=Path, metavar="FILE.json",
+    run.add_argument("--report", metavar="FILE.json",
                      help="also write the run report as JSON here")
     cache_dir_arg(run)
     run.add_argument("--cache-max-bytes", metavar="SIZE",
@@ -117,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="let a workflow read from a .png or .json file load pickle weights "
                           "(allow_pickle: true), which can run code; without it such a "
                           "workflow is refused")
+    run.add_argument("--trust-inputs", action="store_true",
+                     help="let a workflow read from a .png or .json file read the files it "
+                          "names; without it, only files given again with --set, files next "
+                          "to it and the pack's own are read")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a workflow without running anything")
@@ -130,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--comfy-ui", dest="format", action="store_const", const="ui",
                      help="the UI workflow (open it in ComfyUI, or drop it on the canvas)")
     workflow_args(exp)
-    exp.add_argument("-o", "--output", type=Path, metavar="FILE",
+    exp.add_argument("-o", "--output", metavar="FILE",
                      help="write it there (default: standard output)")
     exp.set_defaults(func=cmd_export)
 
@@ -155,10 +162,53 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _path_arg(text: str, flag: str, field: str) -> Path:
+    """A path from the command line, refused when no file could have that name (empty, a NUL,
+    a lone surrogate, too long): ``--out ""`` would otherwise mean the current folder."""
+    from ..nodes.errors import excerpt
+    from ..nodes.runtime import path_problem
+    why = path_problem(text)
+    if why:
+        raise UserError(f"{flag} {excerpt(text)}: the path {why}", field=field)
+    return Path(text)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _output_file_problem(path: Path) -> str | None:
+    """Why ``-o``/``--report`` could not be written at ``path``, said before the run (not after
+    all of it): a folder there, a link loop, a socket, or a folder that cannot take it."""
+    import stat
+    from ..nodes.image import folder_problem
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as e:
+        return f"cannot be used ({e.strerror or e})"
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            return "is a folder; give a file name"
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISCHR(info.st_mode)
+                or stat.S_ISFIFO(info.st_mode)):
+            return "is not a regular file, a terminal or a pipe; give a file name"
+        if not os.access(path, os.W_OK):
+            return "cannot be written (no permission)"
+        return None
+    folder = Path(os.path.realpath(path)).parent
+    why = folder_problem(folder)  # it tries to make a file there: root passes access()
+    return f"cannot be written: its folder {folder} {why}" if why else None
+
+
 def workflow_path(arg: str) -> Path:
     """The file itself, else the workflow that ``preset:NAME`` names (``text_to_image``, also
     ``text_to_image.yaml``): the same lookup, ``preset.find_preset``."""
-    path = Path(arg)
+    path = _path_arg(arg, "workflow", "workflow")
     if path.exists() or path.parent != Path("."):
         return path
     return find_preset(arg, shipped=WORKFLOWS) or path
@@ -217,6 +267,19 @@ def _budgets(args) -> dict[str, int]:
 
 
 def cmd_run(args) -> int:
+    """Every argument is checked before the first node (or combination) runs: the output
+    folder, the report's place, the device, the sizes."""
+    args.out = _path_arg(args.out, "--out", "out")
+    if args.report is not None:
+        args.report = _path_arg(args.report, "--report", "report")
+        why = _output_file_problem(args.report)
+        if why is None and _same_file(args.report, workflow_path(args.workflow)):
+            why = "that is the workflow being run; give another file name"
+        if why:
+            raise UserError(f"--report {args.report}: {why}", field="report")
+    if args.cache_dir is not None:
+        args.cache_dir = _path_arg(args.cache_dir, "--cache-dir", "cache_dir")
+    check_device(args.device, here=args.ray is None)
     budgets = _budgets(args)
     _check_ray_args(args)
     if args.batch < 1:
@@ -228,9 +291,8 @@ def cmd_run(args) -> int:
     path = workflow_path(args.workflow)
     rs = plan.resolved if plan else load_source(path, parse_sets(args.sets))
     if not plan and path.suffix.lower() in (".png", ".json") and path.is_file():
-        _check_stored(rs, path, args.allow_pickle)
-    if args.report and args.report.is_dir():  # say so before the run, not after it
-        raise UserError(f"--report {args.report}: is a folder; give a file name", field="report")
+        _check_stored(rs, path, args.allow_pickle, args.trust_inputs,
+                      set(parse_sets(args.sets)))
     if args.ray is not None:
         return _run_on_ray(args, plan, budgets)
     cache = Cache.off() if args.no_cache else Cache(
@@ -282,8 +344,9 @@ def _check_ray_args(args) -> None:
                         field="batch")
     for name in ("gpus_per_worker", "cpus_per_worker"):
         value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UserError(f"--{name.replace('_', '-')} {value:g}: give 0 or more", field=name)
+        if value is not None and not (0 <= value < math.inf):  # also nan
+            raise UserError(f"--{name.replace('_', '-')} {value:g}: give a finite number, 0 or "
+                            "more", field=name)
 
 
 def _run_on_ray(args, plan, budgets: dict[str, int]) -> int:
@@ -317,15 +380,22 @@ def _run_on_ray(args, plan, budgets: dict[str, int]) -> int:
     return 0
 
 
-def _check_stored(rs, path: Path, allow_pickle: bool) -> None:
+def _check_stored(rs, path: Path, allow_pickle: bool, trust_inputs: bool = False,
+                  named: set[str] = frozenset()) -> None:
     """A workflow stored in a PNG or a JSON file may come from anyone: say what it reads, and
-    refuse pickle weights (unless ``--allow-pickle``) and stored relative paths that here
-    would name another file than where the workflow was recorded."""
+    refuse pickle weights (unless ``--allow-pickle``), files the user did not name (unless
+    ``--trust-inputs``; ``named``: the inputs given with --set) and stored relative paths that
+    here would name another file than where the workflow was recorded."""
     problems = [] if allow_pickle else pickle_problems(rs, str(path))
-    folder = recorded_folder(path)
-    if folder is not None:
-        problems += moved_paths(rs, folder, str(path))
+    if not trust_inputs:
+        problems += unnamed_reads(rs, path, named)
+    original = recorded_file(path)
+    if original is not None:
+        problems += moved_paths(rs, original.parent, str(path))
     lines = describe_reads(rs)
+    if original is not None:
+        lines.append(f"  the workflow file it was made from: {original} (only compared with "
+                     "the stored text, never read beyond its length)")
     if lines:
         print(f"{path}: the stored workflow reads these files and folders:", file=sys.stderr)
         for line in lines:
@@ -361,7 +431,10 @@ def _is_comfy(path: Path) -> bool:
 
 def cmd_export(args) -> int:
     """Validate, then write ComfyUI's JSON; workflow inputs become the values they resolve to."""
-    rs = load_source(workflow_path(args.workflow), parse_sets(args.sets))
+    if args.output is not None:
+        args.output = _path_arg(args.output, "-o", "output")
+    path = workflow_path(args.workflow)
+    rs = load_source(path, parse_sets(args.sets))
     doc = to_api(rs) if args.format == "api" else to_ui(rs)
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     for out in unsaved_outputs(rs):
@@ -370,11 +443,11 @@ def cmd_export(args) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    if args.output.is_dir():
-        raise UserError(f"-o {args.output}: is a folder; give a file name", field="output")
+    if _same_file(args.output, path):
+        raise UserError(f"-o {args.output}: that is the workflow being exported; give another "
+                        "file name", field="output")
     try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.output, text.encode())
+        write_output(args.output, text.encode())
     except OSError as e:
         raise UserError(f"-o {args.output}: cannot write it ({e.strerror or e})",
                         field="output") from None
@@ -421,9 +494,17 @@ class _CtrlC:
         return self
 
     def __exit__(self, *exc):
+        """After a stop the process is on its way out (exit 130 or 143): a late Ctrl-C must not
+        raise outside ``main``, where Python would end it by the signal instead of the code,
+        so further signals are only noted.  Without one, the previous handlers come back."""
         for s, old in self._old.items():
-            signal.signal(s, old)
+            signal.signal(s, self._late if self.flag else old)
         self._old = {}
+
+    @staticmethod
+    def _late(signum, frame):
+        if signum == getattr(signal, "SIGTERM", None):
+            _CtrlC.terminated = True
 
 
 
@@ -491,11 +572,19 @@ def _counted(files: list, one: str, many: str) -> str:
 
 
 def cmd_cache(args) -> int:
+    if args.cache_dir is not None:
+        args.cache_dir = _path_arg(args.cache_dir, "--cache-dir", "cache_dir")
     max_bytes = _size_arg(args, "max_bytes")
     if max_bytes is not None and args.action != "prune":
         raise UserError("--max-bytes goes with `unclip cache prune`", field="max_bytes")
     cache = Cache(args.cache_dir, max_bytes=max_bytes)
     disk = cache.disk
+    if args.action in ("clear", "prune") and args.cache_dir is None \
+            and os.path.islink(disk.root):
+        raise UserError(f"the cache folder {disk.root} is a link to "
+                        f"{os.path.realpath(disk.root)}; `unclip cache {args.action}` deletes "
+                        "only in a folder you name when it is a link: add --cache-dir "
+                        f"{disk.root}", field="cache_dir")
     if args.action == "clear":
         n = disk.clear()
         print(f"removed {n} entries from {disk.root}")

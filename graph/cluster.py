@@ -121,9 +121,36 @@ def _unreachable(address: str, timeout: float = 3.0) -> str | None:
     if not host or not port.isdigit():
         host, port = rest, "6379"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        port_number = int(port)
+        if not 0 < port_number < 65536:
+            return f"port {port_number} is out of range"
+        conn = socket.create_connection((host, port_number), timeout=timeout)
+    except (OSError, ValueError, OverflowError) as e:
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
+    with conn:
+        return _silent(conn, timeout)
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+"""What an HTTP/2 (gRPC) client sends first: the preface and an empty SETTINGS frame."""
+
+
+def _silent(conn: socket.socket, timeout: float) -> str | None:
+    """Why what listens is not a Ray endpoint, or None: Ray's GCS and its client server speak
+    gRPC, whose server answers a client's HTTP/2 preface with a SETTINGS frame at once.  A
+    listener that says nothing would keep ``ray.init`` waiting for minutes."""
+    try:
+        conn.settimeout(timeout)
+        conn.sendall(HTTP2_PREFACE)
+        head = conn.recv(9)
+    except socket.timeout:
+        return f"something listens there but does not answer within {timeout:g} s"
     except OSError as e:
-        return e.strerror or str(e) or type(e).__name__
+        return f"the connection failed ({e.strerror or e})"
+    if len(head) < 4:
+        return "something listens there but closed the connection without an answer"
+    if head[3] != 4:  # frame type 4: SETTINGS
+        return "something listens there, but it does not speak gRPC as Ray does"
     return None
 
 
@@ -287,25 +314,100 @@ def plan_id(plan: SweepPlan) -> str:
     return hashlib.sha256(canonical(material)).hexdigest()[:16]
 
 
-class Journal:
-    """What a sweep has written so far, one JSON line per event, flushed to disk each time."""
+def safe_name(name: Any) -> bool:
+    """A file name a journal may hold: relative, normalised, inside the output folder (no
+    '..', no absolute path, no empty or '.' part), numbered as a saver numbers its files."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return (not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+            and _NUMBERED.match(parts[-1]) is not None)
 
-    def __init__(self, out_dir: Path, pid: str):
+
+def _entry_problem(entry: Any, tags: set[str] | None) -> str | None:
+    """Why a journal line is not one this sweep's driver writes, or None.  A journal is read
+    back from the output folder, which anyone may have edited: its names decide where files
+    go, so only names of the right shape, for combinations of this plan, are believed."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    tag, state = entry.get("tag"), entry.get("state")
+    if not isinstance(tag, str) or (tags is not None and tag not in tags):
+        return "not a combination of this sweep"
+    if state not in ("writing", "done"):
+        return "an unknown state"
+    files = entry.get("files")
+    if not isinstance(files, list) or not all(safe_name(f) for f in files):
+        return "file names outside the output folder, or not a saver's"
+    if state == "done":
+        cell = entry.get("cell")
+        if cell is not None and (not isinstance(cell, str)
+                                 or not re.fullmatch(r"cell-\d+\.png", cell)):
+            return "a contact-sheet cell of another name"
+        records = entry.get("records", [])
+        if not isinstance(records, list) or not all(_record_ok(r) for r in records):
+            return "node records of another shape"
+        outputs = entry.get("outputs", {})
+        if not isinstance(outputs, dict) or not all(_described_ok(v) for v in outputs.values()) \
+                or not isinstance(entry.get("worker", ""), str):
+            return "outputs of another shape"
+    return None
+
+
+def _record_ok(r: Any) -> bool:
+    from dataclasses import fields
+    names = {f.name for f in fields(NodeRecord)}
+    return (isinstance(r, dict) and set(r) <= names and isinstance(r.get("node"), str)
+            and isinstance(r.get("type"), str) and isinstance(r.get("status", ""), str)
+            and isinstance(r.get("files", []), list)
+            and all(isinstance(f, str) for f in r.get("files", [])))
+
+
+def _described_ok(d: Any) -> bool:
+    """A described output (``run.describe``) that ``_outputs_back`` can turn into a meta tensor."""
+    if not (isinstance(d, dict) and "tensor" in d):
+        return True
+    shape = d["tensor"]
+    return (isinstance(shape, list) and len(shape) <= 8
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 40
+                    for n in shape)
+            and isinstance(d.get("dtype"), str)
+            and isinstance(getattr(torch, d["dtype"], None), torch.dtype))
+
+
+class Journal:
+    """What a sweep has written so far, one JSON line per event, flushed to disk each time.
+    ``tags``: the plan's combinations; lines about others, or of another shape, are ignored
+    (and said so), as is the last line of a driver killed while writing it."""
+
+    def __init__(self, out_dir: Path, pid: str, tags: set[str] | None = None):
         self.dir = out_dir / STATE_DIR / pid
         self.path = self.dir / "journal.jsonl"
         self.tmp = self.dir / "tmp"
         self.done: dict[str, dict] = {}
         self.reserved: dict[str, list[str]] = {}
+        self.ignored: list[str] = []
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                text = self.path.read_text(encoding="utf-8", errors="replace")
+            except OSError as e:
+                raise UserError(f"cannot read the sweep journal {self.path}: "
+                                f"{e.strerror or e}", field="out") from None
+            for n, line in enumerate(text.splitlines(), 1):
                 try:
                     entry = json.loads(line)
-                except ValueError:  # the last line of a driver killed while writing it
+                except (ValueError, RecursionError):  # a killed driver's last line
                     continue
-                if entry.get("state") == "done":
+                why = _entry_problem(entry, tags)
+                if why:
+                    self.ignored.append(f"line {n}: {why}")
+                elif entry["state"] == "done":
                     self.done[entry["tag"]] = entry
-                elif entry.get("state") == "writing":
+                else:
                     self.reserved[entry["tag"]] = entry["files"]
+        if self.ignored:
+            print(f"warning: {self.path}: ignored {len(self.ignored)} line(s) that this sweep "
+                  f"did not write ({self.ignored[0]}); their combinations run again",
+                  file=sys.stderr)
         shutil.rmtree(self.tmp, ignore_errors=True)  # partial files of a killed driver
 
     def append(self, entry: dict) -> None:
@@ -317,10 +419,19 @@ class Journal:
         if entry["state"] == "done":
             self.done[entry["tag"]] = entry
 
-    def complete(self, out_dir: Path, tag: str) -> bool:
-        """Done, and its files are all still there."""
+    def complete(self, out_dir: Path, tag: str, cell: bool = False) -> bool:
+        """Done, its files all still there, and with ``cell`` its contact-sheet cell a PNG
+        that reads back.  Not complete: it runs again, under the names it had."""
         entry = self.done.get(tag)
-        return entry is not None and all((out_dir / f).is_file() for f in entry["files"])
+        if entry is None:
+            return False
+        ok = all((out_dir / f).is_file() for f in entry["files"])
+        if ok and cell and entry.get("cell"):
+            ok = _readable_png(self.dir / entry["cell"])
+        if not ok:
+            del self.done[tag]
+            self.reserved[tag] = entry["files"]
+        return ok
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -353,11 +464,33 @@ class _Numbers:
         return number
 
 
+def _readable_png(path: Path) -> bool:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 -- damaged, truncated, missing: not a cell to use
+        return False
+
+
+def _same_saver_file(reserved: str, staged: str) -> bool:
+    """Whether a reserved name is ``staged`` renumbered: the same folder, stem and extension
+    (so a journal cannot send a file anywhere the plan's own saver would not)."""
+    if not safe_name(reserved):
+        return False
+    r_sub, _, r_name = reserved.rpartition("/")
+    s_sub, _, s_name = staged.rpartition("/")
+    r, s = _NUMBERED.match(r_name), _NUMBERED.match(s_name)
+    return bool(r and s and r_sub == s_sub and r["stem"] == s["stem"] and r["ext"] == s["ext"])
+
+
 def _targets(out_dir: Path, staged: list[str], reserved: list[str] | None,
              numbers: _Numbers) -> list[str]:
     """Final names for a combination's staged files: those reserved by an earlier, interrupted
-    driver, else the next free numbers."""
-    if reserved is not None and len(reserved) == len(staged):
+    driver when they are the staged files renumbered, else the next free numbers."""
+    if reserved is not None and len(reserved) == len(staged) and all(
+            _same_saver_file(r, s) for r, s in zip(reserved, staged)):
         return reserved
     names = []
     for rel in staged:
@@ -390,8 +523,10 @@ def run_on_ray(plan: SweepPlan, *, out_dir: str | Path, options: RayOptions | No
     ray = import_ray()
     address = connect(options)
     t0 = time.perf_counter()
-    journal = Journal(out, plan_id(plan))
-    todo = [i for i, c in enumerate(plan.combinations) if not journal.complete(out, c.tag)]
+    journal = Journal(out, plan_id(plan), {c.tag for c in plan.combinations})
+    cells = plan.grid_output is not None
+    todo = [i for i, c in enumerate(plan.combinations)
+            if not journal.complete(out, c.tag, cell=cells)]
     resumed = len(plan.combinations) - len(todo)
     state = _Driver(plan, out, journal)
     waiting = set(todo)
@@ -572,7 +707,8 @@ class _Driver:
 
     def adopt(self, ci: int, entry: dict) -> None:
         """A combination completed by an earlier driver."""
-        self.cell_files[ci] = entry.get("cell")
+        self.cell_files[ci] = entry.get("cell") if entry.get("cell") == f"cell-{ci}.png" \
+            else None
         self.workers[entry["tag"]] = entry.get("worker", "")
         self._merge_records(entry.get("records", []), entry.get("worker", ""))
         self.outputs.update(_outputs_back(entry.get("outputs", {})))
@@ -626,9 +762,16 @@ class _Driver:
             name = self.cell_files.get(ci)
             if not name:
                 continue
-            with Image.open(self.journal.dir / name) as im:
-                strip = im.convert("RGB")
-                count = int(im.info.get("frames", "1"))
+            try:
+                with Image.open(self.journal.dir / name) as im:
+                    strip = im.convert("RGB")
+                    count = int(im.info.get("frames", "1"))
+                if not 0 < count <= strip.width:
+                    raise ValueError(f"says it holds {count} pictures")
+            except Exception as e:  # noqa: BLE001 -- damaged since: the sheet goes without it
+                print(f"warning: the contact-sheet cell of {c.tag} cannot be read ({e}); the "
+                      "sheet leaves it out", file=sys.stderr)
+                continue
             width = strip.width // count
             cells.append((c.tag, [strip.crop((k * width, 0, (k + 1) * width, strip.height))
                                   for k in range(count)]))

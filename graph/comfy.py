@@ -16,6 +16,7 @@ that came from ComfyUI keeps its ids), else 1, 2, ... in file order.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any, Mapping
 
 from ..nodes import declare, runtime
 from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
-from ..nodes.errors import UserError, UserErrors, file_limit, over_limit, parse_json
+from ..nodes.errors import (UserError, UserErrors, excerpt, file_limit, over_limit,
+                             parse_json)
 from ..nodes.image import PACK_DIR
 from .comfy_presets import PRESET_PREFIX
 from .preset import list_presets, preset_spec
@@ -660,9 +662,19 @@ def load_png(path: Path, overrides: Mapping[str, Any] | None = None) -> Resolved
 
 
 def _same_text(path: Path, text: str) -> bool:
+    """Whether the regular file ``path`` holds exactly ``text``; read only when its size is the
+    text's, and then no more than that (a device, a pipe or a huge file named by a crafted
+    chunk is never read whole, nor waited on)."""
+    import stat
+    data = text.encode("utf-8")
     try:
-        return path.is_file() and path.read_text(encoding="utf-8") == text
-    except (OSError, UnicodeDecodeError):
+        if runtime.path_problem(str(path)):
+            return False
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
+        return runtime.read_bounded(path, len(data)) == data
+    except (OSError, ValueError):
         return False
 
 
@@ -688,15 +700,16 @@ def load_source(path: Path, overrides: Mapping[str, Any] | None = None, *,
 
 # --- workflows from elsewhere (a PNG, a ComfyUI JSON) ------------------------------------------
 
-def recorded_folder(path: Path) -> Path | None:
-    """The folder of the workflow file a PNG of ours was made from (None if it does not say)."""
+def recorded_file(path: Path) -> Path | None:
+    """The workflow file a PNG of ours was made from (None if it does not say)."""
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
     try:
         name = png_text(path, (YAML_FILE,)).get(YAML_FILE)
     except UserError:
         return None
-    return Path(name).parent if name else None
+    return Path(name) if name else None
+
 
 
 def reads(rs: Resolved) -> list[tuple[str, str, str, Path | None]]:
@@ -766,18 +779,50 @@ def moved_paths(rs: Resolved, folder: Path, file: str) -> list[UserError]:
         how = _how_to_give(rs, nid, field)
         state = "which is missing here" if not there.exists() else "a different file"
         problems.append(UserError(
-            f"the stored relative path {value!r} names {found} here, but the workflow was "
+            f"the stored relative path {excerpt(value)} names {found} here, but the workflow was "
             f"recorded in {folder}, where it names {there} ({state}); not reading another file "
             f"than the one recorded: {how}", file=file, node=nid, field=field))
     return problems
 
 
-def _how_to_give(rs: Resolved, nid: str, field: str) -> str:
+def unnamed_reads(rs: Resolved, stored: Path, named: set[str]) -> list[UserError]:
+    """The files a stored workflow (a PNG's, a JSON file's) would read that the user did not
+    name: only those given again with ``--set`` (``named``), those next to ``stored`` (in its
+    folder), the pack's own sample files and models found by name may be read without
+    ``--trust-inputs``; a crafted workflow could otherwise read any local file into a run."""
+    from ..nodes import folders
+    from ..nodes.checkpoint import POCKET
+    here = Path(os.path.realpath(stored)).parent
+    problems = []
+    for nid, field, value, found in reads(rs):
+        if found is None or found == POCKET or _input_name(rs, nid, field) in named:
+            continue
+        real = Path(os.path.realpath(found))
+        if real.parent == here or real.is_relative_to(PACK_DIR.resolve()):
+            continue
+        if rs.nodes[nid].spec.type != "LoadImage" and folders.find_model(value) is not None:
+            continue  # a model name, looked up in the model folders the user set up
+        name = _input_name(rs, nid, field)
+        how = (f"give it again with --set {name}=PATH" if name
+               else "put the file next to it")
+        problems.append(UserError(
+            f"the stored workflow would read {found}, a file you did not name; {how}, or run "
+            "with --trust-inputs to read the files it names", file=str(stored), node=nid,
+            field=field))
+    return problems
+
+
+def _input_name(rs: Resolved, nid: str, field: str) -> str | None:
+    """The workflow input that gives ``nid``'s ``field`` (``--set NAME=`` changes it), if any."""
     decl = rs.workflow.nodes.get(nid)
     at = decl.params.get(field) if decl is not None else None
-    name = nid[len(SOURCE_PREFIX):] if nid.startswith(SOURCE_PREFIX) else (
+    return nid[len(SOURCE_PREFIX):] if nid.startswith(SOURCE_PREFIX) else (
         at.value[1:] if at is not None and isinstance(at.value, str)
         and at.value.startswith("$") and not at.value.startswith("$$") else None)
+
+
+def _how_to_give(rs: Resolved, nid: str, field: str) -> str:
+    name = _input_name(rs, nid, field)
     if name:
         return f"give it with --set {name}=PATH, or run from that folder"
     return "run it from that folder, or edit the workflow to give an absolute path"

@@ -25,7 +25,7 @@ from typing import Iterable
 
 from PIL import Image
 
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from ..nodes.image import PACK_DIR
 from .comfy import to_ui
 from .validate import load
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             if not (WORKFLOWS / f"{name}.yaml").is_file():
-                raise UserError(f"no shipped workflow {name!r}; one of {', '.join(EXAMPLES)}",
-                                field="name")
+                raise UserError(f"no shipped workflow {excerpt(name)}; one of "
+                                f"{', '.join(EXAMPLES)}", field="name")
         files = write_examples(args.folder, names)
         if args.previews:
             files += write_previews(args.folder, names, args.device)

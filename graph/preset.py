@@ -31,7 +31,7 @@ import yaml
 
 from ..nodes import declare
 from ..nodes.declare import REQUIRED, Input, NodeSpec, Output, Param
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from .workflow import (BAD, MISSING, NAME, TOP_KEYS, At, NodeDecl, Origin, PresetError, Problems,
                        Workflow, WorkflowInput, link_target, read, show, suggest,
                        upstream_output)
@@ -113,6 +113,10 @@ def locate(ref: str, base: Path) -> tuple[Path | None, str]:
         where = ", ".join(str(d) for d in preset_dirs())
         return None, (f"no preset named '{ref}'{suggest(ref, list_presets())} (looked in {where}; "
                       f"add folders with {ENV}, or give a file path such as '{ref}.yaml')")
+    from ..nodes.runtime import path_problem
+    why = path_problem(ref)
+    if why:  # before any stat, which would raise instead
+        return None, f"the preset path {excerpt(ref)} {why}"
     path = Path(ref).expanduser()
     if not path.is_absolute():
         path = base / path
@@ -145,11 +149,9 @@ def screen(path: Path) -> str | None:
     why = _shape(text)
     if why is None:
         return None
-    if path.suffix.lower() in SUFFIXES:
-        if why.startswith("not YAML ("):  # one's own workflow file with a typo: let the reader
-            return None                   # report the syntax error at its line, as elsewhere
-        why += _excerpt(text)
-    return why
+    if path.suffix.lower() in SUFFIXES and why.startswith("not YAML ("):
+        return None  # one's own workflow file with a typo: the reader reports it at its line
+    return why  # what the file is, never what it holds
 
 
 def _shape(text: str) -> str | None:
@@ -174,16 +176,6 @@ def _shape(text: str) -> str | None:
     if "nodes" not in keys:
         return "a mapping without 'nodes'"
     return None
-
-
-def _excerpt(text: str, width: int = 32) -> str:
-    """The start of the file's first non-blank line: printable ASCII only, at most ``width``
-    characters, and cut after a ``:`` or ``=`` so that a key is shown but never its value."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    cut = min((i for i in (line.find(":"), line.find("=")) if i >= 0), default=len(line))
-    shown = line[:min(cut + 1, width)]
-    clean = "".join(c if " " <= c <= "~" else "?" for c in shown)
-    return f"; it begins {clean!r}" + (" ..." if len(shown) < len(line) else "")
 
 
 def not_a_workflow(why: str, path: Path | None = None) -> str:

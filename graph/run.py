@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from ..nodes import runtime
-from ..nodes.errors import UserError, UserErrors
+from ..nodes.errors import UserError, UserErrors, excerpt
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
 from . import dag
-from .cache import MISS, Cache, compute_keys, output_key, versions, write_atomic
+from .cache import MISS, Cache, compute_keys, output_key, versions, write_output
 from .validate import Resolved
 
 RAN, MEMORY_HIT, DISK_HIT, NOT_NEEDED = "ran", "memory hit", "disk hit", "not needed"
@@ -95,13 +95,20 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, here: bool = True) -> None:
+    """Only the devices this pack runs on (cpu, cuda, cuda:N), said before anything loads: torch
+    knows more names (meta, mps, xpu, ...) on which a run would fail late or compute nothing.
+    ``here``: the run is on this machine, so CUDA must be available here (not so for --ray)."""
     try:
         dev = runtime.resolve_device(device) if device != "auto" else None
     except (RuntimeError, ValueError):
-        raise UserError(f"--device {device}: not a device (use auto, cpu or cuda)",
+        raise UserError(f"--device {excerpt(device)}: not a device (use auto, cpu or cuda)",
                         field="device") from None
-    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+    if dev is not None and dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {excerpt(device)}: this pack runs on cpu or cuda (also "
+                        "cuda:N), not on this device type; use auto, cpu or cuda",
+                        field="device")
+    if here and dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available here", field="device")
 
 
@@ -209,6 +216,11 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
     return finish(False)
 
 
+def sheet_prefix(file: str | None) -> str:
+    """The saver prefix of a sweep's contact sheet: ``<workflow>_sweep``."""
+    return f"{Path(file).stem if file else 'workflow'}_sweep"
+
+
 def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
     """Before anything runs: raise every reason why the output folder or a saver's prefix
     cannot take files (a file in the way, read-only, a name too long), so that no work is lost
@@ -226,6 +238,11 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
         raise UserError(f"output folder {root} {why}; give another with --out (out_dir= from "
                         "Python)", field="out")
     errors = []
+    if sheet:  # the contact sheet is written after every combination: its name is checked now
+        why = output_place_problem(root, sheet_prefix(rs.workflow.file))
+        if why:
+            errors.append(UserError(f"cannot write the sweep's contact sheet: {why}; give the "
+                                    "workflow file a shorter name", field="out"))
     for nid in savers:
         rn = rs.nodes[nid]
         name = rn.spec.prefix
@@ -234,8 +251,9 @@ def check_output_places(rs: Resolved, to_run: list[str], root: Path) -> None:
         except UserError as e:  # a bad prefix: validation has said so already
             why = e.message
         if why:
-            errors.append(rn.locate(UserError(f"cannot save {rn.params[name]!r} there: {why}",
-                                              field=name), rs.workflow.file))
+            errors.append(rn.locate(UserError(
+                f"cannot save {excerpt(rn.params[name])} there: {why}", field=name),
+                rs.workflow.file))
     if errors:
         raise errors[0] if len(errors) == 1 else UserErrors(errors)
 
@@ -461,8 +479,7 @@ def write_report(result: RunResult, path: str | Path) -> None:
     path = Path(path)
     text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text.encode())
+        write_output(path, text.encode())
     except OSError as e:
         raise UserError(f"--report {path}: cannot write it ({e.strerror or e})",
                         field="report") from None

@@ -32,11 +32,11 @@ import torch
 
 from ..nodes.declare import Param, parse_literal
 from ..nodes.errors import UserError, UserErrors
-from ..nodes.errors import env_limit, over_limit
+from ..nodes.errors import env_limit, excerpt, over_limit
 from . import dag
 from .cache import Cache, compute_keys
 from .comfy import png_metadata
-from .run import RunInterrupted, RunResult, execute, write_report
+from .run import RunInterrupted, RunResult, execute, sheet_prefix, write_report
 from .validate import Resolved, ResolvedNode, read_expanded, resolve
 from .workflow import Problems, Workflow, read_text, suggest
 
@@ -63,8 +63,8 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
     name, eq, rest = text.partition("=")
     name = name.strip()
     if not eq or not name:
-        raise UserError(f"--sweep {text!r}: write --sweep NAME=a,b,c, NAME=0..7 or NAME=@file",
-                        field="sweep")
+        raise UserError(f"--sweep {excerpt(text)}: write --sweep NAME=a,b,c, NAME=0..7 or "
+                        "NAME=@file", field="sweep")
     if rest.startswith("@"):
         path = Path(rest[1:]).expanduser()
         if not path.is_absolute():
@@ -81,8 +81,8 @@ def parse_sweep(text: str, base: Path | None = None) -> Sweep:
         return Sweep(name, values, text)
     values = [v.strip() for v in rest.split(",")]
     if any(v == "" for v in values):
-        raise UserError(f"--sweep {text!r}: an empty value; separate values with single commas "
-                        "(values with commas go in a file: NAME=@values.txt)", field=name)
+        raise UserError(f"--sweep {excerpt(text)}: an empty value; separate values with single "
+                        "commas (values with commas go in a file: NAME=@values.txt)", field=name)
     return Sweep(name, values, text)
 
 
@@ -540,10 +540,9 @@ def write_contact_sheet(plan: SweepPlan, cells: list[tuple[str, list]], out_dir:
     from PIL import PngImagePlugin
     info = PngImagePlugin.PngInfo()
     info.add_text("unclip_sweep", json.dumps(describe(plan, None), default=str))
-    stem = Path(plan.resolved.workflow.file).stem if plan.resolved.workflow.file else "workflow"
     with runtime.use_host(runtime.Host(output_dir=out_dir)):
         (path,) = image_nodes.write_outputs(
-            f"{stem}_sweep", "png",
+            sheet_prefix(plan.resolved.workflow.file), "png",
             [lambda f: sheet.save(f, format="PNG", pnginfo=info, compress_level=4)])
     return path
 

@@ -16,7 +16,7 @@ import networkx as nx
 
 from ..nodes import declare, runtime
 from ..nodes.declare import NodeSpec, Output, Param, parse_literal
-from ..nodes.errors import UserError
+from ..nodes.errors import UserError, excerpt
 from . import dag
 from .preset import MAX_NODES, read_expanded  # noqa: F401 -- callers find them here too
 from .workflow import (BAD, MISSING, NAME, At, NodeDecl, Problems, Workflow, link_target, place,
@@ -326,6 +326,13 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
     if spec is None or len(p.errors) > start or unresolved:
         return None  # the hooks below would only see holes (already reported elsewhere)
     rn = ResolvedNode(nid, spec, params, links, None, decl)
+    for field in PATH_PARAMS:  # no file can have such a name: say so before any stat does
+        value = params.get(field)
+        why = runtime.path_problem(value) if isinstance(value, str) and value.strip() else None
+        if why:
+            p.extend([rn.locate(UserError(f"the path {excerpt(value)} {why}", field=field),
+                                wf.file)])
+            return None
     for hook in ("check", "fingerprint"):
         fn = getattr(spec, hook)
         if fn is None:
@@ -336,9 +343,25 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
             for err in getattr(e, "errors", [e]):
                 p.extend([rn.locate(err, wf.file)])
             return None
+        except OSError as e:  # a file the node looked at refused (a loop, no permission, ...)
+            p.extend([rn.locate(UserError(
+                f"cannot use {excerpt(str(e.filename)) if e.filename else 'a file'}: "
+                f"{e.strerror or e}", field=_path_field(params, e.filename)), wf.file)])
+            return None
         if hook == "fingerprint":
             rn.fingerprint = result
     return rn
+
+
+PATH_PARAMS = ("path", "prior_path")
+"""Parameters that name a file or folder to read (LoadImage's, the loaders')."""
+
+
+def _path_field(params: dict, filename: object) -> str | None:
+    """The path parameter an OSError's file name came from, when one did."""
+    name = str(filename or "")
+    return next((f for f in PATH_PARAMS if isinstance(params.get(f), str) and params[f]
+                 and params[f] in name), None)
 
 
 def _check_links(wf: Workflow, decl: NodeDecl, spec: NodeSpec | None,
@@ -407,8 +430,8 @@ def _check_params(wf: Workflow, decl: NodeDecl, spec: NodeSpec, inputs: dict[str
         elif isinstance(value, str) and value.startswith("$"):
             ref = value[1:]
             if not NAME.match(ref):
-                p.add(f"{value!r} is not a workflow input reference ('$name'); write '$$' for a "
-                      "literal '$'", at, node=nid, field=name)
+                p.add(f"{excerpt(value)} is not a workflow input reference ('$name'); write "
+                      "'$$' for a literal '$'", at, node=nid, field=name)
                 continue
             if ref not in wf.inputs:
                 p.add(f"undefined workflow input '${ref}'{suggest(ref, wf.inputs)}; "
@@ -441,7 +464,7 @@ def _check_outputs(wf: Workflow, p: Problems) -> dict[str, tuple[str, str]]:
     for name, at in wf.outputs.items():
         ref = at.value
         if isinstance(ref, str) and ref[1:] in wf.inputs and ref.startswith("$"):
-            p.add(f"output '{name}': {ref!r} is a workflow input; an output names a node's "
+            p.add(f"output '{name}': {excerpt(ref)} is a workflow input; an output names a node's "
                   "output, '<node id>.<output name>'", at, field=name)
             continue
         target = link_target(wf, at, p, field=name)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..nodes.declare import _show as show  # how parameter errors name a value; same wording
+from ..nodes.errors import excerpt
 from ..nodes.errors import MAX_FILE_BYTES, UserError, UserErrors  # noqa: F401 -- and a home
 # for MAX_FILE_BYTES: the largest file read whole, refused before reading (UNCLIP_MAX_FILE_BYTES)
 
@@ -227,7 +228,11 @@ def read_text(path: Path, what: str = "file") -> str:
     than the limit.  OSError and UnicodeDecodeError are left to the caller."""
     from ..nodes.errors import env_limit, over_limit
     limit = env_limit("FILE_BYTES", MAX_FILE_BYTES)
-    with open(path, "rb") as f:
+    # not waiting to open a named pipe that nothing writes (it then reads as empty); one with
+    # a writer, such as a shell's <(command), reads as usual
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         data = f.read(limit + 1)  # a file that grows meanwhile, or that stat cannot size
     if max(size, len(data)) > limit:
@@ -475,15 +480,28 @@ def _expect_map(tree: _Tree, problems: Problems, what: str, node: str | None = N
 
 
 def _kind(tree: _Tree, problems: Problems) -> str:
+    """What a tree is, never what it holds: the file may be anything a path named (a key
+    file, /etc/passwd), and its content must not reach a message."""
     if tree.kind == "seq":
         return "a list"
-    return show(tree.value(problems))
+    value = tree.value(problems)
+    if value is None:
+        return "nothing (null)"
+    kinds = ((bool, "true or false"), (int, "a number"), (float, "a number"), (str, "text"))
+    return "a single value (" + next((k for t, k in kinds if isinstance(value, t)),
+                                      "a value") + ")"
 
 
 def _read_top(tree: _Tree, wf: Workflow, p: Problems) -> None:
     if not _expect_map(tree, p, "a workflow"):
         p.raise_any()
-    top = _check_keys(p, tree.items(p, "the workflow"), TOP_KEYS, "the workflow")
+    items = tree.items(p, "the workflow")
+    if all(key != "nodes" for key, _, _ in items):
+        # another kind of YAML file (settings, a key store): what it is, not what it holds
+        p.add("this is not a workflow file (a mapping without 'nodes'); a workflow is a YAML "
+              "mapping with 'nodes' (and 'description', 'inputs', 'outputs')", tree.at)
+        p.raise_any()
+    top = _check_keys(p, items, TOP_KEYS, "the workflow")
     if "description" in top:
         kat, val = top["description"]
         desc = val.value(p)
@@ -493,10 +511,7 @@ def _read_top(tree: _Tree, wf: Workflow, p: Problems) -> None:
             p.add(f"description must be text, got {show(desc)}", val.at, field="description")
     if "inputs" in top:
         _read_inputs(top["inputs"][1], wf, p)
-    if "nodes" not in top:
-        p.add("the workflow has no 'nodes'", tree.at)
-    else:
-        _read_nodes(top["nodes"][1], wf, p)
+    _read_nodes(top["nodes"][1], wf, p)
     if "outputs" in top:
         val = top["outputs"][1]
         if _expect_map(val, p, "outputs", field="outputs"):
@@ -595,9 +610,9 @@ def link_target(wf: Workflow, at: At, p: Problems, **where) -> tuple[str, str] |
     if isinstance(ref, str) and ref.startswith("$") and NAME.match(ref[1:]):
         wi = wf.inputs.get(ref[1:])
         if wi is None or not wi.socket:
-            p.add(f"a link takes '<node id>.<output name>'; {ref!r} would need a socket-typed "
-                  f"workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only presets have",
-                  at, **where)
+            p.add(f"a link takes '<node id>.<output name>'; {excerpt(ref)} would need a "
+                  f"socket-typed workflow input (e.g. '{ref[1:]}: {{type: IMAGE}}'), which only "
+                  "presets have", at, **where)
         return None  # a socket input outside a preset is reported on the input
     if not isinstance(ref, str) or "." not in ref or ref.startswith(".") or ref.endswith("."):
         hint = ""

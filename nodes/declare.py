@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .errors import UserError
+from .errors import UserError, excerpt
 
 PARAM_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed accepts, and ComfyUI's seed widget range
@@ -127,14 +127,14 @@ def parse_literal(type_: str, text: str, choices: Iterable[str] | None = None) -
         try:
             return int(text.replace("_", ""), 0)
         except ValueError:
-            raise ValueError(f"expected an integer, got {text!r}") from None
+            raise ValueError(f"expected an integer, got {excerpt(text)}") from None
     if type_ == "FLOAT":
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(f"expected a number, got {text!r}") from None
+            raise ValueError(f"expected a number, got {excerpt(text)}") from None
         if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {text!r}")
+            raise ValueError(f"expected a finite number, got {excerpt(text)}")
         return value
     if type_ == "BOOLEAN":
         low = text.strip().lower()
@@ -142,21 +142,23 @@ def parse_literal(type_: str, text: str, choices: Iterable[str] | None = None) -
             return True
         if low in ("false", "no", "off", "0"):
             return False
-        raise ValueError(f"expected true or false, got {text!r}")
+        raise ValueError(f"expected true or false, got {excerpt(text)}")
     if type_ == "COMBO" and choices is not None and text not in choices:
-        raise ValueError(f"{text!r} is not one of: {', '.join(choices)}")
+        raise ValueError(f"{excerpt(text)} is not one of: {', '.join(choices)}")
     return text
 
 
 def _show(value: Any) -> str:
+    """A value as a message quotes it: cut short (a value may be megabytes long)."""
     if isinstance(value, str):
-        return repr(value)
+        return excerpt(value)
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (int, float)):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= 40 else f"{text[:36]}... ({len(text):,} digits)"
     return f"a {type(value).__name__}"
 
 

@@ -14,6 +14,7 @@ class UserError(Exception):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  column: int | None = None, node: str | None = None, field: str | None = None):
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
         self.file = file
@@ -43,9 +44,9 @@ class UserError(Exception):
             parts.append(pos)
         who = []
         if self.node is not None:
-            who.append(f"node '{self.node}'")
+            who.append(f"node '{_cut(str(self.node), NAME_CHARS)}'")
         if self.field is not None:
-            who.append(f"field '{self.field}'")
+            who.append(f"field '{_cut(str(self.field), NAME_CHARS)}'")
         if who:
             parts.append(", ".join(who))
         return ": ".join(parts)
@@ -72,6 +73,43 @@ class UserErrors(UserError):
         return "\n".join(str(e) for e in self.errors)
 
 
+# --- quoting what the user gave ---------------------------------------------------------------
+
+NAME_CHARS = 80
+"""The most characters of a node id or field name a message shows."""
+WORD_CHARS = 4200
+"""The most characters of one word (a run without spaces) in a message: room for the longest
+path a system allows, but not for a 15 MB value quoted whole."""
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
+def _bounded(message: str) -> str:
+    """``message`` with every over-long word cut: wherever a message quotes a value, at most
+    a bounded part of it reaches the terminal."""
+    import re
+    if len(message) <= WORD_CHARS:
+        return message
+    return re.sub(r"\S{%d,}" % (WORD_CHARS + 1), lambda m: _cut(m.group(), NAME_CHARS),
+                  message)
+
+EXCERPT_CHARS = 80
+"""The most characters of a value a message quotes: a 15 MB prefix must not put 15 MB on
+stderr, and a file's content must not reach a message at all."""
+
+
+def excerpt(value: object, n: int = EXCERPT_CHARS) -> str:
+    """``repr`` of a value for a message, at most about ``n`` characters: the start, and how
+    long the whole was when it is cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= n:
+        return repr(text) if isinstance(value, str) else text
+    cut = text[:n]
+    return (repr(cut) if isinstance(value, str) else cut) + f"... ({len(text):,} characters)"
+
+
 # --- limits on what a file can ask for ------------------------------------------------------
 
 def env_limit(name: str, default: int) -> int:
@@ -85,7 +123,7 @@ def env_limit(name: str, default: int) -> int:
     except ValueError:
         value = -1
     if value < 1:
-        raise UserError(f"{var}={os.environ[var]!r}: give a whole number of at least 1")
+        raise UserError(f"{var}={excerpt(os.environ[var])}: give a whole number of at least 1")
     return value
 
 

@@ -32,19 +32,16 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import runtime
 from .declare import Input, Output, Param, node
-from .errors import UserError, env_limit, file_limit, over_limit  # noqa: F401
+from .errors import UserError, env_limit, excerpt, file_limit, over_limit  # noqa: F401
 from .folders import PACK_DIR, input_files  # PACK_DIR: also named here
-from .core.pixels import RESIZE_METHODS, check_image, resize  # noqa: F401 -- named here too
+from .core.pixels import (MAX_IMAGE_PIXELS, MAX_TENSOR_BYTES, RESIZE_METHODS,  # noqa: F401
+                          check_allocation, check_image, resize)
 
 CATEGORY = "unCLIP/image"
 SIZE_MAX = 16384
 
 
 # --- limits on what a workflow can ask for --------------------------------------------------------
-
-MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
-"""Pillow's decompression-bomb threshold (about 89.5 megapixels) unless UNCLIP_MAX_IMAGE_PIXELS
-says otherwise: LoadImage refuses larger images before decoding them."""
 
 # --- conversions --------------------------------------------------------------------------------
 
@@ -98,6 +95,9 @@ def resolve_input_path(path: str) -> Path:
     directory's."""
     if not isinstance(path, str) or not path.strip():
         raise UserError("give the path of an image file", field="path")
+    why = runtime.path_problem(path)
+    if why:  # before any stat, which would raise instead
+        raise UserError(f"the path {excerpt(path)} {why}", field="path")
     from .folders import comfy_input_path
     confined = comfy_input_path(path)  # inside ComfyUI: its input folder only
     if confined is not None:
@@ -116,16 +116,20 @@ unless UNCLIP_MAX_IMAGE_FILE_BYTES says otherwise; the pixel limit applies after
 
 def _read_file(path: str) -> tuple[Path, bytes]:
     p = resolve_input_path(path)
-    if not p.exists():
-        raise UserError(f"no such file: {p}", field="path")
-    if not p.is_file():
-        raise UserError(f"not a file: {p}", field="path")
     try:
+        if not p.exists():
+            raise UserError(f"no such file: {p}", field="path")
+        if not p.is_file():
+            raise UserError(f"not a file: {p}", field="path")
         size, limit = p.stat().st_size, env_limit("IMAGE_FILE_BYTES", MAX_IMAGE_FILE_BYTES)
         if size > limit:
             raise over_limit(f"{p} is {size:,} bytes, too big for an image file", size, limit,
                              "IMAGE_FILE_BYTES", field="path")
-        return p, p.read_bytes()
+        data = runtime.read_bounded(p, limit)  # the size a file reports may be wrong (/proc)
+        if len(data) > limit:
+            raise over_limit(f"{p} holds more than {limit:,} bytes, too big for an image file",
+                             limit + 1, limit, "IMAGE_FILE_BYTES", field="path")
+        return p, data
     except OSError as e:
         raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None
 
@@ -273,14 +277,14 @@ def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
         raise UserError("the prefix may not contain control characters (newlines, tabs)",
                         field=field)
     if prefix[0] in "/\\" or re.match(r"^[A-Za-z]:", prefix) or prefix.startswith("~"):
-        raise UserError(f"{prefix!r} is absolute; give a path relative to the output folder",
+        raise UserError(f"{excerpt(prefix)} is absolute; give a path relative to the output folder",
                         field=field)
     parts = [s for s in _SEP.split(prefix) if s not in ("", ".")]
     if ".." in parts:
-        raise UserError(f"{prefix!r} contains '..'; files are written inside the output folder "
-                        f"only", field=field)
+        raise UserError(f"{excerpt(prefix)} contains '..'; files are written inside the output "
+                        f"folder only", field=field)
     if _SEP.split(prefix)[-1] in ("", "."):
-        raise UserError(f"{prefix!r} names a folder; add a file name after the last '/'",
+        raise UserError(f"{excerpt(prefix)} names a folder; add a file name after the last '/'",
                         field=field)
     return parts
 
@@ -315,13 +319,25 @@ def _too_long(name: str, name_max: int) -> str | None:
 
 def _not_writable(folder: Path) -> str | None:
     if os.access(folder, os.W_OK | os.X_OK):
-        return None
+        return _refuses_files(folder)  # root passes access(); some file systems refuse it
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "is on a read-only file system"
     except (OSError, AttributeError):
         pass
     return "is read-only (no permission to write in it)"
+
+
+def _refuses_files(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` although its permissions allow it (/sys, /proc,
+    a read-only mount seen by root), found by making and removing one; None when it takes it."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".unclip-probe-")
+    except OSError as e:
+        return f"does not take new files ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(tmp)
+    return None
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -395,7 +411,8 @@ def _output_folder(prefix: str) -> tuple[Path, str, str]:
     folder = root.joinpath(*parts[:-1])
     real_root = root.resolve()
     if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
-        raise UserError(f"{prefix!r} leads outside the output folder {real_root}", field="prefix")
+        raise UserError(f"{excerpt(prefix)} leads outside the output folder {real_root}",
+                        field="prefix")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -625,6 +642,8 @@ def grid(images: torch.Tensor, columns: int = 0, padding: int = 0,
     cols = columns if columns > 0 else math.ceil(math.sqrt(b))
     cols = min(cols, b)
     rows = math.ceil(b / cols)
+    check_allocation("the grid", 1, rows * h + (rows - 1) * padding,
+                     cols * w + (cols - 1) * padding, c, field="columns")
     sheet = torch.full((1, rows * h + (rows - 1) * padding, cols * w + (cols - 1) * padding, c),
                        float(background), dtype=torch.float32)
     for i, frame in enumerate(images):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .declare import SEED_MAX, Input, Output, Param, node
 from .errors import UserError
-from .image import SIZE_MAX, check_image
+from .image import SIZE_MAX, check_allocation, check_image
 
 CATEGORY = "unCLIP/mask"
 
@@ -129,6 +129,7 @@ def _canvas(width: int, height: int, batch: int, like) -> tuple[int, int, int]:
 def rectangle_mask(like=None, width: int = 512, height: int = 512, x: int = 0, y: int = 0,
                    w: int = 256, h: int = 256, batch: int = 1):
     width, height, batch = _canvas(width, height, batch, like)
+    check_allocation("the mask", batch, height, width, field="width")
     mask = torch.zeros(batch, height, width)
     x0, y0 = max(x, 0), max(y, 0)
     x1, y1 = min(x + w, width), min(y + h, height)
@@ -144,12 +145,21 @@ def ellipse_mask(like=None, width: int = 512, height: int = 512, x: int = 0, y: 
                  w: int = 256, h: int = 256, batch: int = 1):
     """A pixel is inside when its centre is inside the ellipse (hard edge; feather it after)."""
     width, height, batch = _canvas(width, height, batch, like)
+    check_allocation("the mask", batch, height, width, field="width")
     if w == 0 or h == 0:
         return torch.zeros(batch, height, width)
-    cy = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
-    cx = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
-    inside = ((cx - (x + w / 2)) / (w / 2)) ** 2 + ((cy - (y + h / 2)) / (h / 2)) ** 2 <= 1.0
-    return inside.float().expand(batch, height, width).contiguous()
+    mask = torch.empty(height, width)
+    dx = ((torch.arange(width, dtype=torch.float32) + 0.5 - (x + w / 2)) / (w / 2)) ** 2
+    for top in range(0, height, ELLIPSE_ROWS):  # a band at a time: no canvas-sized temporaries
+        rows = torch.arange(top, min(top + ELLIPSE_ROWS, height), dtype=torch.float32)
+        dy = ((rows + 0.5 - (y + h / 2)) / (h / 2)) ** 2
+        mask[top:top + len(rows)] = (dx[None, :] + dy[:, None] <= 1.0).float()
+    return mask.expand(batch, height, width).contiguous()
+
+
+ELLIPSE_ROWS = 256
+"""Rows of an ellipse mask computed at once (the temporaries are this many rows, not the
+canvas: a 16k canvas would need several GiB of them)."""
 
 
 # --- morphology and edges ---------------------------------------------------------------------
@@ -242,6 +252,7 @@ def outpaint_pad(image: torch.Tensor, left: int = 0, top: int = 0, right: int = 
     img = image.float()
     b, h, w, c = img.shape
     H, W = h + top + bottom, w + left + right
+    check_allocation("the padded image", b, H, W, c + 1, field="left")  # the image and its mask
     if fill == "edge":
         out = F.pad(img.movedim(-1, 1), (left, right, top, bottom), mode="replicate").movedim(1, -1)
     elif fill == "grey":

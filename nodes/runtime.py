@@ -173,6 +173,42 @@ def workflow_folder(file: str | None) -> Path | None:
     return p.resolve().parent if p.is_file() else None
 
 
+def path_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a file here, or None: empty, a NUL character, a character the
+    file system cannot encode (a lone surrogate), a name or a path longer than the system
+    allows.  Said before any ``stat``, which would fail with an OSError instead."""
+    import os
+    if not isinstance(text, str) or not text.strip():
+        return "is empty; give a path"
+    if "\0" in text:
+        return "holds a NUL character, which no file name can"
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError:
+        return "holds characters no file name here can (a lone surrogate)"
+    name_max, path_max = 255, 4096
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if len(raw) >= path_max:
+        return f"is too long: {len(raw):,} bytes, more than the system allows ({path_max - 1})"
+    longest = max((len(part) for part in raw.split(os.sep.encode())), default=0)
+    if longest > name_max:
+        return (f"is too long: one of its names has {longest:,} bytes, more than the file "
+                f"system allows ({name_max})")
+    return None
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a file: what a size check said may be wrong (a sparse
+    file, a device, a file still growing, /proc), so the read itself is bounded; the caller
+    compares the length with ``limit``."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
 def normal_mode() -> int:
     """The mode a plain ``open()`` gives a new file, 0666 less the umask: what files we write
     through a private temporary file (mkstemp's 0600) get before they are renamed into place."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,14 +30,26 @@ PACK = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def ray_address():
+    """A Ray instance of the tests' own: started here even when another one runs on this
+    machine (``address="local"``: never the cluster ``ray start`` or RAY_ADDRESS names), with
+    its own temp folder (sockets, logs, session files), ports chosen free by Ray, and
+    this machine's loopback as its node address."""
     ray = require_module("ray", "the Ray tests need the [ray] extra")
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="error")
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    try:
+        if started:
+            ray.init(address="local", num_cpus=2, include_dashboard=False,
+                     log_to_driver=False, logging_level="error", _temp_dir=folder,
+                     _node_ip_address="127.0.0.1")
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        if started:
+            ray.shutdown()
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def files(folder: Path) -> dict[str, str]:

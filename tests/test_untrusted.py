@@ -70,17 +70,17 @@ def test_a_preset_file_that_is_not_a_workflow_shows_none_of_its_content(name, tm
         assert "root:x" not in err and "password" not in err and "token" not in err
 
 
-def test_a_yaml_preset_that_is_not_a_workflow_shows_at_most_its_first_key(tmp_path, capsys):
+def test_a_yaml_preset_that_is_not_a_workflow_shows_not_even_its_first_key(tmp_path, capsys):
     secret = write(tmp_path / "conf.yaml", f"api_key: {SECRET}\n\x7fother: 1\n")
     code, _, err = run(["validate", using_preset(tmp_path, "conf.yaml")], capsys)
     assert code == 2 and "is not a workflow file" in err
-    assert "it begins 'api_key:' ..." in err and SECRET not in err
+    assert "api_key" not in err and SECRET not in err and "begins" not in err
     listed = write(tmp_path / "list.yml", "- " + "x" * 200 + "\n")
     code, _, err = run(["validate", using_preset(tmp_path, str(listed))], capsys)
-    assert code == 2 and "a list, not a mapping" in err and "x" * 40 not in err
+    assert code == 2 and "a list, not a mapping" in err and "xx" not in err
     escapes = write(tmp_path / "esc.yaml", "\x1b[31m red\n")
     code, _, err = run(["validate", using_preset(tmp_path, str(escapes))], capsys)
-    assert code == 2 and "not YAML" in err and "it begins '?[31m red'" in err
+    assert code == 2 and "not YAML" in err and "red" not in err
     assert "\x1b" not in err
     assert secret.read_text().startswith("api_key")  # (the file is only read)
 
@@ -136,8 +136,8 @@ def test_run_png_lists_what_the_stored_workflow_reads_before_running(tmp_path, m
                     tmp_path / "a", capsys)
     (tmp_path / "other").mkdir()
     monkeypatch.chdir(tmp_path / "other")
-    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--allow-pickle"],
-                         capsys)
+    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--allow-pickle",
+                          "--trust-inputs"], capsys)
     assert code == 0, err
     assert f"{png}: the stored workflow reads these files and folders:" in err
     assert f"  load.path: {pic}\n" in err
@@ -182,7 +182,8 @@ def test_png_records_input_files_as_absolute_paths_so_it_reruns_from_anywhere(
     wf.write_text(wf.read_text() + "# edited since\n")  # re-run from the text the PNG stores
     (tmp_path / "run2").mkdir()
     monkeypatch.chdir(tmp_path / "run2")
-    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                       capsys)
     assert code == 0, err
     assert np.array_equal(pixels(tmp_path / "b" / "shot_00001_.png"), pixels(pic))
 
@@ -206,12 +207,14 @@ def test_run_png_reports_a_stored_relative_path_that_now_names_another_file(
     png = saved_png(wf, tmp_path / "a", capsys)
     picture(tmp_path / "other" / "pic.png", 250)  # same name, another picture
     monkeypatch.chdir(tmp_path / "other")
-    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                         capsys)  # trusted, and still refused: not the file recorded
     assert code == 2, err
     assert "node 'load', field 'path'" in err and "'pic.png'" in err
     assert str((tmp_path / "other" / "pic.png").resolve()) in err
     assert str((tmp_path / "proj").resolve()) in err
     assert not (tmp_path / "b").exists()
     monkeypatch.chdir(tmp_path / "proj")  # from the recorded folder it names the same file
-    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache"], capsys)
+    code, _, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
+                       capsys)
     assert code == 0, err

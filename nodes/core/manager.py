@@ -74,7 +74,11 @@ def free_vram(device: torch.device) -> int:
 
 
 def parse_bytes(text: str) -> int:
-    """'12GB', '500 MiB', '8g', '1e9' -> bytes (decimal and binary units)."""
+    """'12GB', '500 MiB', '8g', '1e9' -> bytes (decimal and binary units).  Only finite sizes
+    (``inf``, ``nan`` and ``1e400`` say nothing a budget can use); the text is quoted cut short,
+    since it may be anything a user or a file gave."""
+    import math
+    from .errors import excerpt
     s = str(text).strip().lower().replace(" ", "")
     units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
              "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
@@ -88,9 +92,11 @@ def parse_bytes(text: str) -> int:
     try:
         value = float(number) * scale
     except ValueError:
-        raise ValueError(f"expected a size such as 12GB or 500MiB, got {text!r}") from None
+        raise ValueError(f"expected a size such as 12GB or 500MiB, got {excerpt(text)}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite size such as 12GB or 500MiB, got {excerpt(text)}")
     if value < 0:
-        raise ValueError(f"a size cannot be negative: {text!r}")
+        raise ValueError(f"a size cannot be negative: {excerpt(text)}")
     return int(value)
 
 

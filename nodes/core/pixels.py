@@ -7,9 +7,35 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, env_limit, excerpt, over_limit
 
 RESIZE_METHODS = ("bicubic", "bilinear", "nearest", "lanczos", "area")
+
+MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+"""Pillow's decompression-bomb threshold (about 89.5 megapixels) unless UNCLIP_MAX_IMAGE_PIXELS
+says otherwise: LoadImage refuses larger images before decoding them."""
+
+MAX_TENSOR_BYTES = 4 << 30
+"""The most bytes of one image or mask batch a node makes from its parameters (a mask canvas,
+a resize, outpaint padding, a grid) unless UNCLIP_MAX_TENSOR_BYTES says otherwise."""
+
+
+def check_allocation(what: str, batch: int, height: int, width: int, channels: int = 1,
+                     field: str | None = None) -> None:
+    """Before a node allocates a [batch, height, width, channels] float32 result: each frame
+    within the pixel limit (UNCLIP_MAX_IMAGE_PIXELS, as LoadImage's), the whole within the byte
+    limit (UNCLIP_MAX_TENSOR_BYTES).  Past them the allocation would fail, or the system would
+    end the process, instead of a message."""
+    pixels = height * width
+    limit = env_limit("IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+    if pixels > limit:
+        raise over_limit(f"{what} would be {width} x {height} = {pixels:,} pixels", pixels,
+                         limit, "IMAGE_PIXELS", field=field)
+    size = batch * pixels * channels * 4
+    limit = env_limit("TENSOR_BYTES", MAX_TENSOR_BYTES)
+    if size > limit:
+        raise over_limit(f"{what} would take {size:,} bytes ({batch} x {width} x {height} x "
+                         f"{channels} floats)", size, limit, "TENSOR_BYTES", field=field)
 
 
 def check_image(image: torch.Tensor, field: str = "image") -> torch.Tensor:
@@ -27,7 +53,8 @@ def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic"
     crop="center" first cuts the source to the target's aspect ratio (keeping the middle), so
     nothing is stretched; "none" stretches.
     """
-    _, h, w, _ = image.shape
+    b, h, w, c = image.shape
+    check_allocation("the resized image", b, height, width, c, field="width")
     x = image.float()
     if crop == "center":
         if w * height > h * width:  # source too wide
@@ -51,7 +78,7 @@ def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic"
     elif method == "area":
         out = F.interpolate(x, size=(height, width), mode="area")
     else:
-        raise UserError(f"unknown method {method!r}; one of {', '.join(RESIZE_METHODS)}",
+        raise UserError(f"unknown method {excerpt(method)}; one of {', '.join(RESIZE_METHODS)}",
                         field="method")
     return out.clamp(0, 1).movedim(1, -1).contiguous()
 
