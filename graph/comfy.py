@@ -791,7 +791,7 @@ def unnamed_reads(rs: Resolved, stored: Path, named: set[str]) -> list[UserError
     folder), the pack's own sample files and models found by name may be read without
     ``--trust-inputs``; a crafted workflow could otherwise read any local file into a run."""
     from ..nodes import folders
-    from ..nodes.checkpoint import POCKET
+    from ..nodes.core.checkpoint import POCKET
     here = Path(os.path.realpath(stored)).parent
     problems = []
     for nid, field, value, found in reads(rs):

@@ -78,7 +78,7 @@ def parse_bytes(text: str) -> int:
     (``inf``, ``nan`` and ``1e400`` say nothing a budget can use); the text is quoted cut short,
     since it may be anything a user or a file gave."""
     import math
-    from .errors import excerpt
+    from ..errors import excerpt
     s = str(text).strip().lower().replace(" ", "")
     units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
              "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
