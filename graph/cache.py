@@ -153,8 +153,10 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
 
 
 def versions(value: Any) -> tuple[int, ...]:
-    """torch bumps a tensor's ``_version`` on every in-place change: equal tuples = untouched."""
-    return tuple(t._version for t in tensors_in(value))
+    """torch bumps a tensor's ``_version`` on every in-place change: equal tuples = untouched.
+    Tensors made under ``torch.inference_mode()`` (ComfyUI runs every node so) keep no counter
+    and cannot be changed in place outside it: they count as -1, unchecked."""
+    return tuple(-1 if t.is_inference() else t._version for t in tensors_in(value))
 
 
 class MemoryTier:
