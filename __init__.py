@@ -17,6 +17,8 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from .graph.comfy_presets import preset_mappings
+    from .nodes.folders import comfy_folder_paths
+    comfy_folder_paths()  # inside ComfyUI: register models/unclip and make it, as the pack loads
     from .nodes import NODE_CLASS_MAPPINGS as node_classes
     from .nodes import NODE_DISPLAY_NAME_MAPPINGS as node_names
     classes, names = preset_mappings()

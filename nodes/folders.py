@@ -26,9 +26,6 @@ POCKET = PACK_DIR / "models" / "pocket"
 FOLDER_TYPE = "unclip"
 """The model folder type we register with ComfyUI's folder_paths."""
 
-PRIOR_PIPELINES = ("KandinskyV22PriorPipeline", "KandinskyV22PriorEmb2EmbPipeline")
-
-
 def comfy_folder_paths():
     """ComfyUI's folder_paths module when we run inside ComfyUI (it is importable), else None.
     Registers our folder type on first use."""
@@ -45,6 +42,10 @@ def comfy_folder_paths():
     paths = folder_paths.get_folder_paths(FOLDER_TYPE) if FOLDER_TYPE in known else []
     if default not in paths:  # an extra_model_paths.yaml 'unclip:' entry may come first
         folder_paths.add_model_folder_path(FOLDER_TYPE, default, is_default=True)
+        try:  # where a user is told to put checkpoints: there from the start
+            os.makedirs(default, exist_ok=True)
+        except OSError:
+            pass  # a read-only ComfyUI: the drop-downs are empty, the loaders say where to look
     return folder_paths
 
 
@@ -86,14 +87,20 @@ def checkpoints(roots: list[Path] | None = None) -> dict[str, tuple[Path, str | 
     return found
 
 
-def model_choices() -> list[str]:
-    """The loaders' drop-down: the bundled pocket model, then every checkpoint folder found."""
-    return ["pocket", *checkpoints()]
+def model_choices(stage: str | None = None) -> list[str]:
+    """A loader's drop-down: the bundled pocket model, then every checkpoint folder found that
+    holds ``stage`` (any, for LoadUnCLIP)."""
+    from .core.family import stages_held
+    return ["pocket", *(n for n, (_, cls) in checkpoints().items()
+                        if stage is None or stage in stages_held(cls))]
 
 
 def prior_choices() -> list[str]:
-    """LoadUnCLIP's prior_path drop-down: none, or a Kandinsky 2.2 prior folder."""
-    return ["", *(n for n, (_, cls) in checkpoints().items() if cls in PRIOR_PIPELINES)]
+    """LoadUnCLIP's prior_path drop-down: none, or a folder that holds a prior and no decoder
+    (a prior that ships in a folder of its own)."""
+    from .core.family import stages_held
+    return ["", *(n for n, (_, cls) in checkpoints().items()
+                  if "prior" in stages_held(cls) and "decoder" not in stages_held(cls))]
 
 
 def find_model(name: str) -> Path | None:

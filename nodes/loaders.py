@@ -127,7 +127,7 @@ def _stage_loader(type_: str, stage: str, socket: str, what: str):
           description=f"Load only the {what} of an unCLIP checkpoint (to combine stages from "
                       f"different checkpoints).",
           params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
-                        comfy_choices=model_choices), *_COMMON_PARAMS],
+                        comfy_choices=lambda: model_choices(stage)), *_COMMON_PARAMS],
           outputs=[Output(stage, socket)],
           fingerprint=_fingerprint((stage,), False), check=_check_device,
           infer=_infer((stage,), False, (stage,)))

@@ -76,8 +76,26 @@ def test_loaders_offer_comfyuis_unclip_folders_as_a_drop_down(comfy):
                      "k22-inpaint"]          # models/unclip first, then the extra folder
     priors, opts = inputs["prior_path"]
     assert priors == ["", "kandinsky22/prior"] and opts["default"] == ""
-    per_stage, _ = comfy_input_types(REGISTRY["LoadUnCLIPDecoder"])["required"]["path"]
-    assert per_stage == paths
+    decoders, _ = comfy_input_types(REGISTRY["LoadUnCLIPDecoder"])["required"]["path"]
+    assert decoders == ["pocket", "kandinsky22/decoder", "karlo-tiny", "k22-inpaint"]
+
+
+def test_each_per_stage_loader_lists_only_the_folders_that_hold_its_stage(comfy):
+    def listed(node):
+        return comfy_input_types(REGISTRY[node])["required"]["path"][0]
+    assert listed("LoadUnCLIPPrior") == ["pocket", "kandinsky22/prior", "karlo-tiny"]
+    assert listed("LoadUnCLIPClipText") == ["pocket", "kandinsky22/prior", "karlo-tiny"]
+    assert listed("LoadUnCLIPUpsampler") == ["pocket", "karlo-tiny"]
+    assert listed("LoadUnCLIPClipVision") == ["pocket", "kandinsky22/prior", "karlo-tiny"]
+
+
+def test_comfyuis_unclip_model_folder_is_made_when_the_pack_first_asks_for_it(tmp_path,
+                                                                            monkeypatch):
+    fp = fake_folder_paths(tmp_path / "ComfyUI")
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    assert not (tmp_path / "ComfyUI" / "models" / "unclip").exists()
+    comfy_input_types(REGISTRY["LoadUnCLIP"])
+    assert (tmp_path / "ComfyUI" / "models" / "unclip").is_dir()
 
 
 def test_a_kandinsky_pair_from_the_drop_down_loads(comfy):

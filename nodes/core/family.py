@@ -73,6 +73,12 @@ class Family:
     stages: ClassVar[dict[str, Stage]] = {}
     absent: ClassVar[dict[str, str]] = {}
     """stage -> why this family has none (validation says so where it is linked)"""
+    layouts: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """pipeline class -> the stages a folder of that class holds, where not all of the
+    family's (the per-stage loaders' drop-downs list only folders that hold their stage)"""
+
+    def holds(self, pipeline: str) -> tuple[str, ...]:
+        return self.layouts.get(pipeline, tuple(self.stages))
 
     # --- opening a checkpoint -------------------------------------------------------------------
 
@@ -171,6 +177,15 @@ def register(*families: Family) -> list[Family]:
         if all(f.name != g.name for g in FAMILIES):
             FAMILIES.append(f)
     return FAMILIES
+
+
+def stages_held(pipeline: str | None) -> tuple[str, ...]:
+    """The stages a folder whose model_index.json names ``pipeline`` holds; every stage for a
+    pipeline no family reads (its loader says what is wrong with it)."""
+    for f in FAMILIES:
+        if pipeline in f.pipelines:
+            return f.holds(pipeline)
+    return STAGES
 
 
 def by_name(name: str) -> Family:

@@ -536,6 +536,8 @@ class Kandinsky22(Family):
         "decoder": Stage(Decoder, ("decoder", "movq", "decoder_scheduler")),
     }
     absent = {"upsampler": NO_UPSAMPLER}
+    layouts = {**{p: ("clip_text", "clip_vision", "prior") for p in PRIOR_PIPELINES},
+               **{p: ("decoder",) for p in DECODER_PIPELINES}}
 
     def open(self, root: Path, stages, *, layout: bool, allow_pickle: bool = False,
              prior_path: str = "", config_only: bool = False) -> Checkpoint:

@@ -372,6 +372,8 @@ class Karlo(Family):
     label = "Karlo unCLIP"
     pipelines = ("UnCLIPPipeline", "UnCLIPImageVariationPipeline")
     reads_bare_folders = True  # the per-stage loaders always read bare component folders
+    layouts = {"UnCLIPImageVariationPipeline": ("clip_text", "clip_vision", "decoder",
+                                                "upsampler")}
     parts = {
         "text_encoder": _part("text_encoder", "config.json", "transformers",
                               "CLIPTextModelWithProjection"),
