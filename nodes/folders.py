@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from .errors import UserError
 
@@ -87,20 +88,20 @@ def checkpoints(roots: list[Path] | None = None) -> dict[str, tuple[Path, str | 
     return found
 
 
-def model_choices(stage: str | None = None) -> list[str]:
+def model_choices(holds: Callable[[str | None], tuple[str, ...]] | None = None,
+                  stage: str | None = None) -> list[str]:
     """A loader's drop-down: the bundled pocket model, then every checkpoint folder found that
-    holds ``stage`` (any, for LoadUnCLIP)."""
-    from .core.family import stages_held
+    holds ``stage`` (any, for LoadUnCLIP); ``holds(pipeline class)`` says which stages a folder
+    holds (the family registry's ``stages_held``)."""
     return ["pocket", *(n for n, (_, cls) in checkpoints().items()
-                        if stage is None or stage in stages_held(cls))]
+                        if stage is None or holds is None or stage in holds(cls))]
 
 
-def prior_choices() -> list[str]:
+def prior_choices(holds: Callable[[str | None], tuple[str, ...]]) -> list[str]:
     """LoadUnCLIP's prior_path drop-down: none, or a folder that holds a prior and no decoder
     (a prior that ships in a folder of its own)."""
-    from .core.family import stages_held
     return ["", *(n for n, (_, cls) in checkpoints().items()
-                  if "prior" in stages_held(cls) and "decoder" not in stages_held(cls))]
+                  if "prior" in holds(cls) and "decoder" not in holds(cls))]
 
 
 def find_model(name: str) -> Path | None:

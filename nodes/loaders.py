@@ -17,7 +17,7 @@ from . import runtime
 from .core.checkpoint import (CLIP_TEXT, CLIP_VISION, DECODER, DTYPES, LOADED, POCKET,  # noqa: F401
                               PRIOR, UPSAMPLER, Checkpoint, clear_model_cache, existing_dir,
                               resolve_path)
-from .core.family import STAGES, by_name, open_checkpoint  # noqa: F401 -- named here too
+from .core.family import STAGES, by_name, open_checkpoint, stages_held  # noqa: F401
 from .declare import Output, Param, node
 from .errors import UserError
 from .folders import model_choices, prior_choices
@@ -103,7 +103,8 @@ _ALL = STAGES
                   "with its prior folder) as one model handle per stage.",
       params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
                     comfy_choices=model_choices),
-              Param("prior_path", "STRING", default="", comfy_choices=prior_choices,
+              Param("prior_path", "STRING", default="",
+                    comfy_choices=lambda: prior_choices(stages_held),
                     tooltip="Kandinsky 2.2 only: its prior folder (kandinsky-2-2-prior), when path "
                             "is a decoder folder; empty for Karlo and for a combined folder"),
               *_COMMON_PARAMS],
@@ -127,7 +128,8 @@ def _stage_loader(type_: str, stage: str, socket: str, what: str):
           description=f"Load only the {what} of an unCLIP checkpoint (to combine stages from "
                       f"different checkpoints).",
           params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
-                        comfy_choices=lambda: model_choices(stage)), *_COMMON_PARAMS],
+                        comfy_choices=lambda: model_choices(stages_held, stage)),
+                  *_COMMON_PARAMS],
           outputs=[Output(stage, socket)],
           fingerprint=_fingerprint((stage,), False), check=_check_device,
           infer=_infer((stage,), False, (stage,)))

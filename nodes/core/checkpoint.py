@@ -107,35 +107,96 @@ def _wholes(v) -> bool:
     return isinstance(v, list) and bool(v) and all(_whole(x) for x in v)
 
 
+def _pos(v) -> bool:
+    return _whole(v) and v >= 1
+
+
+def _poss(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(_pos(x) for x in v)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _one_of(*choices):
+    shown = ", ".join(repr(c) for c in choices if c is not None)
+    return (f"one of {shown}" + (" or null" if None in choices else ""),
+            lambda v: v in choices)
+
+
+MAX_TRAIN_TIMESTEPS = 100_000
+"""More training timesteps than any scheduler uses: past it a config's num_train_timesteps
+would only make the schedulers allocate for minutes (1e9 of them) before anything runs."""
+
 _TYPES = {
     "whole": ("a whole number", _whole),
     "whole?": ("a whole number or null", lambda v: v is None or _whole(v)),
-    "wholes": ("a list of whole numbers", _wholes),
-    "whole|wholes": ("a whole number or a list of them", lambda v: _whole(v) or _wholes(v)),
-    "whole|wholes?": ("a whole number, a list of them or null",
-                      lambda v: v is None or _whole(v) or _wholes(v)),
-    "number?": ("a number or null", lambda v: v is None or (isinstance(v, (int, float))
-                                                            and not isinstance(v, bool))),
+    "pos": ("a whole number of at least 1", _pos),
+    "pos?": ("a whole number of at least 1, or null", lambda v: v is None or _pos(v)),
+    "poss": ("a list of whole numbers of at least 1", _poss),
+    "pos|poss": ("a whole number of at least 1 or a list of them",
+                 lambda v: _pos(v) or _poss(v)),
+    "pos|poss?": ("a whole number of at least 1, a list of them or null",
+                  lambda v: v is None or _pos(v) or _poss(v)),
+    "number?": ("a number or null", lambda v: v is None or _number(v)),
+    "timesteps?": (f"a whole number from 1 to {MAX_TRAIN_TIMESTEPS:,}, or null",
+                   lambda v: v is None or (_pos(v) and v <= MAX_TRAIN_TIMESTEPS)),
+    "beta": ("a number between 0 and 1", lambda v: _number(v) and 0 < v < 1),
+    "rgb": ("a list of 3 numbers", lambda v: isinstance(v, list) and len(v) in (1, 3)
+            and all(map(_number, v))),
     "size": ("a whole number or an object of them (height, width)",
-             lambda v: _whole(v) or (isinstance(v, dict) and all(map(_whole, v.values())))),
+             lambda v: _pos(v) or (isinstance(v, dict) and bool(v)
+                                   and all(map(_pos, v.values())))),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "text?": ("a text or null", lambda v: v is None or isinstance(v, str)),
+    "beta_schedule": _one_of("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"),
+    "variance_type": _one_of("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log",
+                             "learned", "learned_range", None),
+    "prediction_type": _one_of("epsilon", "sample", "v_prediction"),
+    "timestep_spacing": _one_of("linspace", "leading", "trailing"),
 }
 CONFIG_TYPES = {key: _TYPES[kind] for key, kind in {
-    "in_channels": "whole", "out_channels": "whole", "latent_channels": "whole",
-    "block_out_channels": "wholes", "sample_size": "whole|wholes",
-    "cross_attention_dim": "whole|wholes?", "embedding_dim": "whole",
-    "embedding_proj_dim": "whole?", "clip_embed_dim": "whole?", "num_embeddings": "whole",
-    "projection_dim": "whole", "hidden_size": "whole", "max_position_embeddings": "whole",
-    "image_size": "whole", "clip_embeddings_dim": "whole", "time_embed_dim": "whole?",
-    "time_embedding_dim": "whole?", "encoder_hid_dim": "whole?", "model_max_length": "number?",
-    "num_train_timesteps": "whole?", "crop_size": "size", "do_center_crop": "bool",
-    "class_embed_type": "text?", "variance_type": "text?", "addition_embed_type": "text?",
-    "encoder_hid_dim_type": "text?", "encoder_hid_proj_type": "text?",
+    "in_channels": "pos", "out_channels": "pos", "latent_channels": "pos",
+    "block_out_channels": "poss", "sample_size": "pos|poss?",
+    "cross_attention_dim": "pos|poss?", "embedding_dim": "pos",
+    "embedding_proj_dim": "pos?", "clip_embed_dim": "pos?", "num_embeddings": "pos",
+    "projection_dim": "pos", "hidden_size": "pos", "max_position_embeddings": "pos",
+    "image_size": "pos", "clip_embeddings_dim": "pos", "time_embed_dim": "pos?",
+    "time_embedding_dim": "pos?", "encoder_hid_dim": "pos?", "model_max_length": "number?",
+    "num_train_timesteps": "timesteps?", "crop_size": "size", "do_center_crop": "bool",
+    "class_embed_type": "text?", "variance_type": "variance_type",
+    "addition_embed_type": "text?", "encoder_hid_dim_type": "text?",
+    "encoder_hid_proj_type": "text?", "beta_schedule": "beta_schedule",
+    "prediction_type": "prediction_type", "timestep_spacing": "timestep_spacing",
+    "beta_start": "beta", "beta_end": "beta", "image_mean": "rgb", "image_std": "rgb",
+    "num_attention_heads": "pos|poss?", "num_hidden_layers": "pos", "vocab_size": "pos",
+    "layers_per_block": "pos|poss",
 }.items()}
 """The config values that this pack's fit checks and handles compute with (before any model
 is built), and the types they must have; everything else is the model classes' to check
 when they are built (``load_part``)."""
+
+
+def tokenizer_problems(folder: Path, field: str = "path") -> list[UserError]:
+    """What is wrong with a CLIP tokenizer's vocabulary, before transformers reads it (an empty
+    or ill-typed vocab.json makes it fail deep inside, or tokenize every prompt to nothing)."""
+    vocab = folder / "vocab.json"
+    if not vocab.is_file():
+        return []
+    from ..errors import file_limit, parse_json
+    try:
+        with open(vocab, "rb") as f:
+            raw = f.read(file_limit() + 1)
+        data = parse_json(raw.decode("utf-8"), None, "JSON")
+    except (OSError, UnicodeDecodeError, UserError) as e:
+        return [err(f"cannot read {vocab}: {getattr(e, 'message', None) or e}", field)]
+    if not isinstance(data, dict) or not data:
+        return [err(f"{vocab}: the vocabulary must be a non-empty object of token -> id, got "
+                    f"{_json_kind(data) if data else 'an empty one'}", field)]
+    if not all(_whole(v) for v in data.values()):
+        return [err(f"{vocab}: every token's id must be a whole number", field)]
+    return []
 
 
 def mismatch_collector():

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError, UserErrors
 from .checkpoint import (Checkpoint, err, existing_dir, hash_file, open_once, pipeline_class,
-                         read_json, resolve_path, scan_weights)
+                         read_json, resolve_path, scan_weights, tokenizer_problems)
 from .facts import Facts
 
 
@@ -111,6 +111,8 @@ class Family:
             if spec.expect and got and got != spec.cls[1]:
                 problems.append(err(f"{part}/{spec.marker} describes a {got}, expected "
                                     f"{spec.cls[1]}"))
+            if spec.cls[1].endswith(("Tokenizer", "TokenizerFast")):
+                problems += tokenizer_problems(d)
             problems += scan_weights(d, part, files, weighted=spec.weighted and not config_only,
                                      allow_pickle=allow_pickle)
         problems += self.fit_problems(parts)

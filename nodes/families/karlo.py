@@ -76,7 +76,7 @@ def sample_decoder(decoder, text_proj, image_embeds: torch.Tensor,
     device = decoder.device
     model = decoder_model(decoder, text_proj, image_embeds, text, uncond,
                           guidance_scale=guidance_scale)
-    channels, size = decoder.config.in_channels, decoder.config.sample_size
+    channels, size = decoder.config.in_channels, decoder.config.sample_size or 64
     timesteps = sampler.timesteps(steps)
     if x_T is None:
         x = noise((image_embeds.shape[0], channels, size, size), generator, device)
@@ -134,7 +134,7 @@ def sample_upsampler(first, last, low_res: torch.Tensor, *, steps: int,
     as in ``core.sampling.sample`` (RePaint)."""
     from .. import runtime
     device, dtype = first.device, first.dtype
-    channels, size = first.config.in_channels // 2, first.config.sample_size
+    channels, size = first.config.in_channels // 2, first.config.sample_size or 256
     timesteps = sampler.timesteps(steps)
     if x_T is None:
         x = noise((low_res.shape[0], channels, size, size), generator, device)
@@ -218,7 +218,7 @@ class DecoderModel(ModelHandle):
 
     @property
     def sample_size(self) -> int:
-        return int(self.config("decoder").get("sample_size", 64))
+        return int(self.config("decoder").get("sample_size") or 64)
 
     @property
     def clip_dim(self) -> int:
@@ -337,7 +337,7 @@ class UpsamplerModel(ModelHandle):
 
     @property
     def sample_size(self) -> int:
-        return int(self.config("super_res_first").get("sample_size", 256))
+        return int(self.config("super_res_first").get("sample_size") or 256)
 
     @property
     def channels(self) -> int:
