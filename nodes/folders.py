@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +48,27 @@ def comfy_folder_paths():
             os.makedirs(default, exist_ok=True)
         except OSError:
             pass  # a read-only ComfyUI: the drop-downs are empty, the loaders say where to look
+        copy_samples(Path(folder_paths.get_input_directory()))
     return folder_paths
+
+
+SAMPLES = "workflows/images"
+"""Where the pack's sample pictures lie, in the pack and (copied) in ComfyUI's input folder."""
+
+
+def copy_samples(input_dir: Path) -> None:
+    """The pack's sample pictures, copied into ComfyUI's input folder under the names the
+    example workflows use (``workflows/images/...``), so that its front end previews them like
+    any input file (it fetches them from there) and the mask editor can paint on them.  Files
+    already there are left as they are."""
+    target = input_dir / SAMPLES
+    for f in sorted((PACK_DIR / SAMPLES).glob("*.png")):
+        try:
+            if not (target / f.name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target / f.name)
+        except OSError:
+            return  # a read-only input folder: LoadImage still finds them in the pack
 
 
 def model_roots() -> list[Path]:
@@ -159,10 +180,15 @@ def comfy_input_path(name: str, field: str = "path") -> Path | None:
         else folder / name
     if not p.is_absolute():
         p = folder / p
-    sample = PACK_DIR / "workflows" / "images" / Path(name).name
-    if Path(name).as_posix().startswith("workflows/images/") and not p.exists() \
-            and sample.is_file():
+    sample = PACK_DIR / SAMPLES / Path(name).name
+    if Path(name).as_posix().startswith(SAMPLES + "/") and not p.exists() and sample.is_file():
         return sample.resolve()  # the example workflows' sample pictures
+    from . import runtime
+    base = runtime.base_dir()  # a preset run inside ComfyUI: its default names a pack sample
+    if base is not None and not p.exists() and not Path(name).is_absolute():
+        near = (base / name).resolve()
+        if inside(near, [PACK_DIR / SAMPLES]) and near.is_file():
+            return near
     if not inside(p, [folder]):
         raise UserError(f"{name}: ComfyUI's LoadImage reads only from its input folder "
                         f"({folder}); upload the image or pick it from the list", field=field)

@@ -142,3 +142,24 @@ def test_the_unclip_folder_type_is_registered_when_comfyui_has_none(tmp_path, mo
     fp = fake_folder_paths(tmp_path)               # no 'unclip' type yet: KeyError in ComfyUI
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
     assert model_roots() == [tmp_path / "models" / "unclip"]
+
+
+def test_the_pack_samples_are_copied_into_comfyuis_input_folder_to_preview(comfy):
+    comfy_input_types(REGISTRY["LoadImage"])  # the pack registers its folders on first use
+    copied = comfy / "input" / "workflows" / "images" / "red_circle_white.png"
+    assert copied.read_bytes() == (images.PACK_DIR / "workflows" / "images" /
+                                   "red_circle_white.png").read_bytes()
+    copied.write_bytes(b"mine")  # the user's own file of that name is never overwritten
+    from unclip_nodes.nodes import folders
+    folders.copy_samples(comfy / "input")
+    assert copied.read_bytes() == b"mine"
+
+
+def test_a_presets_sample_image_default_resolves_inside_comfyui(comfy, tmp_path):
+    from unclip_nodes.graph import Cache, run_workflow
+    shipped = images.PACK_DIR / "workflows" / "image_variations.yaml"
+    result = run_workflow(shipped, {"steps": 2, "upsample_steps": 2}, cache=Cache.off(),
+                          out_dir=tmp_path / "out")
+    assert result.outputs["images"].shape[0] >= 1
+    with pytest.raises(UserError, match="no such file"):
+        images.load_image("images/red_circle_white.png")  # outside a preset: the input folder
