@@ -102,7 +102,9 @@ def _check(prior: PriorBackend, text: TextEmbeds, field: str) -> None:
 def prior_node(prior: PriorBackend, text: TextEmbeds, negative: TextEmbeds | None, steps: int,
                guidance_scale: float, seed: int, candidates: int):
     if prior is None:
-        raise UserError("no prior is linked (an image-variation checkpoint has none)", field="prior")
+        raise UserError("the linked prior is empty: its loader's checkpoint has no prior (an "
+                        "image-variation checkpoint, or a decoder folder: load the prior's own "
+                        "folder)", field="prior")
     runs = seed if isinstance(seed, tuple) else None
     if runs is None:
         batch = _rows(prior, text, negative, candidates, guidance_scale)

@@ -30,7 +30,9 @@ from .widgets import SEED_PARAM
       infer=lambda params, inputs: handle(inputs, "upsampler") and None, batch="seed")
 def upsample_node(upsampler: UpsamplerBackend, image: torch.Tensor, steps: int, seed: int):
     if upsampler is None:
-        raise UserError("no upsampler is linked (the checkpoint has none)", field="upsampler")
+        raise UserError("the linked upsampler is empty: its loader's checkpoint has no upsampler "
+                        "(families that decode at full resolution have none: set the "
+                        "Decoder's width and height instead)", field="upsampler")
     runs = seed if isinstance(seed, tuple) else None
     images = image if isinstance(image, tuple) else (image,) * (len(runs) if runs else 1)
     for one in images:
