@@ -45,8 +45,7 @@ def refusal(root: Path) -> str:
      "'num_train_timesteps' must be a whole number from 1 to 100,000"),
     ("prior_scheduler", "scheduler_config.json", "num_train_timesteps", "1000",
      "'num_train_timesteps' must be a whole number from 1 to 100,000"),
-    ("decoder", "config.json", "sample_size", 0, "'sample_size' must be a whole number of at "
-     "least 1"),
+    ("decoder", "config.json", "sample_size", 0, "'sample_size' must be at least 1, got 0"),
     ("decoder", "config.json", "in_channels", "three", "'in_channels' must be a whole number"),
     ("feature_extractor", "preprocessor_config.json", "image_mean", "grey",
      "'image_mean' must be a list of 3 numbers"),

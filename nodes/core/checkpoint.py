@@ -82,9 +82,12 @@ def read_json(p: Path, field: str = "path") -> dict:
                                       if k in ("text_config", "vision_config")]:
         if not isinstance(cfg, dict):
             raise err(f"{p}: '{scope[:-1]}' must be an object, got {_json_kind(cfg)}", field)
-        for key, (what, ok) in CONFIG_TYPES.items():
+        for key, (what, ok, *positive) in CONFIG_TYPES.items():
             if key in cfg and not ok(cfg[key]):
                 raise err(f"{p}: '{scope}{key}' must be {what}, got "
+                          f"{_json_value(cfg[key])}", field)
+            if key in cfg and positive and not positive[0](cfg[key]):
+                raise err(f"{p}: '{scope}{key}' must be at least 1, got "
                           f"{_json_value(cfg[key])}", field)
     return data
 
@@ -132,12 +135,12 @@ would only make the schedulers allocate for minutes (1e9 of them) before anythin
 _TYPES = {
     "whole": ("a whole number", _whole),
     "whole?": ("a whole number or null", lambda v: v is None or _whole(v)),
-    "pos": ("a whole number of at least 1", _pos),
-    "pos?": ("a whole number of at least 1, or null", lambda v: v is None or _pos(v)),
-    "poss": ("a list of whole numbers of at least 1", _poss),
-    "pos|poss": ("a whole number of at least 1 or a list of them",
-                 lambda v: _pos(v) or _poss(v)),
-    "pos|poss?": ("a whole number of at least 1, a list of them or null",
+    "pos": ("a whole number", _whole, _pos),
+    "pos?": ("a whole number or null", lambda v: v is None or _whole(v),
+             lambda v: v is None or _pos(v)),
+    "poss": ("a list of whole numbers", _wholes, _poss),
+    "pos|poss?": ("a whole number, a list of them or null",
+                  lambda v: v is None or _whole(v) or _wholes(v),
                   lambda v: v is None or _pos(v) or _poss(v)),
     "number?": ("a number or null", lambda v: v is None or _number(v)),
     "timesteps?": (f"a whole number from 1 to {MAX_TRAIN_TIMESTEPS:,}, or null",
@@ -146,6 +149,7 @@ _TYPES = {
     "rgb": ("a list of 3 numbers", lambda v: isinstance(v, list) and len(v) in (1, 3)
             and all(map(_number, v))),
     "size": ("a whole number or an object of them (height, width)",
+             lambda v: _whole(v) or (isinstance(v, dict) and all(map(_whole, v.values()))),
              lambda v: _pos(v) or (isinstance(v, dict) and bool(v)
                                    and all(map(_pos, v.values())))),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
@@ -171,7 +175,6 @@ CONFIG_TYPES = {key: _TYPES[kind] for key, kind in {
     "prediction_type": "prediction_type", "timestep_spacing": "timestep_spacing",
     "beta_start": "beta", "beta_end": "beta", "image_mean": "rgb", "image_std": "rgb",
     "num_attention_heads": "pos|poss?", "num_hidden_layers": "pos", "vocab_size": "pos",
-    "layers_per_block": "pos|poss",
 }.items()}
 """The config values that this pack's fit checks and handles compute with (before any model
 is built), and the types they must have; everything else is the model classes' to check
