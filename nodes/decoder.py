@@ -18,7 +18,7 @@ from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
 from .errors import UserError
 from .types import ImageEmbeds, TextEmbeds, socket_type
-from .widgets import SEED_PARAM, guidance_param
+from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
 
 
 def _latent_encode(t: torch.Tensor):
@@ -100,10 +100,12 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
            hint: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one image per row of ``cond`` -> [N, 3, H, W] in [-1, 1].
 
-    Random draws, all from ``generator(seed)``: the initial noise (x_T unless linked; with an
+    Random draws, all from ``generator(seed)``: the conditioning's own (``draw``, when the
+    decoder has it), the initial noise (x_T unless linked; with an
     ``image``, the noise that takes it to the first level), then one per step.  ``seed`` may be
     ``Generators``: several runs batched, each drawing from its own."""
     generator = seed if isinstance(seed, Generators) else make_generator(seed)
+    cond = draw_conditioning(decoder, cond, generator)
     shape = decoder.latent_shape(*size)
     rows = cond.rows
     start = initial_noise(shape, rows, x_T, same_noise, generator)
@@ -124,6 +126,12 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
         x = x * sampler.init_noise_sigma
     x = sample(model, sampler, timesteps, x, generator)
     return decoder.decode(x)
+
+
+def draw_conditioning(decoder: DecoderBackend, cond: Conditioning, generator) -> Conditioning:
+    """``cond`` with its own random numbers drawn, for decoders whose conditioning has some."""
+    draw = getattr(decoder, "draw", None)
+    return draw(cond, generator) if draw is not None else cond
 
 
 # --- the node -----------------------------------------------------------------------------------
@@ -214,7 +222,8 @@ def _check_decoder_params(params: dict) -> None:
               Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
                     tooltip="image-to-image only: how far the image is noised (1 = to the first "
                             "step's level, almost pure noise; 0.3 = keep most of it); the last "
-                            "strength x steps steps run")],
+                            "strength x steps steps run"),
+              *CONDITIONING_PARAMS],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
       infer=lambda params, inputs: check_links(inputs, "decode"), batch="seed")
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
@@ -222,7 +231,8 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,
                  same_noise: bool = False, image: torch.Tensor | None = None,
                  hint: torch.Tensor | None = None, width: int = 0, height: int = 0,
-                 strength: float = 1.0):
+                 strength: float = 1.0, noise_level: int = 0, prompt: str = "",
+                 negative_prompt: str = "", per_image_noise: bool = False):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     if decoder.variant == "inpaint":
@@ -238,16 +248,20 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
         raise UserError("link either noise (x_T) or an image for image-to-image, not both",
                         field="image")
     rule = decoder.sampler(sampler, eta)
+    options = conditioning_options(noise_level=noise_level, prompt=prompt,
+                                   negative_prompt=negative_prompt,
+                                   per_image_noise=per_image_noise)
     runs = seed if isinstance(seed, tuple) else None
     if runs is None:
         cond, size, pixels, hints, x_T = _inputs(decoder, image_embeds, text, noise, image, hint,
-                                                 images_per_embedding, width, height)
+                                                 images_per_embedding, width, height, options)
         decoder.check_guidance(cond, guidance_scale)
         generator = seed
     else:  # --batch: one decode per seed, each with its own inputs, in one model call
         pick = lambda v, i: v[i] if isinstance(v, tuple) else v  # noqa: E731
         parts = [_inputs(decoder, pick(image_embeds, i), pick(text, i), pick(noise, i),
-                         pick(image, i), pick(hint, i), images_per_embedding, width, height)
+                         pick(image, i), pick(hint, i), images_per_embedding, width, height,
+                         options)
                  for i in range(len(runs))]
         if len({p[1] for p in parts}) > 1:
             raise UserError("batched decodes must have one size; run without --batch",
@@ -270,9 +284,10 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
     return to_image(x)
 
 
-def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height):
+def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height,
+            options: dict | None = None):
     """What one decode samples from: (conditioning, size, img2img pixels, hints, x_T)."""
-    cond = decoder.conditioning(image_embeds, text, images_per_embedding)
+    cond = decoder.conditioning(image_embeds, text, images_per_embedding, **(options or {}))
     if noise is not None and width == 0 and height == 0:
         size = decoder.size_of(noise)
     else:

@@ -86,6 +86,11 @@ class DecoderBackend(Protocol):
         """Pair embeddings (and captions) row by row; UserError naming the field if they do not
         fit.  ``options``: the Decoder's family-specific settings (``noise_level``...)."""
 
+    def draw(self, cond: Conditioning, generator) -> Conditioning:
+        """Optional: the conditioning's own random numbers (e.g. noise augmentation of the
+        image embedding), drawn from the decode's generator before anything else.  Nodes call
+        it when the handle has it; a family whose conditioning draws nothing leaves it out."""
+
     def check_guidance(self, cond: Conditioning, guidance_scale: float) -> None:
         """UserError when guidance is asked for but the conditioning lacks its other branch."""
 
