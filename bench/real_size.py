@@ -1,4 +1,5 @@
-"""Kandinsky 2.2 at its real size, with random weights: our executor against diffusers' pipelines.
+"""Kandinsky 2.2 and Stable unCLIP at their real size, with random weights: our executor against
+diffusers' pipelines.
 
 The components are built from the real checkpoints' configs (``bench/configs/kandinsky22``) with
 random weights, once, and saved as safetensors in diffusers' folder layout under ``--cache``
@@ -15,6 +16,14 @@ each in a fresh child process, so that each peak RSS is its own (``wait4``'s ru_
 script prints a Markdown table and the largest pixel difference between the two images.
 
     .venv/bin/python bench/real_size.py --cache ~/.cache/unclip-nodes/real-size
+
+``--family stable_unclip`` does the same for Stable unCLIP's text-to-image -small layout
+(``bench/configs/stable_unclip/l/txt2img``: Karlo's prior, SD 2.1 UNet, VAE; about 9.7 GB in
+float32) with ``workflows/stable_unclip/text_to_image.yaml`` against one ``StableUnCLIPPipeline``
+call (default 768 px, guidance 4 in the prior and 10 in the decoder, noise_level 0).  diffusers
+draws the prior's, the embedding's and the latents' noise from one generator where our Prior and
+Decoder each have their own: its prior gets a generator of the seed, and the embedding noise and
+latents are drawn from another one of the seed in our Decoder's order and handed to it.
 """
 from __future__ import annotations
 
@@ -77,12 +86,86 @@ def build(cache: Path) -> None:
         (dst / "done").write_text("ok\n")
 
 
+SU_CONFIGS = ROOT / "bench" / "configs" / "stable_unclip" / "l" / "txt2img"
+SU_WORKFLOW = ROOT / "workflows" / "stable_unclip" / "text_to_image.yaml"
+SU_PROMPT = "a photo of a red cat"
+
+
+def build_stable_unclip(cache: Path) -> None:
+    """Random-weight components from the -small text-to-image configs, one at a time, with
+    word-list tokenizers (the SD one pads with "!", the prior's with EOS, as the real ones)."""
+    import torch
+
+    from unclip_nodes.nodes.core.checkpoint import instantiate
+    from unclip_nodes.nodes.loaders import open_checkpoint
+    from unclip_nodes.nodes.tiny_stable_unclip import _tokenizer
+
+    dst = cache / "stable_unclip_l_txt2img"
+    if (dst / "done").is_file():
+        return
+    shutil.copytree(SU_CONFIGS, dst, dirs_exist_ok=True)
+    for folder, pad in (("tokenizer", "!"), ("prior_tokenizer", "<|endoftext|>")):
+        _tokenizer(pad).save_pretrained(str(dst / folder))
+    ck = open_checkpoint(str(dst), ("clip_text", "prior", "decoder"), layout=False,
+                         config_only=True)
+    for part in sorted(ck.classes):
+        if ck.classes[part][1] == "CLIPTokenizer" or ck.classes[part][1].endswith("Scheduler"):
+            continue
+        if any(ck.dir(part).glob("*.safetensors")):
+            continue
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        model = instantiate(ck, part, device="cpu")
+        if part == "prior":  # as trained priors have: a spread, not zeros
+            with torch.no_grad():
+                model.clip_std.fill_(1.0)
+        model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
+        n = sum(p.numel() for p in model.parameters())
+        del model
+        print(f"built stable_unclip/{ck.dir(part).name}: {n:,} parameters in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+    (dst / "done").write_text("ok\n")
+
+
+def stable_unclip_child(kind: str, cache: Path, out: Path, size: int, prior_steps: int,
+                        steps: int, seed: int):
+    """One Stable unCLIP text-to-image in this process -> the image as an array."""
+    import torch
+
+    folder = cache / "stable_unclip_l_txt2img"
+    if kind == "executor":
+        from unclip_nodes.graph import run_workflow
+        from unclip_nodes.graph.cache import Cache
+        r = run_workflow(SU_WORKFLOW, {"model": str(folder), "prompt": SU_PROMPT,
+                                       "prior_steps": prior_steps, "steps": steps, "seed": seed,
+                                       "width": size, "height": size},
+                         cache=Cache.off(), out_dir=out / "executor_png")
+        return r.outputs["image"].numpy()
+    from diffusers import StableUnCLIPPipeline
+    pipe = StableUnCLIPPipeline.from_pretrained(str(folder), dtype=torch.float32,
+                                                local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    dim = pipe.prior.config.embedding_dim
+    by_hand = torch.Generator("cpu").manual_seed(seed)  # our Decoder's draws, in its order
+    noise = torch.randn(1, dim, generator=by_hand)
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    latents = torch.randn(1, pipe.unet.config.in_channels, size // factor, size // factor,
+                          generator=by_hand)
+    plain = pipe.noise_image_embeddings
+    pipe.noise_image_embeddings = lambda image_embeds, noise_level, noise_=None, generator=None: \
+        plain(image_embeds, noise_level, noise=noise)
+    return pipe(SU_PROMPT, height=size, width=size, num_inference_steps=steps,
+                guidance_scale=10.0, prior_num_inference_steps=prior_steps,
+                prior_guidance_scale=4.0, latents=latents,
+                generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+
+
 def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps: int,
-          seed: int, ram_budget: str | None = None) -> None:
+          seed: int, ram_budget: str | None = None, family: str = "kandinsky22") -> None:
     """Runs in the child process: one text-to-image, its image saved as .npy."""
     import numpy as np
     import torch
@@ -93,7 +176,9 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
 
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    if kind == "executor":
+    if family == "stable_unclip":
+        image = stable_unclip_child(kind, cache, out, size, prior_steps, steps, seed)
+    elif kind == "executor":
         from unclip_nodes.graph.cache import Cache
         from unclip_nodes.graph import run_workflow
         r = run_workflow(WORKFLOW, {"prior": str(cache / "prior"),
@@ -126,7 +211,7 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
 def measure(kind: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--cache", str(args.cache), "--out",
            str(args.out), "--size", str(args.size), "--prior-steps", str(args.prior_steps),
-           "--steps", str(args.steps), "--seed", str(args.seed)]
+           "--steps", str(args.steps), "--seed", str(args.seed), "--family", args.family]
     if kind == "executor" and args.ram_budget:
         cmd += ["--ram-budget", args.ram_budget]
     t = time.perf_counter()
@@ -144,7 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path,
                     default=Path.home() / ".cache" / "unclip-nodes" / "real-size")
     ap.add_argument("--out", type=Path, default=Path("/tmp/unclip-real-size"))
-    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--family", choices=("kandinsky22", "stable_unclip"), default="kandinsky22")
+    ap.add_argument("--size", type=int, help="pixels (default: 512 Kandinsky 2.2, 768 Stable "
+                    "unCLIP)")
     ap.add_argument("--prior-steps", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -153,14 +240,16 @@ def main(argv=None) -> int:
     ap.add_argument("--ram-budget", metavar="SIZE",
                     help="the executor's model manager RAM budget (e.g. 8GB)")
     args = ap.parse_args(argv)
+    if args.size is None:
+        args.size = 768 if args.family == "stable_unclip" else 512
     args.out.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(args.child, args.cache, args.out, args.size, args.prior_steps, args.steps,
-              args.seed, args.ram_budget)
+              args.seed, args.ram_budget, args.family)
         return 0
     import numpy as np
     t = time.perf_counter()
-    build(args.cache)
+    (build_stable_unclip if args.family == "stable_unclip" else build)(args.cache)
     print(f"components ready in {time.perf_counter() - t:.0f} s; "
           f"{disk_bytes(args.cache) / 1e9:.1f} GB on disk in {args.cache}", flush=True)
     kinds = ("executor", "diffusers") if args.only is None else (args.only,)
@@ -173,12 +262,14 @@ def main(argv=None) -> int:
     if len(rows) < 2:
         print(f"largest pixel difference from the other side's last image: {diff:.2e}")
         return 0
-    print(f"\nKandinsky 2.2 text to image, {args.prior_steps} prior + {args.steps} decoder steps, "
+    title = "Stable unCLIP (-small layout)" if args.family == "stable_unclip" else "Kandinsky 2.2"
+    print(f"\n{title} text to image, {args.prior_steps} prior + {args.steps} decoder steps, "
           f"{args.size} px, fp32, CPU ({os.cpu_count()} cores)\n")
     print("| run | time in the process (s) | wall incl. start-up (s) | peak RSS (GB) |")
     print("|---|---|---|---|")
     for kind, r in rows.items():
         name = "executor (workflow, cache off)" if kind == "executor" else \
+            "diffusers StableUnCLIPPipeline" if args.family == "stable_unclip" else \
             "diffusers prior + decoder pipelines"
         if kind == "executor" and args.ram_budget:
             name += f", --ram-budget {args.ram_budget}"
