@@ -185,8 +185,9 @@ def _check_decoder_params(params: dict) -> None:
       inputs=[Input("decoder", "UNCLIP_DECODER"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
-                    tooltip="captions (Karlo); the empty prompt when absent (image variations). "
-                            "Kandinsky 2.2's decoder reads no text"),
+                    tooltip="captions (Karlo; for Stable unCLIP their prompts are the SD prompt "
+                            "unless 'prompt' is set); the empty prompt when absent (image "
+                            "variations). Kandinsky 2.2's decoder reads no text"),
               Input("noise", "UNCLIP_LATENT", optional=True,
                     tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every "
                             "image"),
@@ -207,7 +208,8 @@ def _check_decoder_params(params: dict) -> None:
                             "batch grows by this factor, one embedding's images side by side."),
               Param("sampler", "COMBO", default="unclip", choices=SAMPLERS,
                     tooltip="unclip: the checkpoint's own scheduler (Karlo's stochastic "
-                            "UnCLIPScheduler, Kandinsky's DDPM); ddim: DDIM with eta (eta 0 "
+                            "UnCLIPScheduler, Kandinsky's DDPM, Stable unCLIP's PNDM or DDIM); "
+                            "ddim: DDIM with eta (eta 0 "
                             "decodes an inverted latent back to its image)"),
               Param("eta", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05,
                     tooltip="ddim only: 0 = deterministic, larger = more varied"),
@@ -215,8 +217,9 @@ def _check_decoder_params(params: dict) -> None:
                     tooltip="draw one x_T and use it for every image (smooth interpolation "
                             "paths)"),
               Param("width", "INT", default=0, min=0, max=4096, step=64,
-                    tooltip="0 = the model's own size (Karlo 64, Kandinsky 2.2 512); "
-                            "Kandinsky rounds up to a multiple of 64 as diffusers does"),
+                    tooltip="0 = the model's own size (Karlo 64, Kandinsky 2.2 512, Stable unCLIP "
+                            "768); Kandinsky rounds up to a multiple of 64 as diffusers does, "
+                            "Stable unCLIP takes multiples of 8"),
               Param("height", "INT", default=0, min=0, max=4096, step=64,
                     tooltip="0 = the model's own size; see width"),
               Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,

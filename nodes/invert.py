@@ -43,7 +43,8 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
                   "the image's CLIP embedding it is the image's bipartite latent.",
       inputs=[Input("decoder", "UNCLIP_DECODER"),
               Input("image", "IMAGE", tooltip="resized to the decoder's size (Karlo: centre crop; "
-                                               "Kandinsky 2.2: its own size, rounded up to 64)"),
+                                               "Kandinsky 2.2: its own size, rounded up to 64; "
+                                               "Stable unCLIP: rounded up to 8)"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS",
                     tooltip="the image's own embedding (CLIPImageEncode), one per image"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
