@@ -249,3 +249,14 @@ def test_ddim_invert_seeds_the_embedding_noise_as_the_decoder_does(variation):
     other = invert.ddim_invert_node(dec, images, embeds, steps=3, seed=5, noise_level=500)
     assert one.shape == (2, 4, 32, 32) and torch.equal(one, same)
     assert float((one - other).abs().max()) > 1e-4
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_batched_seeds_draw_each_runs_embedding_noise_from_its_own_seed(variation):
+    """--batch: several seeds in one model call give each run what it gives alone."""
+    h, _, embeds = variation
+    kw = dict(steps=2, guidance_scale=3.0, images_per_embedding=2, noise_level=300)
+    runs = decoder.decoder_node(h["decoder"], embeds, None, seed=(3, 4), **kw)
+    for seed, (image,) in zip((3, 4), runs):
+        alone = decoder.decoder_node(h["decoder"], embeds, None, seed=seed, **kw)
+        assert float((image - alone).abs().max()) < 1e-5
