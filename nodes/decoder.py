@@ -136,13 +136,19 @@ def draw_conditioning(decoder: DecoderBackend, cond: Conditioning, generator) ->
 
 # --- the node -----------------------------------------------------------------------------------
 
-def check_links(inputs: dict, use: str = "decode") -> None:
+def check_links(inputs: dict, use: str = "decode", params: dict | None = None) -> None:
     """Validation of what is linked to a decoder node (``use``: decode, inpaint or invert):
-    embeddings of the decoder's width and CLIP, text only where the decoder reads it, and the
-    decoder variant that the node needs."""
+    embeddings of the decoder's width and CLIP, text only where the decoder reads it, the
+    decoder variant that the node needs, and family-specific settings only where it reads
+    them."""
     f = handle(inputs, "decoder")
     if f is None:
         return
+    if params and f.settings is not None:
+        for name in conditioning_options(**params):
+            if name not in f.settings:
+                raise UserError(f"the {f.label} decoder takes no {name}; leave it at its "
+                                f"default", field=name)
     same_width(inputs, ("image_embeds",) + (("text",) if f.takes_text else ()),
                width(f), "decoder")
     if f.takes_text is False and "text" in inputs:
@@ -228,7 +234,7 @@ def _check_decoder_params(params: dict) -> None:
                             "strength x steps steps run"),
               *CONDITIONING_PARAMS],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
-      infer=lambda params, inputs: check_links(inputs, "decode"), batch="seed")
+      infer=lambda params, inputs: check_links(inputs, "decode", params), batch="seed")
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,

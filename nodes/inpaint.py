@@ -106,7 +106,7 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
                     tooltip="results per image (each with its own noise), consecutive"),
               *CONDITIONING_PARAMS],
       outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")],
-      infer=lambda params, inputs: check_links(inputs, "inpaint"))
+      infer=lambda params, inputs: check_links(inputs, "inpaint", params))
 def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
                  upsampler: UpsamplerBackend | None = None, steps: int = 25,

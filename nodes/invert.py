@@ -58,7 +58,7 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
                             "decode with the same seed (other models draw nothing here)"),
               *CONDITIONING_PARAMS[:3]],
       outputs=[Output("noise", "UNCLIP_LATENT", "x_T, one per image; link to Decoder.noise")],
-      infer=lambda params, inputs: check_links(inputs, "invert"))
+      infer=lambda params, inputs: check_links(inputs, "invert", params))
 def ddim_invert_node(decoder, image: torch.Tensor, image_embeds: ImageEmbeds,
                      text: TextEmbeds | None = None, steps: int = 25,
                      guidance_scale: float = 1.0, seed: int = 0, noise_level: int = 0,

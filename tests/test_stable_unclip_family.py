@@ -260,3 +260,30 @@ def test_batched_seeds_draw_each_runs_embedding_noise_from_its_own_seed(variatio
     for seed, (image,) in zip((3, 4), runs):
         alone = decoder.decoder_node(h["decoder"], embeds, None, seed=seed, **kw)
         assert float((image - alone).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("node", ["Decoder", "Inpaint", "DDIMInvert"])
+def test_validation_refuses_a_stable_unclip_setting_on_a_decoder_that_reads_none(node):
+    """Before anything runs: the Karlo decoder reads no noise_level, so a changed one is an
+    error at its field; left at its default it is fine."""
+    nodes = {
+        "model": {"type": "LoadUnCLIP", "params": {"path": "pocket"}},
+        "text": {"type": "CLIPTextEncode", "links": {"clip": "model.clip_text"},
+                 "params": {"prompt": "a red cat"}},
+        "prior": {"type": "Prior", "links": {"prior": "model.prior", "text": "text.text"}},
+        "canvas": {"type": "RectangleMask", "params": {"width": 64, "height": 64, "w": 32,
+                                                      "h": 32}},
+        "picture": {"type": "MaskToImage", "links": {"mask": "canvas.mask"}},
+    }
+    links = {"decoder": "model.decoder", "image_embeds": "prior.image_embeds"}
+    if node != "Decoder":
+        links["image"] = "picture.image"
+    if node == "Inpaint":
+        links["mask"] = "canvas.mask"
+    out = "noise" if node == "DDIMInvert" else "image"
+    nodes["use"] = {"type": node, "links": links, "params": {"noise_level": 10}}
+    (e,) = errors_of(nodes, {"out": f"use.{out}"})
+    assert (e.node, e.field) == ("use", "noise_level")
+    assert "the Karlo unCLIP decoder takes no noise_level" in e.message
+    nodes["use"]["params"] = {"noise_level": 0}
+    assert errors_of(nodes, {"out": f"use.{out}"}) == []

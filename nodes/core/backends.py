@@ -79,6 +79,7 @@ class DecoderBackend(Protocol):
     variant: str           # "text2img", "inpaint" (extra input channels) or "controlnet" (hint)
     takes_text: bool       # whether it reads captions
     cannot_inpaint: str | None  # why Inpaint cannot use it (None: it can)
+    settings: tuple[str, ...]  # the family-specific Decoder settings it reads (noise_level...)
     device: torch.device
 
     def conditioning(self, image_embeds: ImageEmbeds, text: TextEmbeds | None,

@@ -188,6 +188,7 @@ class Decoder(ModelHandle):
     variant = "text2img"
     takes_text = True  # captions: their prompts are the SD prompt when none is typed
     cannot_inpaint = None  # RePaint in latents works with any of its decoders
+    settings = ("noise_level", "prompt", "negative_prompt", "per_image_noise")
 
     @property
     def unet(self):
