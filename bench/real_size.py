@@ -1,4 +1,5 @@
-"""Kandinsky 2.2 at its real size, with random weights: our executor against diffusers' pipelines.
+"""Kandinsky 2.2, Karlo and Stable unCLIP at their real size, with random weights: our executor
+against diffusers' pipelines.
 
 The components are built from the real checkpoints' configs (``bench/configs/kandinsky22``) with
 random weights, once, and saved as safetensors in diffusers' folder layout under ``--cache``
@@ -15,6 +16,20 @@ each in a fresh child process, so that each peak RSS is its own (``wait4``'s ru_
 script prints a Markdown table and the largest pixel difference between the two images.
 
     .venv/bin/python bench/real_size.py --cache ~/.cache/unclip-nodes/real-size
+
+``--family karlo`` builds Karlo at its real size (3.42 B parameters, float16 files) and runs
+``workflows/text_to_image.yaml`` against ``UnCLIPPipeline`` with each stage's own generator.
+``--family stable_unclip`` does the same for Stable unCLIP's text-to-image -small layout
+(``bench/configs/stable_unclip/l/txt2img``: Karlo's prior, SD 2.1 UNet, VAE; about 9.7 GB in
+float32) with ``workflows/stable_unclip/text_to_image.yaml`` against one ``StableUnCLIPPipeline``
+call (default 768 px, guidance 4 in the prior and 10 in the decoder, noise_level 0).  diffusers
+draws the prior's, the embedding's and the latents' noise from one generator where our Prior and
+Decoder each have their own: its prior gets a generator of the seed, and the embedding noise and
+latents are drawn from another one of the seed in our Decoder's order and handed to it.
+
+Each executor side runs as ``unclip run`` does: the disk cache on (a folder of its own under
+``--out``), each model let go of after its last use.  A first run (another prompt and seed, an
+empty cache) computes the checkpoint's constants; the measured run finds them.
 """
 from __future__ import annotations
 
@@ -163,6 +178,97 @@ def karlo_child(kind: str, cache: Path, out: Path, steps: int, seed: int) -> tup
     return image, parts
 
 
+SU_CONFIGS = ROOT / "bench" / "configs" / "stable_unclip" / "l" / "txt2img"
+SU_WORKFLOW = ROOT / "workflows" / "stable_unclip" / "text_to_image.yaml"
+SU_PROMPT = "a photo of a red cat"
+
+
+def build_stable_unclip(cache: Path) -> None:
+    """Random-weight components from the -small text-to-image configs, one at a time, with
+    word-list tokenizers (the SD one pads with "!", the prior's with EOS, as the real ones)."""
+    import torch
+
+    from unclip_nodes.nodes.core.checkpoint import instantiate
+    from unclip_nodes.nodes.loaders import open_checkpoint
+    from unclip_nodes.nodes.tiny_stable_unclip import _tokenizer
+
+    dst = cache / "stable_unclip_l_txt2img"
+    if (dst / "done").is_file():
+        return
+    shutil.copytree(SU_CONFIGS, dst, dirs_exist_ok=True)
+    for folder, pad in (("tokenizer", "!"), ("prior_tokenizer", "<|endoftext|>")):
+        _tokenizer(pad).save_pretrained(str(dst / folder))
+    ck = open_checkpoint(str(dst), ("clip_text", "prior", "decoder"), layout=False,
+                         config_only=True)
+    for part in sorted(ck.classes):
+        if ck.classes[part][1] == "CLIPTokenizer" or ck.classes[part][1].endswith("Scheduler"):
+            continue
+        if any(ck.dir(part).glob("*.safetensors")):
+            continue
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        model = instantiate(ck, part, device="cpu")
+        if part == "prior":  # as trained priors have: a spread, not zeros
+            with torch.no_grad():
+                model.clip_std.fill_(1.0)
+        model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
+        n = sum(p.numel() for p in model.parameters())
+        del model
+        print(f"built stable_unclip/{ck.dir(part).name}: {n:,} parameters in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+    (dst / "done").write_text("ok\n")
+
+
+def stable_unclip_child(kind: str, cache: Path, out: Path, size: int, prior_steps: int,
+                        steps: int, seed: int) -> tuple:
+    """One Stable unCLIP text-to-image in this process -> (image, parts of the time)."""
+    import torch
+
+    folder = cache / "stable_unclip_l_txt2img"
+    parts: dict[str, float] = {}
+    if kind.startswith("executor"):
+        from unclip_nodes.graph import run_workflow
+        from unclip_nodes.graph.cache import Cache
+        first = kind == "executor-first"
+        r = run_workflow(SU_WORKFLOW, {"model": str(folder),
+                                       "prompt": "a blue dog" if first else SU_PROMPT,
+                                       "prior_steps": prior_steps, "steps": steps,
+                                       "seed": seed + 1 if first else seed,
+                                       "width": size, "height": size},
+                         cache=Cache(out / "executor-cache-su"), out_dir=out / "executor_png",
+                         release=True)
+        t = r.breakdown()
+        parts = {"load": t["load"], "save": t["save"],
+                 "text + prior": sum(rec.seconds - rec.load_seconds for rec in r.report
+                                     if rec.type in ("CLIPTextEncode", "Prior")),
+                 "decoder": sum(rec.seconds - rec.load_seconds for rec in r.report
+                                if rec.type not in ("CLIPTextEncode", "Prior") and not rec.files)}
+        return r.outputs["image"].numpy(), parts
+    from diffusers import StableUnCLIPPipeline
+    t = time.perf_counter()
+    pipe = StableUnCLIPPipeline.from_pretrained(str(folder), dtype=torch.float32,
+                                                local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    parts["load"] = time.perf_counter() - t
+    dim = pipe.prior.config.embedding_dim
+    by_hand = torch.Generator("cpu").manual_seed(seed)  # our Decoder's draws, in its order
+    noise = torch.randn(1, dim, generator=by_hand)
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    latents = torch.randn(1, pipe.unet.config.in_channels, size // factor, size // factor,
+                          generator=by_hand)
+    plain = pipe.noise_image_embeddings
+    pipe.noise_image_embeddings = lambda image_embeds, noise_level, noise_=None, generator=None: \
+        plain(image_embeds, noise_level, noise=noise)
+    t = time.perf_counter()
+    image = pipe(SU_PROMPT, height=size, width=size, num_inference_steps=steps,
+                 guidance_scale=10.0, prior_num_inference_steps=prior_steps,
+                 prior_guidance_scale=4.0, latents=latents,
+                 generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+    parts["text + prior + decoder"] = time.perf_counter() - t
+    parts["save"] = 0.0
+    return image, parts
+
+
 def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -182,6 +288,8 @@ def child(kind: str, cache: Path, out: Path, size: int, prior_steps: int, steps:
     parts: dict[str, float] = {}
     if family == "karlo":
         image, parts = karlo_child(kind, cache, out, steps, seed)
+    elif family == "stable_unclip":
+        image, parts = stable_unclip_child(kind, cache, out, size, prior_steps, steps, seed)
     elif kind.startswith("executor"):
         # as `unclip run` does: the disk cache on (in its own folder), each model let go of
         # after its last use; "executor-first" runs another prompt and seed into a new cache
@@ -258,17 +366,22 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path,
                     default=Path.home() / ".cache" / "unclip-nodes" / "real-size")
     ap.add_argument("--out", type=Path, default=Path("/tmp/unclip-real-size"))
-    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--size", type=int, help="pixels (default: 512 Kandinsky 2.2, 768 Stable "
+                    "unCLIP)")
     ap.add_argument("--prior-steps", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--family", choices=("kandinsky", "karlo"), default="kandinsky",
-                    help="karlo: the 3.4 B Karlo stack (2 steps in every stage, 64 -> 256 px)")
+    ap.add_argument("--family", choices=("kandinsky", "karlo", "stable_unclip"),
+                    default="kandinsky",
+                    help="karlo: the 3.4 B Karlo stack (2 steps in every stage, 64 -> 256 px); "
+                         "stable_unclip: the -small text-to-image layout")
     ap.add_argument("--child", choices=KINDS)
     ap.add_argument("--only", choices=KINDS, help="measure one side only")
     ap.add_argument("--ram-budget", metavar="SIZE",
                     help="the executor's model manager RAM budget (e.g. 8GB)")
     args = ap.parse_args(argv)
+    if args.size is None:
+        args.size = 768 if args.family == "stable_unclip" else 512
     args.out.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(args.child, args.cache, args.out, args.size, args.prior_steps, args.steps,
@@ -276,18 +389,22 @@ def main(argv=None) -> int:
         return 0
     import numpy as np
     t = time.perf_counter()
-    build_karlo(args.cache) if args.family == "karlo" else build(args.cache)
+    {"karlo": build_karlo, "stable_unclip": build_stable_unclip}.get(args.family, build)(args.cache)
     print(f"components ready in {time.perf_counter() - t:.0f} s; "
           f"{disk_bytes(args.cache) / 1e9:.1f} GB on disk in {args.cache}", flush=True)
     if args.only is None:
         shutil.rmtree(args.out / "executor-cache", ignore_errors=True)
         shutil.rmtree(args.out / "executor-cache-karlo", ignore_errors=True)
+        shutil.rmtree(args.out / "executor-cache-su", ignore_errors=True)
     kinds = KINDS if args.only is None else (args.only,)
     rows = {kind: measure(kind, args) for kind in kinds}
     both = [args.out / f"{args.family}-{k}.npy" for k in ("executor", "diffusers")]
     diff = float(np.abs(np.load(both[0]) - np.load(both[1])).max()) if all(
         p.is_file() for p in both) else float("nan")
-    if args.family == "karlo":
+    if args.family == "stable_unclip":
+        print(f"\nStable unCLIP (-small layout) text to image, {args.prior_steps} prior + "
+              f"{args.steps} decoder steps, {args.size} px, fp32, CPU ({os.cpu_count()} cores)\n")
+    elif args.family == "karlo":
         print(f"\nKarlo text to image, {args.steps} prior + {args.steps} decoder + {args.steps} "
               f"upsampler steps, 64 -> 256 px, fp32, CPU ({os.cpu_count()} cores)\n")
     else:

@@ -18,7 +18,7 @@ from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
 from .errors import UserError
 from .types import ImageEmbeds, TextEmbeds, socket_type
-from .widgets import SEED_PARAM, guidance_param
+from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
 
 
 def _latent_encode(t: torch.Tensor):
@@ -100,10 +100,12 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
            hint: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one image per row of ``cond`` -> [N, 3, H, W] in [-1, 1].
 
-    Random draws, all from ``generator(seed)``: the initial noise (x_T unless linked; with an
+    Random draws, all from ``generator(seed)``: the conditioning's own (``draw``, when the
+    decoder has it), the initial noise (x_T unless linked; with an
     ``image``, the noise that takes it to the first level), then one per step.  ``seed`` may be
     ``Generators``: several runs batched, each drawing from its own."""
     generator = seed if isinstance(seed, Generators) else make_generator(seed)
+    cond = draw_conditioning(decoder, cond, generator)
     shape = decoder.latent_shape(*size)
     rows = cond.rows
     start = initial_noise(shape, rows, x_T, same_noise, generator)
@@ -126,15 +128,27 @@ def decode(decoder: DecoderBackend, cond: Conditioning, *, steps: int, guidance_
     return decoder.decode(x)
 
 
+def draw_conditioning(decoder: DecoderBackend, cond: Conditioning, generator) -> Conditioning:
+    """``cond`` with its own random numbers drawn, for decoders whose conditioning has some."""
+    draw = getattr(decoder, "draw", None)
+    return draw(cond, generator) if draw is not None else cond
+
+
 # --- the node -----------------------------------------------------------------------------------
 
-def check_links(inputs: dict, use: str = "decode") -> None:
+def check_links(inputs: dict, use: str = "decode", params: dict | None = None) -> None:
     """Validation of what is linked to a decoder node (``use``: decode, inpaint or invert):
-    embeddings of the decoder's width and CLIP, text only where the decoder reads it, and the
-    decoder variant that the node needs."""
+    embeddings of the decoder's width and CLIP, text only where the decoder reads it, the
+    decoder variant that the node needs, and family-specific settings only where it reads
+    them."""
     f = handle(inputs, "decoder")
     if f is None:
         return
+    if params and f.settings is not None:
+        for name in conditioning_options(**params):
+            if name not in f.settings:
+                raise UserError(f"the {f.label} decoder takes no {name}; leave it at its "
+                                f"default", field=name)
     same_width(inputs, ("image_embeds",) + (("text",) if f.takes_text else ()),
                width(f), "decoder")
     if f.takes_text is False and "text" in inputs:
@@ -177,8 +191,9 @@ def _check_decoder_params(params: dict) -> None:
       inputs=[Input("decoder", "UNCLIP_DECODER"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
-                    tooltip="captions (Karlo); the empty prompt when absent (image variations). "
-                            "Kandinsky 2.2's decoder reads no text"),
+                    tooltip="captions (Karlo; for Stable unCLIP their prompts are the SD prompt "
+                            "unless 'prompt' is set); the empty prompt when absent (image "
+                            "variations). Kandinsky 2.2's decoder reads no text"),
               Input("noise", "UNCLIP_LATENT", optional=True,
                     tooltip="initial noise x_T (e.g. from DDIMInvert); one row serves every "
                             "image"),
@@ -199,7 +214,8 @@ def _check_decoder_params(params: dict) -> None:
                             "batch grows by this factor, one embedding's images side by side."),
               Param("sampler", "COMBO", default="unclip", choices=SAMPLERS,
                     tooltip="unclip: the checkpoint's own scheduler (Karlo's stochastic "
-                            "UnCLIPScheduler, Kandinsky's DDPM); ddim: DDIM with eta (eta 0 "
+                            "UnCLIPScheduler, Kandinsky's DDPM, Stable unCLIP's PNDM or DDIM); "
+                            "ddim: DDIM with eta (eta 0 "
                             "decodes an inverted latent back to its image)"),
               Param("eta", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05,
                     tooltip="ddim only: 0 = deterministic, larger = more varied"),
@@ -207,22 +223,25 @@ def _check_decoder_params(params: dict) -> None:
                     tooltip="draw one x_T and use it for every image (smooth interpolation "
                             "paths)"),
               Param("width", "INT", default=0, min=0, max=4096, step=64,
-                    tooltip="0 = the model's own size (Karlo 64, Kandinsky 2.2 512); "
-                            "Kandinsky rounds up to a multiple of 64 as diffusers does"),
+                    tooltip="0 = the model's own size (Karlo 64, Kandinsky 2.2 512, Stable unCLIP "
+                            "768); Kandinsky rounds up to a multiple of 64 as diffusers does, "
+                            "Stable unCLIP takes multiples of 8"),
               Param("height", "INT", default=0, min=0, max=4096, step=64,
                     tooltip="0 = the model's own size; see width"),
               Param("strength", "FLOAT", default=1.0, min=0.0, max=1.0, step=0.05,
                     tooltip="image-to-image only: how far the image is noised (1 = to the first "
                             "step's level, almost pure noise; 0.3 = keep most of it); the last "
-                            "strength x steps steps run")],
+                            "strength x steps steps run"),
+              *CONDITIONING_PARAMS],
       outputs=[Output("image", "IMAGE")], check=_check_decoder_params,
-      infer=lambda params, inputs: check_links(inputs, "decode"), batch="seed")
+      infer=lambda params, inputs: check_links(inputs, "decode", params), batch="seed")
 def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                  steps: int, guidance_scale: float, seed: int, images_per_embedding: int,
                  noise: torch.Tensor | None = None, sampler: str = "unclip", eta: float = 0.0,
                  same_noise: bool = False, image: torch.Tensor | None = None,
                  hint: torch.Tensor | None = None, width: int = 0, height: int = 0,
-                 strength: float = 1.0):
+                 strength: float = 1.0, noise_level: int = 0, prompt: str = "",
+                 negative_prompt: str = "", per_image_noise: bool = False):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     if decoder.variant == "inpaint":
@@ -238,16 +257,20 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
         raise UserError("link either noise (x_T) or an image for image-to-image, not both",
                         field="image")
     rule = decoder.sampler(sampler, eta)
+    options = conditioning_options(noise_level=noise_level, prompt=prompt,
+                                   negative_prompt=negative_prompt,
+                                   per_image_noise=per_image_noise)
     runs = seed if isinstance(seed, tuple) else None
     if runs is None:
         cond, size, pixels, hints, x_T = _inputs(decoder, image_embeds, text, noise, image, hint,
-                                                 images_per_embedding, width, height)
+                                                 images_per_embedding, width, height, options)
         decoder.check_guidance(cond, guidance_scale)
         generator = seed
     else:  # --batch: one decode per seed, each with its own inputs, in one model call
         pick = lambda v, i: v[i] if isinstance(v, tuple) else v  # noqa: E731
         parts = [_inputs(decoder, pick(image_embeds, i), pick(text, i), pick(noise, i),
-                         pick(image, i), pick(hint, i), images_per_embedding, width, height)
+                         pick(image, i), pick(hint, i), images_per_embedding, width, height,
+                         options)
                  for i in range(len(runs))]
         if len({p[1] for p in parts}) > 1:
             raise UserError("batched decodes must have one size; run without --batch",
@@ -270,9 +293,10 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
     return to_image(x)
 
 
-def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height):
+def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height,
+            options: dict | None = None):
     """What one decode samples from: (conditioning, size, img2img pixels, hints, x_T)."""
-    cond = decoder.conditioning(image_embeds, text, images_per_embedding)
+    cond = decoder.conditioning(image_embeds, text, images_per_embedding, **(options or {}))
     if noise is not None and width == 0 and height == 0:
         size = decoder.size_of(noise)
     else:

@@ -20,7 +20,7 @@ from .errors import UserError
 from .image import check_image
 from .mask import fit_mask, grow
 from .types import ImageEmbeds, TextEmbeds
-from .widgets import SEED_PARAM, guidance_param
+from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
 
 
 # --- compositing ------------------------------------------------------------------------------------
@@ -54,10 +54,12 @@ def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tenso
 # --- the node -------------------------------------------------------------------------------------
 
 def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
-              image_embeds: ImageEmbeds, text: TextEmbeds | None, count: int = 1):
+              image_embeds: ImageEmbeds, text: TextEmbeds | None, count: int = 1,
+              options: dict | None = None):
     """Match images and embeddings row by row (equal numbers, or one of them is one), then
     ``count`` results for each pair, consecutive.  Returns (image, mask, Conditioning)."""
-    n, b = decoder.conditioning(image_embeds, text, 1).rows, image.shape[0]
+    options = options or {}
+    n, b = decoder.conditioning(image_embeds, text, 1, **options).rows, image.shape[0]
     if n == b or b == 1:
         per, rows = count, n * count
     elif n == 1:
@@ -65,7 +67,7 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
     else:
         raise UserError(f"{b} images and {n} embeddings cannot be paired: give one image, one "
                         f"embedding, or as many of each", field="image_embeds")
-    cond = decoder.conditioning(image_embeds, text, per)
+    cond = decoder.conditioning(image_embeds, text, per, **options)
     if b == 1:
         image, mask = image.expand(rows, *image.shape[1:]), mask.expand(rows, *mask.shape[1:])
     elif count > 1:
@@ -101,14 +103,17 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
               Param("upsample_steps", "INT", default=7, min=2, max=1000,
                     tooltip="upsampler steps, when an upsampler is linked"),
               Param("count", "INT", default=1, min=1, max=64,
-                    tooltip="results per image (each with its own noise), consecutive")],
+                    tooltip="results per image (each with its own noise), consecutive"),
+              *CONDITIONING_PARAMS],
       outputs=[Output("image", "IMAGE", "the input's size; unmasked pixels unchanged")],
-      infer=lambda params, inputs: check_links(inputs, "inpaint"))
+      infer=lambda params, inputs: check_links(inputs, "inpaint", params))
 def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
                  upsampler: UpsamplerBackend | None = None, steps: int = 25,
                  guidance_scale: float = 8.0, seed: int = 0, resample: int = 1,
-                 feather: int = 0, upsample_steps: int = 7, count: int = 1):
+                 feather: int = 0, upsample_steps: int = 7, count: int = 1,
+                 noise_level: int = 0, prompt: str = "", negative_prompt: str = "",
+                 per_image_noise: bool = False):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     check_image(image)
@@ -117,7 +122,10 @@ def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tenso
     mask = fit_mask(mask, image)
     if float(mask.min()) < 0 or float(mask.max()) > 1:
         raise UserError("mask values must lie in 0..1 (1 = change)", field="mask")
-    image, mask, cond = pair_rows(decoder, image, mask, image_embeds, text, count)
+    options = conditioning_options(noise_level=noise_level, prompt=prompt,
+                                   negative_prompt=negative_prompt,
+                                   per_image_noise=per_image_noise)
+    image, mask, cond = pair_rows(decoder, image, mask, image_embeds, text, count, options)
     decoder.check_guidance(cond, guidance_scale)
     if decoder.variant == "inpaint" and upsampler is not None:
         raise UserError("an inpainting decoder draws at full resolution; unlink the "

@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 
 from . import runtime
-from .declare import Input, Output, Param, node
-from .decoder import check_links
+from .core.sampling import DDIMSampler, make_generator, plain
+from .declare import SEED_MAX, Input, Output, Param, node
+from .decoder import check_links, draw_conditioning
 from .errors import UserError
 from .image import check_image
-from .core.sampling import DDIMSampler, plain
 from .types import ImageEmbeds, TextEmbeds
+from .widgets import CONDITIONING_PARAMS, conditioning_options
 
 
 def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> torch.Tensor:
@@ -42,7 +43,8 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
                   "the image's CLIP embedding it is the image's bipartite latent.",
       inputs=[Input("decoder", "UNCLIP_DECODER"),
               Input("image", "IMAGE", tooltip="resized to the decoder's size (Karlo: centre crop; "
-                                               "Kandinsky 2.2: its own size, rounded up to 64)"),
+                                               "Kandinsky 2.2: its own size, rounded up to 64; "
+                                               "Stable unCLIP: rounded up to 8)"),
               Input("image_embeds", "UNCLIP_IMAGE_EMBEDS",
                     tooltip="the image's own embedding (CLIPImageEncode), one per image"),
               Input("text", "UNCLIP_TEXT_EMBEDS", optional=True,
@@ -50,25 +52,33 @@ def ddim_invert(model, sampler: DDIMSampler, x0: torch.Tensor, steps: int) -> to
       params=[Param("steps", "INT", default=25, min=2, max=1000,
                     tooltip="decode with the same number of steps"),
               Param("guidance_scale", "FLOAT", default=1.0, min=0.0, max=100.0, step=0.1,
-                    tooltip="decode with the same; 1 (no guidance) inverts best")],
+                    tooltip="decode with the same; 1 (no guidance) inverts best"),
+              Param("seed", "INT", default=0, min=0, max=SEED_MAX,
+                    tooltip="Stable unCLIP: seeds the image embedding's noise augmentation; "
+                            "decode with the same seed (other models draw nothing here)"),
+              *CONDITIONING_PARAMS[:3]],
       outputs=[Output("noise", "UNCLIP_LATENT", "x_T, one per image; link to Decoder.noise")],
-      infer=lambda params, inputs: check_links(inputs, "invert"))
+      infer=lambda params, inputs: check_links(inputs, "invert", params))
 def ddim_invert_node(decoder, image: torch.Tensor, image_embeds: ImageEmbeds,
                      text: TextEmbeds | None = None, steps: int = 25,
-                     guidance_scale: float = 1.0):
+                     guidance_scale: float = 1.0, seed: int = 0, noise_level: int = 0,
+                     prompt: str = "", negative_prompt: str = ""):
     if decoder is None:
         raise UserError("no decoder is linked (the checkpoint has none)", field="decoder")
     check_image(image)
     if decoder.variant != "text2img":
         raise UserError(f"DDIMInvert needs a text-to-image decoder; this one is a "
                         f"{decoder.variant} decoder", field="decoder")
-    cond = decoder.conditioning(image_embeds, text, 1)
+    options = conditioning_options(noise_level=noise_level, prompt=prompt,
+                                   negative_prompt=negative_prompt)
+    cond = decoder.conditioning(image_embeds, text, 1, **options)
     b = image.shape[0]
     if cond.rows != b:
         if cond.rows != 1:
             raise UserError(f"{b} images but {cond.rows} embeddings: give one embedding per "
                             f"image (CLIPImageEncode of the same images)", field="image_embeds")
-        cond = decoder.conditioning(image_embeds, text, b)
+        cond = decoder.conditioning(image_embeds, text, b, **options)
+    cond = draw_conditioning(decoder, cond, make_generator(seed))
     decoder.check_guidance(cond, guidance_scale)
     sampler = decoder.sampler("ddim", 0.0)
     with torch.inference_mode():

@@ -40,8 +40,8 @@ _COMMON_PARAMS = (
     Param("allow_pickle", "BOOLEAN", default=False,
           tooltip="also load pickle weights (.bin); they can run code, use only trusted files"),
 )
-_PATH_TOOLTIP = ("checkpoint directory in diffusers' layout (Karlo unCLIP, or a Kandinsky 2.2 "
-                 "prior or decoder folder), the name of one in the model folders "
+_PATH_TOOLTIP = ("checkpoint directory in diffusers' layout (Karlo unCLIP, a Kandinsky 2.2 "
+                 "prior or decoder folder, or a Stable unCLIP folder), the name of one in the model folders "
                  "(UNCLIP_MODELS; ComfyUI's models/unclip), or 'pocket' for the bundled model")
 
 
@@ -99,8 +99,9 @@ _ALL = STAGES
 
 
 @node("LoadUnCLIP", category="unCLIP/loaders",
-      description="Load an unCLIP checkpoint (Karlo layout, or Kandinsky 2.2's decoder folder "
-                  "with its prior folder) as one model handle per stage.",
+      description="Load an unCLIP checkpoint (Karlo layout, Kandinsky 2.2's decoder folder "
+                  "with its prior folder, or a Stable unCLIP folder) as one model handle per "
+                  "stage.",
       params=[Param("path", "STRING", default="pocket", tooltip=_PATH_TOOLTIP,
                     comfy_choices=model_choices),
               Param("prior_path", "STRING", default="",
@@ -115,7 +116,8 @@ _ALL = STAGES
                       tooltip="None for an image-variation checkpoint without a prior"),
                Output("decoder", "UNCLIP_DECODER"),
                Output("upsampler", "UNCLIP_UPSAMPLER",
-                      tooltip="None for a family without one (Kandinsky 2.2 decodes at full size)")],
+                      tooltip="None for a family without one (Kandinsky 2.2 and Stable unCLIP "
+                              "decode at full size)")],
       fingerprint=_fingerprint(_ALL, True), check=_check_device,
       infer=_infer(_ALL, True, _ALL))
 def load_unclip(path: str, device: str, dtype: str, allow_pickle: bool, prior_path: str = ""):

@@ -79,12 +79,18 @@ class DecoderBackend(Protocol):
     variant: str           # "text2img", "inpaint" (extra input channels) or "controlnet" (hint)
     takes_text: bool       # whether it reads captions
     cannot_inpaint: str | None  # why Inpaint cannot use it (None: it can)
+    settings: tuple[str, ...]  # the family-specific Decoder settings it reads (noise_level...)
     device: torch.device
 
     def conditioning(self, image_embeds: ImageEmbeds, text: TextEmbeds | None,
                      images_per_embedding: int, **options) -> Conditioning:
         """Pair embeddings (and captions) row by row; UserError naming the field if they do not
         fit.  ``options``: the Decoder's family-specific settings (``noise_level``...)."""
+
+    def draw(self, cond: Conditioning, generator) -> Conditioning:
+        """Optional: the conditioning's own random numbers (e.g. noise augmentation of the
+        image embedding), drawn from the decode's generator before anything else.  Nodes call
+        it when the handle has it; a family whose conditioning draws nothing leaves it out."""
 
     def check_guidance(self, cond: Conditioning, guidance_scale: float) -> None:
         """UserError when guidance is asked for but the conditioning lacks its other branch."""

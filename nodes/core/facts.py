@@ -24,6 +24,7 @@ class Facts:
     variant: str | None = None       # decoders: "text2img", "inpaint" or "controlnet"
     cannot_inpaint: str | None = None  # decoders: why Inpaint cannot use it (None: it can)
     absent: str | None = None        # the family has no such stage: why
+    settings: tuple[str, ...] | None = None  # decoders: family-specific settings it reads
 
     def embedding(self) -> "Facts | None":
         """What an embedding made with this handle inherits."""

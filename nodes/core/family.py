@@ -164,7 +164,8 @@ class Family:
                                space=getattr(h, "space", None),
                                takes_text=getattr(h, "takes_text", None),
                                variant=getattr(h, "variant", None),
-                               cannot_inpaint=getattr(h, "cannot_inpaint", None))
+                               cannot_inpaint=getattr(h, "cannot_inpaint", None),
+                               settings=getattr(h, "settings", None))
         return out
 
 

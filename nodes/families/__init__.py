@@ -11,6 +11,6 @@ layout) ending in ``FAMILY = <Name>()``, then add it to the line below.
 from __future__ import annotations
 
 from ..core.family import FAMILIES, by_name, detect, open_checkpoint, register  # noqa: F401
-from . import kandinsky22, karlo
+from . import kandinsky22, karlo, stable_unclip
 
-register(karlo.FAMILY, kandinsky22.FAMILY)
+register(karlo.FAMILY, kandinsky22.FAMILY, stable_unclip.FAMILY)

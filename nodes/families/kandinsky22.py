@@ -374,6 +374,7 @@ class Decoder(ModelHandle):
     # --- DecoderBackend ---
 
     takes_text = False
+    settings = ()  # it reads none of the family-specific Decoder settings
 
     @property
     def cannot_inpaint(self) -> str | None:

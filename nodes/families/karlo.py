@@ -203,6 +203,7 @@ class DecoderModel(ModelHandle):
     variant = "text2img"
     takes_text = True
     cannot_inpaint = None  # RePaint works with any of its decoders
+    settings = ()  # it reads none of the family-specific Decoder settings
 
     @property
     def decoder(self):
