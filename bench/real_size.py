@@ -56,12 +56,34 @@ NAMES = {"executor-first": "executor, first run (an empty cache: computes the ch
          "diffusers": "diffusers prior + decoder pipelines"}
 
 
-def build(cache: Path) -> None:
-    """Random-weight components from the real configs, one at a time (a component is freed
-    before the next is built, so building needs about the largest one's memory, twice)."""
+def random_weights(ck, label: str) -> None:
+    """Every weighted component of a config-only checkpoint built with random weights and saved
+    in place, one at a time (freed before the next is built)."""
     import torch
 
     from unclip_nodes.nodes.core.checkpoint import instantiate
+    for part in sorted(ck.classes):
+        if ck.classes[part][1] in ("CLIPTokenizer", "CLIPImageProcessor") or \
+                ck.classes[part][1].endswith("Scheduler"):
+            continue
+        if any(ck.dir(part).glob("*.safetensors")):
+            continue
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        model = instantiate(ck, part, device="cpu")
+        if part == "prior":  # as trained priors have: a spread, not zeros
+            with torch.no_grad():
+                model.clip_std.fill_(1.0)
+        model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
+        n = sum(p.numel() for p in model.parameters())
+        del model
+        print(f"built {label}/{ck.dir(part).name}: {n:,} parameters in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+
+
+def build(cache: Path) -> None:
+    """Random-weight components from the real configs, one at a time (a component is freed
+    before the next is built, so building needs about the largest one's memory, twice)."""
     from unclip_nodes.nodes.loaders import open_checkpoint
     from unclip_nodes.nodes.tokenizer import save_clip_tokenizer
 
@@ -77,24 +99,8 @@ def build(cache: Path) -> None:
             index = json.loads((dst / "model_index.json").read_text())
             assert "tokenizer" in index
         stages = ("clip_text", "clip_vision", "prior") if folder == "prior" else ("decoder",)
-        ck = open_checkpoint(str(dst), stages, layout=False, config_only=True)
-        for part in sorted(ck.classes):
-            if ck.classes[part][1] in ("CLIPTokenizer", "CLIPImageProcessor") or \
-                    ck.classes[part][1].endswith("Scheduler"):
-                continue
-            if any(ck.dir(part).glob("*.safetensors")):
-                continue
-            t = time.perf_counter()
-            torch.manual_seed(0)
-            model = instantiate(ck, part, device="cpu")
-            if part == "prior":  # as trained priors have: a spread, not zeros
-                with torch.no_grad():
-                    model.clip_std.fill_(1.0)
-            model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
-            n = sum(p.numel() for p in model.parameters())
-            del model
-            print(f"built {folder}/{ck.dir(part).name}: {n:,} parameters in "
-                  f"{time.perf_counter() - t:.0f} s", flush=True)
+        random_weights(open_checkpoint(str(dst), stages, layout=False, config_only=True),
+                       folder)
         (dst / "done").write_text("ok\n")
 
 
@@ -186,9 +192,6 @@ SU_PROMPT = "a photo of a red cat"
 def build_stable_unclip(cache: Path) -> None:
     """Random-weight components from the -small text-to-image configs, one at a time, with
     word-list tokenizers (the SD one pads with "!", the prior's with EOS, as the real ones)."""
-    import torch
-
-    from unclip_nodes.nodes.core.checkpoint import instantiate
     from unclip_nodes.nodes.loaders import open_checkpoint
     from unclip_nodes.nodes.tiny_stable_unclip import _tokenizer
 
@@ -198,24 +201,8 @@ def build_stable_unclip(cache: Path) -> None:
     shutil.copytree(SU_CONFIGS, dst, dirs_exist_ok=True)
     for folder, pad in (("tokenizer", "!"), ("prior_tokenizer", "<|endoftext|>")):
         _tokenizer(pad).save_pretrained(str(dst / folder))
-    ck = open_checkpoint(str(dst), ("clip_text", "prior", "decoder"), layout=False,
-                         config_only=True)
-    for part in sorted(ck.classes):
-        if ck.classes[part][1] == "CLIPTokenizer" or ck.classes[part][1].endswith("Scheduler"):
-            continue
-        if any(ck.dir(part).glob("*.safetensors")):
-            continue
-        t = time.perf_counter()
-        torch.manual_seed(0)
-        model = instantiate(ck, part, device="cpu")
-        if part == "prior":  # as trained priors have: a spread, not zeros
-            with torch.no_grad():
-                model.clip_std.fill_(1.0)
-        model.save_pretrained(str(ck.dir(part)), safe_serialization=True)
-        n = sum(p.numel() for p in model.parameters())
-        del model
-        print(f"built stable_unclip/{ck.dir(part).name}: {n:,} parameters in "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+    random_weights(open_checkpoint(str(dst), ("clip_text", "prior", "decoder"), layout=False,
+                                   config_only=True), "stable_unclip")
     (dst / "done").write_text("ok\n")
 
 
@@ -414,7 +401,10 @@ def main(argv=None) -> int:
           "wall incl. start-up (s) | peak RSS (GB) |")
     print("|---|---|---|---|---|---|---|---|")
     for kind, r in rows.items():
-        name = NAMES[kind] + (f", --ram-budget {args.ram_budget}"
+        name = ({"karlo": "diffusers UnCLIPPipeline",
+                 "stable_unclip": "diffusers StableUnCLIPPipeline"}.get(args.family, NAMES[kind])
+                if kind == "diffusers" else NAMES[kind])
+        name += (f", --ram-budget {args.ram_budget}"
                               if kind.startswith("executor") and args.ram_budget else "")
         p = r["parts"]
         both_stages = p.get("text + prior + decoder")  # diffusers' Karlo pipeline: one call
