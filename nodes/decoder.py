@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .core.backends import Conditioning, DecoderBackend
 from .core.facts import handle, same_width, width
-from .core.pixels import pixels_at, to_image
+from .core.pixels import check_sample_pixels, pixels_at, to_image
 from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
 from .errors import UserError
@@ -301,6 +301,7 @@ def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embeddin
         size = decoder.size_of(noise)
     else:
         size = decoder.output_size(width, height)
+    check_sample_pixels(*size, field="width" if width or not height else "height")
     embeds = image_embeds.image_embeds.shape[0]
     pixels = None
     if image is not None:

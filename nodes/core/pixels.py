@@ -20,6 +20,22 @@ MAX_TENSOR_BYTES = 4 << 30
 a resize, outpaint padding, a grid) unless UNCLIP_MAX_TENSOR_BYTES says otherwise."""
 
 
+MAX_SAMPLE_PIXELS = 2048 * 2048
+"""The most pixels a decoder samples one image at (its output size, or the size of an image it
+inpaints at full resolution) unless UNCLIP_MAX_SAMPLE_PIXELS says otherwise: a 4096 px latent
+decoder on a CPU runs for hours per step, and a step cannot be stopped half-way."""
+
+
+def check_sample_pixels(height: int, width: int, field: str = "width") -> None:
+    """Before a decoder samples at ``height`` x ``width`` pixels: within the limit."""
+    pixels = height * width
+    limit = env_limit("SAMPLE_PIXELS", MAX_SAMPLE_PIXELS)
+    if pixels > limit:
+        raise over_limit(f"sampling at {width} x {height} = {pixels:,} pixels (each step runs "
+                         f"the decoder over all of them)", pixels, limit, "SAMPLE_PIXELS",
+                         field=field)
+
+
 def check_allocation(what: str, batch: int, height: int, width: int, channels: int = 1,
                      field: str | None = None) -> None:
     """Before a node allocates a [batch, height, width, channels] float32 result: each frame

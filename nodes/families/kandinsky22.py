@@ -35,7 +35,7 @@ from ..core.checkpoint import (Checkpoint, err, existing_dir, mismatch_collector
 from ..core.constants import constant, files_of
 from ..core.family import Family, Part, Stage
 from ..core.handles import KNOWN_CLIPS, ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
-from ..core.pixels import pixels_at, resize, to_image
+from ..core.pixels import check_sample_pixels, pixels_at, resize, to_image
 from ..core.sampling import (SchedulerSampler, choose_sampler, make_generator, noise, plain,
                              sample, step_tensor)
 from ..errors import UserError
@@ -461,6 +461,7 @@ class Decoder(ModelHandle):
             raise UserError("an inpainting decoder draws at full resolution; unlink the "
                             "upsampler", field="upsampler")
         h, w = image.shape[1:3]
+        check_sample_pixels(h, w, field="image")
         pixels = self.fit_image(image.float())
         size = tuple(pixels.shape[-2:])
         change = mask[:, None].float()

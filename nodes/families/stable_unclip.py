@@ -34,7 +34,7 @@ from ..core.checkpoint import (OWN_CLASSES, Checkpoint, err, load_part, mismatch
 from ..core.facts import Facts
 from ..core.family import Family, Part, Stage
 from ..core.handles import KNOWN_CLIPS, ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
-from ..core.pixels import pixels_at, resize, to_image
+from ..core.pixels import check_sample_pixels, pixels_at, resize, to_image
 from ..core.sampling import (DDIMSampler, Generators, SchedulerSampler, make_generator, noise,
                              per_run, plain, renoise, repaint_callback, sample, step_tensor)
 from ..errors import UserError
@@ -403,6 +403,7 @@ class Decoder(ModelHandle):
             raise UserError(f"{LABEL} draws at full resolution; unlink the upsampler",
                             field="upsampler")
         h, w = image.shape[1:3]
+        check_sample_pixels(h, w, field="image")
         pixels = self.fit_image(image.float()).to(self.device)
         generator = make_generator(seed)
         cond = self.draw(cond, generator)
