@@ -11,6 +11,8 @@ ComfyUI: 1 = change.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .core.backends import DecoderBackend, UpsamplerBackend
@@ -21,6 +23,8 @@ from .image import check_image
 from .mask import fit_mask, grow
 from .types import ImageEmbeds, TextEmbeds
 from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
+
+log = logging.getLogger(__name__)
 
 
 # --- compositing ------------------------------------------------------------------------------------
@@ -132,6 +136,10 @@ def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tenso
                         "upsampler", field="upsampler")
     if decoder.cannot_inpaint:
         raise UserError(decoder.cannot_inpaint, field="decoder")
+    if float(mask.max()) == 0:  # e.g. a mask editor's work that never reached this node
+        log.warning("Inpaint: the mask is empty (all zeros), so nothing is repainted and the "
+                    "image comes back as it was; paint the area to change (mask 1 = change)")
+        return image.float().contiguous()
     generated = decoder.inpaint(image, mask, cond, upsampler, guidance_scale=guidance_scale,
                                 steps=steps, upsample_steps=upsample_steps, seed=seed,
                                 resample=resample)

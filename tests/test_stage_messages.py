@@ -25,3 +25,21 @@ def test_an_empty_prior_link_says_which_checkpoints_have_none():
     with pytest.raises(UserError) as e:
         prior_node(None, text, None, steps=2, guidance_scale=1.0, seed=0, candidates=1)
     assert e.value.field == "prior" and "linked prior is empty" in e.value.message
+
+
+def test_inpaint_with_an_empty_mask_warns_and_returns_the_image_without_sampling(caplog,
+                                                                                 monkeypatch):
+    import logging
+
+    from unclip_nodes.nodes.inpaint import inpaint_node
+    from unclip_nodes.nodes.loaders import load_decoder
+    from unclip_nodes.nodes.types import ImageEmbeds
+    dec = load_decoder("pocket", "cpu", "fp32", False)
+    sampled = []
+    monkeypatch.setattr(type(dec), "inpaint", lambda *a, **k: sampled.append(1))
+    image = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING):
+        out = inpaint_node(dec, image, torch.zeros(1, 16, 16),
+                           ImageEmbeds(torch.zeros(1, dec.clip_dim)), steps=2)
+    assert torch.equal(out, image) and sampled == []
+    assert any("mask is empty" in r.getMessage() for r in caplog.records)
