@@ -148,7 +148,7 @@ class UnCLIPSampler:
         return self.scheduler.add_noise(x0, eps, torch.tensor([int(t)]))
 
 
-SCHEDULERS = ("UnCLIPScheduler", "DDPMScheduler", "DDIMScheduler")
+SCHEDULERS = ("UnCLIPScheduler", "DDPMScheduler", "DDIMScheduler", "PNDMScheduler")
 
 
 def scheduler_class(config: dict):
@@ -162,9 +162,11 @@ def scheduler_class(config: dict):
 
 
 class SchedulerSampler:
-    """A diffusers DDPM or DDIM scheduler as the update rule (Kandinsky 2.2's decoder samples
-    with its DDPMScheduler).  Built fresh from the config, like ``UnCLIPSampler``.  Predicted
-    variance channels are dropped unless the scheduler uses them, as diffusers' pipelines do."""
+    """A checkpoint's own diffusers scheduler as the update rule (Kandinsky 2.2's DDPM, Stable
+    unCLIP's PNDM or DDIM), built fresh from the config, like ``UnCLIPSampler``.  Predicted
+    variance channels are dropped unless the scheduler uses them, as diffusers' pipelines do.
+    A scheduler that draws noise (DDPM) steps each batched run's rows with its own generator;
+    the others step the whole batch at once (PNDM keeps a history between steps)."""
 
     def __init__(self, config: dict):
         self.scheduler = scheduler_class(config).from_config(config)
@@ -172,6 +174,9 @@ class SchedulerSampler:
         self.learned_variance = getattr(self.scheduler.config, "variance_type", None) in (
             "learned", "learned_range")
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        import inspect
+        self.draws = type(self.scheduler).__name__ in ("DDPMScheduler", "UnCLIPScheduler")
+        self.takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
 
     def timesteps(self, steps: int) -> list[int]:
         if steps < 1 or steps > self.num_train_timesteps:
@@ -180,11 +185,20 @@ class SchedulerSampler:
         self.scheduler.set_timesteps(steps)
         return [int(t) for t in self.scheduler.timesteps]
 
-    @per_run
-    def step(self, model_output, t, prev_t, x, generator):
+    def _step(self, model_output, t, prev_t, x, generator):
         if model_output.shape[1] == 2 * x.shape[1] and not self.learned_variance:
             model_output = model_output[:, :x.shape[1]]
-        return self.scheduler.step(model_output, t, x, generator=generator).prev_sample
+        kw = {"generator": generator} if self.takes_generator else {}
+        return self.scheduler.step(model_output, t, x, **kw).prev_sample
+
+    _per_run = per_run(_step)
+
+    def step(self, model_output, t, prev_t, x, generator):
+        if self.draws:
+            return self._per_run(model_output, t, prev_t, x, generator)
+        if isinstance(generator, Generators):
+            generator = None  # nothing is drawn: one step over every run's rows
+        return self._step(model_output, t, prev_t, x, generator)
 
     def add_noise(self, x0, eps, t):
         return self.scheduler.add_noise(x0, eps, torch.tensor([int(t)]))

@@ -21,7 +21,6 @@ the latent distribution's mode, so it draws nothing.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from ..core.family import Family, Part, Stage
 from ..core.handles import KNOWN_CLIPS, ClipTextModel, ClipVisionModel, ModelHandle, PriorModel
 from ..core.pixels import check_sample_pixels, pixels_at, resize, to_image
 from ..core.sampling import (DDIMSampler, Generators, SchedulerSampler, make_generator, noise,
-                             per_run, plain, renoise, repaint_callback, sample, step_tensor)
+                             plain, repaint_callback, sample, step_tensor)
 from ..errors import UserError
 
 TXT2IMG, IMG2IMG = "StableUnCLIPPipeline", "StableUnCLIPImg2ImgPipeline"
@@ -96,52 +95,6 @@ MAX_LEVEL = 999
 
 
 # --- samplers ----------------------------------------------------------------------------------
-
-class FolderSampler:
-    """The folder's own scheduler as the update rule: PNDM (published checkpoints), DDIM (the
-    fast tests') or DDPM, built fresh per loop.  Only DDPM draws noise; the others' steps run on
-    the whole batch, since PNDM keeps a history between steps."""
-
-    KNOWN = ("PNDMScheduler", "DDIMScheduler", "DDPMScheduler")
-
-    def __init__(self, config: dict):
-        import diffusers
-        name = config.get("_class_name")
-        if name not in self.KNOWN:
-            raise UserError(f"the checkpoint's scheduler is a {name}; Stable unCLIP samples with "
-                            f"{', '.join(self.KNOWN)}", field="decoder")
-        self.scheduler = getattr(diffusers, name).from_config(config)
-        self.draws = name == "DDPMScheduler"
-        self.takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        self.init_noise_sigma = float(self.scheduler.init_noise_sigma)
-        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-
-    def timesteps(self, steps: int) -> list[int]:
-        if steps < 1 or steps > self.num_train_timesteps:
-            raise UserError(f"steps must be between 1 and {self.num_train_timesteps} for this "
-                            f"model, got {steps}", field="steps")
-        self.scheduler.set_timesteps(steps)
-        return [int(t) for t in self.scheduler.timesteps]
-
-    def _step(self, model_output, t, prev_t, x, generator):
-        kw = {"generator": generator} if self.takes_generator else {}
-        return self.scheduler.step(model_output, t, x, **kw).prev_sample
-
-    _per_run = per_run(_step)
-
-    def step(self, model_output, t, prev_t, x, generator):
-        if isinstance(generator, Generators) and not self.draws:
-            generator = None  # nothing is drawn: one step over every run's rows
-        if self.draws:
-            return self._per_run(model_output, t, prev_t, x, generator)
-        return self._step(model_output, t, prev_t, x, generator)
-
-    def add_noise(self, x0, eps, t):
-        return self.scheduler.add_noise(x0, eps, torch.tensor([int(t)]))
-
-    def renoise(self, x_prev, prev_t, t, eps):
-        return renoise(self.scheduler.alphas_cumprod, x_prev, prev_t, t, eps)
-
 
 class VDDIMSampler(DDIMSampler):
     """DDIM over the folder's training schedule, also for v-prediction (both published
@@ -381,7 +334,7 @@ class Decoder(ModelHandle):
         if eta != 0:
             raise UserError("eta is DDIM's noise level; set sampler: ddim to use it (or eta 0)",
                             field="eta")
-        return FolderSampler(self.scheduler_config)
+        return SchedulerSampler(self.scheduler_config)  # PNDM, DDIM or DDPM: the folder's
 
     def decode(self, x):
         vae = self.vae
