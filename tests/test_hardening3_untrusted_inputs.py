@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from test_untrusted import picture, run  # the same helpers
 from unclip_nodes.graph import comfy
-from unclip_nodes.graph.cli import main
 from unclip_nodes.graph.validate import load
 
 WF = """inputs:
@@ -22,18 +21,6 @@ nodes:
 """
 
 
-def run(args: list, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def picture(path: Path, red: int) -> Path:
-    arr = np.zeros((4, 6, 3), np.uint8)
-    arr[..., 0] = red
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 def crafted_png(path: Path, image: str, **chunks: str) -> Path:
