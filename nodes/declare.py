@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -243,6 +244,9 @@ class NodeSpec:
 
     def call(self, **kwargs) -> tuple:
         """Run the node function; always returns a tuple with one value per output."""
+        for old, new in self.renamed.items():  # a caller that still uses an old name
+            if old in kwargs and new not in kwargs:
+                kwargs[new] = kwargs.pop(old)
         result = self.fn(**kwargs)
         if len(self.outputs) == 1 and not (isinstance(result, tuple) and len(result) == 1):
             result = (result,)
@@ -505,5 +509,20 @@ def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
             continue  # ComfyUI's own node does the job there: no double in its search
         key = comfy_id(spec.type)
         classes[key] = comfy_class(spec)
-        names[key] = spec.display_name or key  # "unCLIP Decoder": ours, in ComfyUI's search
+        names[key] = display_name(spec)
     return classes, names
+
+
+_WORD = re.compile(r"UnCLIP|CLIP|Clip|DDIM|PCA|[A-Z][a-z]*|[a-z]+|\d+")
+
+
+def display_name(spec: NodeSpec) -> str:
+    """What ComfyUI's search and title bar show: words, as ComfyUI's own names are ("unCLIP
+    Load Prior", "unCLIP DDIM Invert"), the pack's name first so ours are found together."""
+    if spec.display_name:
+        return spec.display_name
+    words = [{"Clip": "CLIP"}.get(w, w) for w in _WORD.findall(spec.type) if w != "UnCLIP"]
+    return "unCLIP " + " ".join(words)
+
+
+

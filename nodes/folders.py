@@ -169,7 +169,7 @@ def input_files() -> list[str]:
     return sorted(names) + samples
 
 
-def comfy_input_path(name: str, field: str = "path") -> Path | None:
+def comfy_input_path(name: str, field: str = "image") -> Path | None:
     """Inside ComfyUI: the file ``name`` (as the upload widget gives it) in ComfyUI's input
     folder; a UserError for anything outside it.  None outside ComfyUI."""
     fp = comfy_folder_paths()

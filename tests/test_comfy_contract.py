@@ -133,7 +133,9 @@ def test_every_class_id_display_name_and_category_is_ours(object_info):
             assert cls["category"] == "unCLIP/presets"
         else:
             assert key.startswith("unCLIP ") and declare.get(key[len("unCLIP "):]) is not None
-            assert cls["display_name"] == key
+            assert cls["display_name"] == declare.display_name(declare.get(key[len("unCLIP "):]))
+            assert cls["display_name"].startswith("unCLIP ") and " " in cls["display_name"][7:] \
+                or cls["display_name"].count(" ") == 1  # words, as ComfyUI's own names
         assert cls["category"].startswith("unCLIP/"), key
         assert cls["description"].strip(), key
         assert cls["callable"], key
@@ -241,12 +243,12 @@ def test_every_preset_with_inputs_and_outputs_is_a_node_and_a_broken_one_is_left
 
 
 def test_prompt_with_a_preset_node_passes_comfys_validation(object_info):
-    prompt = {"1": {"class_type": "unCLIP LoadImage", "inputs": {"path": "x.png"}},
+    prompt = {"1": {"class_type": "unCLIP LoadImage", "inputs": {"image": "x.png"}},
               "2": {"class_type": PRESET + "shrink", "inputs": {"image": ["1", 0], "width": 4}},
               "3": {"class_type": PRESET + "upscale", "inputs": {
                   "image": ["2", 0], "model": "pocket", "steps": 7, "seed": 2}},
               "4": {"class_type": "unCLIP SaveImage", "inputs": {"images": ["3", 0],
-                                                                 "prefix": "up"}}}
+                                                                 "filename_prefix": "up"}}}
     assert validate_prompt(prompt, object_info) == {}
     prompt["3"]["inputs"]["image"] = ["1", 1]  # the MASK
     assert [e["type"] for e in validate_prompt(prompt, object_info)["3"]] == [
@@ -265,14 +267,14 @@ def image_workflow(tmp_path: Path) -> Path:
         inputs:
           width: {{type: INT, default: 16}}
         nodes:
-          load: {{type: LoadImage, params: {{path: "{tmp_path / 'in.png'}"}}}}
+          load: {{type: LoadImage, params: {{image: "{tmp_path / 'in.png'}"}}}}
           big: {{type: ResizeImage, links: {{image: load.image}}, params: {{width: $width, height: 0}}}}
           pad: {{type: OutpaintPad, links: {{image: big.image}}, params: {{left: 2, seed: 5}}}}
           inv: {{type: InvertMask, links: {{mask: load.mask}}}}
           show: {{type: MaskToImage, links: {{mask: inv.mask}}}}
           grid: {{type: ImageGrid, links: {{images: pad.image}}}}
-          save: {{type: SaveImage, links: {{images: grid.image}}, params: {{prefix: small}}}}
-          save2: {{type: SaveImage, links: {{images: show.image}}, params: {{prefix: mask}}}}
+          save: {{type: SaveImage, links: {{images: grid.image}}, params: {{filename_prefix: small}}}}
+          save2: {{type: SaveImage, links: {{images: show.image}}, params: {{filename_prefix: mask}}}}
         """).lstrip())
     return wf
 
