@@ -18,7 +18,9 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from .graph.comfy_presets import preset_mappings
     from .nodes.folders import comfy_folder_paths
-    comfy_folder_paths()  # inside ComfyUI: register models/unclip and make it, as the pack loads
+    if comfy_folder_paths() is not None:  # inside ComfyUI: models/unclip registered and made
+        from .graph.comfy_prompt import register
+        register()  # our checks of a whole prompt, before ComfyUI starts it
     from .nodes import NODE_CLASS_MAPPINGS as node_classes
     from .nodes import NODE_DISPLAY_NAME_MAPPINGS as node_names
     classes, names = preset_mappings()
