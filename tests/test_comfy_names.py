@@ -102,3 +102,15 @@ def test_display_names_are_words_with_the_packs_name_first():
                 or any(w[:1].isupper() and w[1:].islower() is False and w.isalpha()
                        and w not in ("CLIP", "DDIM", "PCA", "unCLIP") and not w.isupper()
                        for w in n.split())]
+
+
+def test_every_socket_type_of_ours_has_a_colour_in_the_front_end_extension():
+    import re
+    from pathlib import Path
+
+    import unclip_nodes
+    from unclip_nodes.nodes.types import SOCKET_COLORS, SOCKET_TYPES
+    ours = {t for t in SOCKET_TYPES if t.startswith("UNCLIP_")}
+    assert set(SOCKET_COLORS) == ours
+    js = (Path(unclip_nodes.__file__).parent / unclip_nodes.WEB_DIRECTORY / "unclip.js").read_text()
+    assert dict(re.findall(r"(UNCLIP_\w+): \"(#[0-9A-F]{6})\"", js)) == SOCKET_COLORS
