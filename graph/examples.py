@@ -36,17 +36,18 @@ EXAMPLES = ("text_to_image", "image_variations", "inpaint", "interpolate_images"
             "pca_probe")
 """Templates that run on the bundled pocket model: ``workflows/<name>.yaml`` as it is, with a
 thumbnail of what it draws."""
-_K22 = {"prior": "kandinsky22/prior", "decoder": "kandinsky22/decoder"}
+_K22 = {"prior": "kandinsky-2-2-prior", "decoder": "kandinsky-2-2-decoder"}
 MODEL_TEMPLATES = {
-    "kandinsky22_text_to_image": ("kandinsky/text_to_image", _K22),
-    "kandinsky22_variations": ("kandinsky/variations", _K22),
-    "kandinsky22_inpaint": ("kandinsky/inpaint",
-                            {**_K22, "decoder": "kandinsky22/decoder-inpaint"}),
+    "kandinsky_2_2_text_to_image": ("kandinsky/text_to_image", _K22),
+    "kandinsky_2_2_variations": ("kandinsky/variations", _K22),
+    "kandinsky_2_2_inpaint": ("kandinsky/inpaint",
+                              {**_K22, "decoder": "kandinsky-2-2-decoder-inpaint"}),
 }
 """Templates for checkpoints the user puts in ComfyUI's models/unclip/: template name ->
-(workflow, the model names its loaders get, as ComfyUI's drop-downs list them).  They are
-exported against tiny stand-ins of those folders (nothing is downloaded), and their thumbnail
-is a title card, since no real weights are at hand to draw one."""
+(workflow, the model names its loaders get, as ComfyUI's drop-downs list them: the folders'
+names as published).  They are exported against tiny stand-ins of those folders (nothing is
+downloaded), and their thumbnail is a title card, since no real weights are at hand to draw
+one."""
 TEMPLATES = (*EXAMPLES, *MODEL_TEMPLATES)
 PREVIEW_SIDE = 256
 """Previews are enlarged (nearest neighbour, by a whole factor) until their shorter side is at
@@ -76,7 +77,9 @@ class _stand_in_models:
         if "root" not in _STAND_INS:
             from ..nodes.tiny_kandinsky import save_tiny_kandinsky
             root = Path(tempfile.mkdtemp(prefix="unclip-templates-"))
-            save_tiny_kandinsky(root / "kandinsky22")
+            tiny = save_tiny_kandinsky(root / "tiny")
+            for part in ("prior", "decoder", "decoder-inpaint"):
+                (root / f"kandinsky-2-2-{part}").symlink_to(Path(tiny) / part)
             _STAND_INS["root"] = root
         self.before = os.environ.get("UNCLIP_MODELS")
         os.environ["UNCLIP_MODELS"] = str(_STAND_INS["root"])
@@ -97,7 +100,7 @@ def title_card(name: str) -> Image.Image:
     side = PREVIEW_SIDE
     card = Image.new("RGB", (side, side), (32, 36, 48))
     draw = ImageDraw.Draw(card)
-    words = name.replace("kandinsky22_", "Kandinsky 2.2 ").replace("_", " ").split(" ")
+    words = name.replace("kandinsky_2_2_", "Kandinsky 2.2 ").replace("_", " ").split(" ")
     lines, line = [], ""
     for w in words:
         if line and len(line) + len(w) > 16:

@@ -16,5 +16,6 @@ from . import interpolate  # noqa: F401
 from . import invert  # noqa: F401
 from . import pca  # noqa: F401
 from . import score  # noqa: F401
+from . import comfy_core  # noqa: F401  -- ComfyUI's own nodes, as workflows may name them
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = comfy_mappings(REGISTRY.values())

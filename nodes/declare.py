@@ -346,7 +346,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
 
 FOREIGN: dict[str, NodeSpec] = {}
 """ComfyUI's own nodes that our workflows may name (``comfy:KSampler``): they are checked and
-exported like ours, and run only inside ComfyUI (nodes/comfy_core.py declares them)."""
+exported like ours, and run only inside ComfyUI (nodes/comfy_core.py declares them when the
+pack is imported)."""
 FOREIGN_PREFIX = "comfy:"
 
 TYPE_ALIASES: dict[str, str] = {}
@@ -355,12 +356,7 @@ TYPE_ALIASES: dict[str, str] = {}
 
 def get(type: str) -> NodeSpec | None:
     """Our node type, or one of ComfyUI's (``comfy:Name``), or None."""
-    spec = REGISTRY.get(type)
-    if spec is None and type.startswith(FOREIGN_PREFIX):
-        if not FOREIGN:
-            from . import comfy_core  # noqa: F401 -- declares them on first use
-        spec = FOREIGN.get(type)
-    return spec
+    return REGISTRY.get(type) or FOREIGN.get(type)
 
 
 def is_foreign(spec: NodeSpec) -> bool:

@@ -57,7 +57,7 @@ def text_to_image(prompts: list[str], seed: int, s: Settings, path: str = "pocke
     from ..nodes.prior import prior_node
     from ..nodes.upsample import upsample_node
     clip_text, _, prior, decoder, upsampler = models(path)
-    text = clip_text_encode(clip=clip_text, prompt="\n".join(prompts))
+    text = clip_text_encode(clip=clip_text, text="\n".join(prompts))
     z = prior_node(prior=prior, text=text, negative=None, steps=s.prior_steps,
                    guidance_scale=s.prior_guidance, seed=seed, candidates=1)
     img = decoder_node(decoder=decoder, image_embeds=z, text=text, steps=s.decoder_steps,

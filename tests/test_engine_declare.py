@@ -8,7 +8,8 @@ from unclip_nodes.nodes.declare import comfy_class, comfy_id
 
 def test_declaration_gives_comfy_input_types_with_widgets_and_optional_sockets():
     cls = comfy_class(declare.get("TestAdd"))
-    assert cls.INPUT_TYPES() == {"required": {"a": ("IMAGE",)}, "optional": {"b": ("IMAGE",)}}
+    assert cls.INPUT_TYPES() == {"required": {"a": ("IMAGE",)}, "optional": {"b": ("IMAGE",)},
+                                 "hidden": {declare.PROBLEM: "UNCLIP_PROBLEM"}}
     noise = comfy_class(declare.get("TestNoise")).INPUT_TYPES()["required"]
     assert noise["size"] == ("INT", {"default": 4, "min": 1, "max": 64, "step": 1})
     assert noise["channels"] == (["rgb", "gray"], {"default": "rgb"})

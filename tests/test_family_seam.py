@@ -18,10 +18,11 @@ from unclip_nodes.nodes import families, loaders
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ROOT / "nodes"
-EXEMPT = {"textproj.py", "comfy_core.py"}
+EXEMPT = {"textproj.py", "comfy_core.py", "examples.py"}
 """Outside the seam, with the tiny-checkpoint builders for tests and docs (``tiny*.py``, one per
 family): the class of Karlo's text_proj (loaded by name through ``core.checkpoint.OWN_CLASSES``),
-and the declarations of ComfyUI's own nodes, whose sockets have ComfyUI's names (``vae``)."""
+the declarations of ComfyUI's own nodes, whose sockets have ComfyUI's names (``vae``), and the
+template list, which names the model folders its templates load (``kandinsky22/prior``)."""
 
 
 def own_imports(path: Path) -> set[str]:

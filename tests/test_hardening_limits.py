@@ -147,7 +147,7 @@ def test_image_over_the_pixel_limit_is_refused_at_validation(write_workflow, pic
     monkeypatch.setenv("UNCLIP_MAX_IMAGE_PIXELS", "11999")
     with pytest.raises(UserError) as e:
         load(write_workflow(IMAGE_WF.replace("PATH", str(picture))))
-    assert (e.value.node, e.value.field) == ("img", "path")
+    assert (e.value.node, e.value.field) == ("img", "image")
     assert e.value.message == (f"{picture} is too large to load: 120 x 100 = 12,000 pixels, "
                                "more than the limit of 11,999; to allow it, set "
                                "UNCLIP_MAX_IMAGE_PIXELS=12000")
@@ -185,7 +185,7 @@ def test_default_pixel_limit_is_pillows_threshold(tmp_path, monkeypatch):
     assert "too large to load" in e.value.message and "limit of 89,478,485" in e.value.message
     with pytest.raises(UserError) as e:  # past the size check: its pixel data is not there
         REGISTRY["LoadImage"].call(path=str(at))
-    assert "too large" not in e.value.message and e.value.field == "path"
+    assert "too large" not in e.value.message and e.value.field == "image"
 
 
 # --- prompts ------------------------------------------------------------------------------------
@@ -193,10 +193,10 @@ def test_default_pixel_limit_is_pillows_threshold(tmp_path, monkeypatch):
 def test_too_many_prompt_lines_are_refused_before_anything_runs(monkeypatch):
     monkeypatch.setenv("UNCLIP_MAX_PROMPTS", "4")
     spec = REGISTRY["CLIPTextEncode"]
-    spec.check({"prompt": "a\nb\n\nc\nd\n"})  # blank lines are no prompts
+    spec.check({"text": "a\nb\n\nc\nd\n"})  # blank lines are no prompts
     with pytest.raises(UserError) as e:
-        spec.check({"prompt": "a\nb\nc\nd\ne"})
-    assert e.value.field == "prompt"
+        spec.check({"text": "a\nb\nc\nd\ne"})
+    assert e.value.field == "text"
     assert e.value.message == ("5 prompt lines in one node (each is a batch entry), more than "
                                "the limit of 4; to allow it, set UNCLIP_MAX_PROMPTS=5")
 
@@ -232,7 +232,7 @@ def test_an_image_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path
     monkeypatch.setattr(type(path), "read_bytes", lambda self: read.append(self) or b"")
     with pytest.raises(UserError) as e:
         image_nodes.load_image(str(path))
-    assert e.value.field == "path" and not read
+    assert e.value.field == "image" and not read
     assert f"{path} is {size:,} bytes, too big for an image file" in e.value.message
     assert f"UNCLIP_MAX_IMAGE_FILE_BYTES={size}" in e.value.message
     monkeypatch.undo()

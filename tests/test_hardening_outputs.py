@@ -107,7 +107,7 @@ def test_prefix_crossing_a_file_is_a_located_error_and_nothing_is_written(
         "  first: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: fine}}\n"
     err = refused(write_workflow(text.replace("outputs:\n  image: scale.image\n", "")), out,
                   engine_cache)
-    assert (err.node, err.field, err.line) == ("save", "prefix", 6)
+    assert (err.node, err.field, err.line) == ("save", "filename_prefix", 6)
     assert f"cannot save 'runs/cat' there: folder {out / 'runs'} is a file" in str(err)
     assert files_under(out) == ["runs"]  # the other saver wrote nothing either
     assert ran() == []
@@ -152,7 +152,7 @@ def test_disk_full_while_saving_is_a_user_error_and_finished_nodes_stay_cached(
     with monkeypatch.context() as m:
         m.setattr(Image.Image, "save", full)
         err = refused(path, out, engine_cache)
-    assert (err.node, err.field) == ("save", "prefix")
+    assert (err.node, err.field) == ("save", "filename_prefix")
     assert f"cannot write {out / 'cat_00001_.png'}: {os.strerror(errno.ENOSPC)}" in err.message
     assert files_under(out) == []  # no temp file left behind
     again = run_workflow(path, out_dir=out, cache=engine_cache)
@@ -164,6 +164,7 @@ def test_disk_full_while_saving_is_a_user_error_and_finished_nodes_stay_cached(
 def test_os_error_in_any_saver_is_a_user_error_naming_the_file(
         write_workflow, engine_cache, tmp_path, monkeypatch):
     path = write_workflow(WF.replace("SaveImage, links: {images:", "TestSave, links: {image:")
+                          .replace("filename_prefix:", "prefix:")
                           .replace("PREFIX", "cat"))
 
     def denied(self, *args, **kwargs):

@@ -273,15 +273,18 @@ def test_more_steps_than_training_timesteps_is_a_user_error():
 @needs_reference
 def test_karlo_defaults_are_the_reference_pipelines_defaults():
     """Our stage defaults are diffusers' UnCLIPPipeline's (what Karlo's release runs), read from
-    that pipeline rather than restated."""
+    that pipeline rather than restated -- except the decoder's guidance, whose default is the
+    bundled pocket model's (1); its tooltip gives Karlo's."""
     import inspect
     ref = {k: v.default for k, v in
            inspect.signature(stages_util.UnCLIPPipeline.__call__).parameters.items()}
     p = {t: {q.name: q.default for q in REGISTRY[t].params} for t in ("Prior", "Decoder", "Upsample")}
     assert (p["Prior"]["steps"], p["Prior"]["guidance_scale"]) == (
         ref["prior_num_inference_steps"], ref["prior_guidance_scale"])
-    assert (p["Decoder"]["steps"], p["Decoder"]["guidance_scale"]) == (
-        ref["decoder_num_inference_steps"], ref["decoder_guidance_scale"])
+    assert p["Decoder"]["steps"] == ref["decoder_num_inference_steps"]
+    assert p["Decoder"]["guidance_scale"] == 1.0
+    tip = next(q.tooltip for q in REGISTRY["Decoder"].params if q.name == "guidance_scale")
+    assert f"Karlo {ref['decoder_guidance_scale']:g}" in tip
     assert p["Upsample"]["steps"] == ref["super_res_num_inference_steps"]
 
 
