@@ -134,7 +134,7 @@ FROM_CORE: dict[str, tuple[str, dict[str, str], Callable[[dict], dict | None]]] 
 would compute something else with these values)."""
 
 
-# --- rewriting a graph -----------------------------------------------------------------------------
+# --- rewriting a graph ----------------------------------------------------------------------------
 
 def _new_ids(owner: str, count: int, taken: set[str], numeric: bool) -> list[str]:
     out = []
@@ -218,7 +218,7 @@ def to_core(rs: Resolved) -> Resolved:
             params.update({k: v for k, v in piece.inputs.items() if _lit(v) and v is not None
                            and spec.param(k) is not None})
             links = {k: plan.link(nid, v) for k, v in piece.inputs.items() if not _lit(v)}
-            decl = rn.decl if pid == nid else declare_node(rn.decl, pid)
+            decl = rn.decl if pid == nid else _inserted_decl(rn.decl, pid)
             decl = replace(decl, type=replace(decl.type, value=spec.type))
             refs[pid] = (ResolvedNode(pid, spec, params, {}, None, decl), links)
     nodes: dict[str, ResolvedNode] = {}
@@ -249,13 +249,13 @@ def to_core(rs: Resolved) -> Resolved:
                    outputs={k: named(*v) for k, v in rs.outputs.items()}, graph=graph)
 
 
-def declare_node(decl, nid: str):
+def _inserted_decl(decl, nid: str):
     """A declaration for an inserted node, placed where the node it came from was written."""
     from .workflow import NodeDecl
     return NodeDecl(nid, decl.type, {}, {}, decl.at)
 
 
-# --- API prompts -----------------------------------------------------------------------------------
+# --- API prompts ----------------------------------------------------------------------------------
 
 def _is_link(v: Any) -> bool:
     return (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int))

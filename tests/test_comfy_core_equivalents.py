@@ -35,7 +35,7 @@ REPLACED = {"GrowMask": "GrowMask", "InvertMask": "InvertMask", "MaskToImage": "
 RENAMED = {"FeatherMask": "BlurMask", "OutpaintPad": "OutpaintBorder"}
 
 
-# --- models of ComfyUI's nodes ---------------------------------------------------------------------
+# --- models of ComfyUI's nodes --------------------------------------------------------------------
 
 def core_grow(mask: torch.Tensor, expand: int, tapered_corners: bool) -> torch.Tensor:
     """GrowMask: |expand| times, each pixel becomes the max (min when shrinking) of its 3x3
@@ -149,7 +149,7 @@ def masks_to_try():
     ]
 
 
-# --- pixels: our headless node against the model of ComfyUI's ----------------------------------------
+# --- pixels: our headless node against the model of ComfyUI's -------------------------------------
 
 @pytest.mark.parametrize("name,mask", masks_to_try(), ids=[n for n, _ in masks_to_try()])
 @pytest.mark.parametrize("expand", [-4, -1, 0, 1, 2, 5])
@@ -224,7 +224,7 @@ def test_grey_outpaint_border_without_feather_equals_comfys_pad_for_outpaint(sid
     assert want_mask.shape[0] == 1 and torch.equal(got_mask, want_mask.expand_as(got_mask))
 
 
-# --- exports name ComfyUI's nodes, and read back as ours -------------------------------------------------
+# --- exports name ComfyUI's nodes, and read back as ours ------------------------------------------
 
 def picture(path: Path, size=(13, 9), alpha=True) -> Path:
     rng = np.random.default_rng(5)
@@ -393,7 +393,7 @@ def test_a_comfyui_made_prompt_with_core_nodes_runs_headless_as_ours(tmp_path):
     assert from_core(feathered)["5"]["class_type"] == "ImagePadForOutpaint"
 
 
-# --- shipped workflows, ComfyUI's registry, old prompts -----------------------------------------------
+# --- shipped workflows, ComfyUI's registry, old prompts -------------------------------------------
 
 def pack_object_info() -> dict:
     """What ComfyUI's /object_info lists for the pack's own nodes (as the contract tests'
