@@ -28,6 +28,7 @@ from ..nodes.declare import (COMFY_PREFIX, FOREIGN_PREFIX, NodeSpec, class_type,
 from ..nodes.errors import (UserError, UserErrors, excerpt, file_limit, over_limit,
                              parse_json)
 from ..nodes.image import PACK_DIR
+from .comfy_map import from_core, to_core
 from .comfy_presets import PRESET_PREFIX
 from .preset import list_presets, preset_spec
 from .validate import SOURCE_PREFIX, VALUE_NODE, Resolved, load
@@ -92,6 +93,7 @@ def node_ids(rs: Resolved) -> dict[str, str]:
 
 def to_api(rs: Resolved) -> dict[str, dict]:
     """The workflow in ComfyUI's API format (what /prompt takes)."""
+    rs = to_core(rs)  # ComfyUI's own nodes where it has ours (graph/comfy_map.py)
     ids = node_ids(rs)
     base = runtime.workflow_folder(rs.workflow.file)
     out: dict[str, dict] = {}
@@ -148,6 +150,7 @@ def layers(rs: Resolved) -> dict[str, int]:
 
 def to_ui(rs: Resolved) -> dict:
     """The workflow as a ComfyUI front-end (LiteGraph) document with an automatic layout."""
+    rs = to_core(rs)  # ComfyUI's own nodes where it has ours (graph/comfy_map.py)
     from . import dag
     ids = node_ids(rs)
     file_index = {nid: i for i, nid in enumerate(ids)}
@@ -458,6 +461,7 @@ def _safe_ids(keys: list[str]) -> dict[str, str]:
 def load_api(api: Mapping, overrides: Mapping[str, Any] | None = None, *,
              file: str | None = None) -> Resolved:
     """Validate an API-format prompt as one of our workflows."""
+    api = from_core(api)  # ComfyUI's nodes that ours compute exactly run as ours
     mapping = api_to_mapping(api, file)
     rs = _relocated(lambda: load(mapping, overrides), None, file)
     rs.workflow.file = file

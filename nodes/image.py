@@ -591,11 +591,24 @@ def save_animation(images: torch.Tensor, filename_prefix: str = "unclip_anim",
 
 
 # --- ResizeImage --------------------------------------------------------------------------------
+#
+# ComfyUI has ImageScale and ImageBatch: ours compute what those compute (same sampling, same
+# center crop) and are not registered inside ComfyUI; exports write ImageScale, and a chain of
+# ImageBatch for our four inputs (graph/comfy_map.py, docs/comfyui_core_nodes.md).
+
+UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
+"""ComfyUI ImageScale's methods, in its order."""
+OLD_METHODS = {"nearest": "nearest-exact"}
+OLD_CROPS = {"none": "disabled"}
+"""What ResizeImage's ``method`` and ``crop`` were called before they took ImageScale's names:
+still accepted, and exported as ImageScale's."""
+
 
 def target_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
-    """(width, height); a 0 follows the aspect ratio of the other side."""
+    """(width, height); a 0 follows the aspect ratio of the other side (both 0: the size as
+    it is)."""
     if width <= 0 and height <= 0:
-        raise UserError("give a width or a height (0 keeps the aspect ratio)", field="width")
+        return w, h
     if width <= 0:
         width = max(1, round(w * height / h))
     if height <= 0:
@@ -603,44 +616,94 @@ def target_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
-def _check_size(params: dict) -> None:
-    if params.get("width", 512) <= 0 and params.get("height", 512) <= 0:
-        raise UserError("give a width or a height (0 keeps the aspect ratio)", field="width")
+def center_crop(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[B, C, h, w] cut to the aspect ratio of width x height, the same number of pixels off
+    each side, as ComfyUI's ``common_upscale`` cuts (the margin is rounded from the exact
+    aspect ratios, in that function's arithmetic, so both keep the same pixels)."""
+    h, w = x.shape[-2:]
+    have, want = w / h, width / height
+    left = top = 0
+    if have > want:
+        left = round((w - w * (want / have)) / 2)
+    elif have < want:
+        top = round((h - h * (have / want)) / 2)
+    return x[..., top:h - top, left:w - left]
+
+
+def scale(image: torch.Tensor, width: int, height: int, method: str = "bicubic",
+          crop: str = "disabled") -> torch.Tensor:
+    """IMAGE [B, H, W, C] at width x height as ComfyUI's ``common_upscale`` makes it: torch's
+    interpolation as it is (no antialiasing, values not clamped: bicubic may overshoot 0..1), and
+    lanczos through 8-bit Pillow images (the values cut to 0..255 and truncated)."""
+    method, crop = OLD_METHODS.get(method, method), OLD_CROPS.get(crop, crop)
+    if method not in UPSCALE_METHODS:
+        raise UserError(f"unknown method {excerpt(method)}; one of {', '.join(UPSCALE_METHODS)}",
+                        field="upscale_method")
+    b, _, _, c = image.shape
+    check_allocation("the resized image", b, height, width, c, field="width")
+    x = image.float().movedim(-1, 1)
+    if crop == "center":
+        x = center_crop(x, width, height)
+    if method == "lanczos":
+        frames = []
+        for frame in x:
+            eight = (frame.movedim(0, -1) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            pic = Image.fromarray(eight[..., 0] if c == 1 else eight)
+            pic = pic.resize((width, height), resample=Image.Resampling.LANCZOS)
+            arr = np.asarray(pic).astype(np.float32) / 255.0
+            frames.append(torch.from_numpy(arr.reshape(height, width, c)).movedim(-1, 0))
+        out = torch.stack(frames).to(x.device)
+    else:
+        out = torch.nn.functional.interpolate(x, size=(height, width), mode=method)
+    return out.movedim(1, -1).contiguous()
 
 
 @node("ResizeImage", category=CATEGORY,
-      description="Resize images to a given size (Lanczos, bicubic, bilinear, area or nearest).",
+      description="Resize images to a given size (nearest, bilinear, area, bicubic or lanczos), "
+                  "as ComfyUI's ImageScale.",
       inputs=[Input("image", "IMAGE")],
-      params=[Param("width", "INT", default=512, min=0, max=SIZE_MAX,
+      params=[Param("upscale_method", "COMBO", default="bicubic",
+                    choices=(*UPSCALE_METHODS, *OLD_METHODS),
+                    tooltip="as ComfyUI's ImageScale ('nearest' is nearest-exact); area is best "
+                            "for downscaling"),
+              Param("width", "INT", default=512, min=0, max=SIZE_MAX,
                     tooltip="0 = follow the height, keeping the aspect ratio"),
               Param("height", "INT", default=512, min=0, max=SIZE_MAX,
-                    tooltip="0 = follow the width, keeping the aspect ratio"),
-              Param("method", "COMBO", default="bicubic", choices=RESIZE_METHODS,
-                    tooltip="bicubic/bilinear are antialiased; area is best for downscaling by "
-                            "integer factors"),
-              Param("crop", "COMBO", default="none", choices=("none", "center"),
+                    tooltip="0 = follow the width, keeping the aspect ratio (both 0: unchanged)"),
+              Param("crop", "COMBO", default="disabled", choices=("disabled", "center",
+                                                                  *OLD_CROPS),
                     tooltip="center: cut the middle to the new aspect ratio instead of "
-                            "stretching")],
-      outputs=[Output("image", "IMAGE")], check=_check_size)
-def resize_image(image: torch.Tensor, width: int = 512, height: int = 512,
-                 method: str = "bicubic", crop: str = "none"):
+                            "stretching ('none' is disabled)")],
+      outputs=[Output("image", "IMAGE")], renamed={"method": "upscale_method"},
+      replaced_by="ImageScale")
+def resize_image(image: torch.Tensor, upscale_method: str = "bicubic", width: int = 512,
+                 height: int = 512, crop: str = "disabled"):
+    """ComfyUI's ImageScale, same widgets (``method`` was renamed ``upscale_method``).  This
+    changed our resize: bicubic and bilinear are no longer antialiased nor clamped to 0..1,
+    lanczos goes through 8 bits, the center crop rounds as ComfyUI's, and width = height = 0
+    gives the image unchanged instead of an error.  The default method stays bicubic (ImageScale
+    starts at nearest-exact); exports write it."""
     check_image(image)
     _, h, w, _ = image.shape
-    return resize(image, *target_size(w, h, width, height), method=method, crop=crop)
+    if width <= 0 and height <= 0:
+        return image
+    return scale(image, *target_size(w, h, width, height), upscale_method, crop)
 
 
 # --- ImageBatch ---------------------------------------------------------------------------------
 
 
 @node("ImageBatch", category=CATEGORY,
-      description="Join up to four image batches into one; later ones are resized (center crop) "
-                  "to the first one's size.",
+      description="Join up to four image batches into one; later ones are resized (bilinear, "
+                  "center crop) to the first one's size, as ComfyUI's ImageBatch does.",
       inputs=[Input("image_a", "IMAGE"), Input("image_b", "IMAGE", optional=True),
               Input("image_c", "IMAGE", optional=True), Input("image_d", "IMAGE", optional=True)],
-      outputs=[Output("image", "IMAGE")])
+      outputs=[Output("image", "IMAGE")], replaced_by="ImageBatch")
 def image_batch(image_a: torch.Tensor, image_b=None, image_c=None, image_d=None):
-    """A differing size is resized (bicubic, center crop) rather than rejected, as in ComfyUI's
-    ImageBatch; a differing channel count (RGB vs RGBA) is a UserError."""
+    """ComfyUI's ImageBatch takes two images; ours is a chain of them (a with b, that with c,
+    then d), and exports as that chain.  A later batch of another size is resized as ComfyUI's
+    does: bilinear without antialiasing, center crop (before, ours was antialiased bicubic).  A
+    differing channel count (RGB vs RGBA) is a UserError (ComfyUI's fails there too)."""
     check_image(image_a, "image_a")
     _, h, w, c = image_a.shape
     parts = [image_a.float()]
@@ -650,7 +713,8 @@ def image_batch(image_a: torch.Tensor, image_b=None, image_c=None, image_d=None)
         check_image(img, name)
         if img.shape[-1] != c:
             raise UserError(f"{name} has {img.shape[-1]} channels but image_a has {c}", field=name)
-        parts.append(resize(img, w, h, "bicubic", "center"))
+        parts.append(img.float() if img.shape[1:3] == (h, w) else
+                     scale(img, w, h, "bilinear", "center"))
     return torch.cat(parts) if len(parts) > 1 else image_a
 
 

@@ -1,13 +1,22 @@
 """Mask nodes.  MASK follows ComfyUI: float32 [B, H, W], 1 = the area to change, 0 = keep.
 
 Inputs are never changed in place (cached values are shared).
+
+ComfyUI has its own GrowMask, InvertMask and MaskToImage: ours compute exactly what those
+compute (for the parameters they have), are not registered inside ComfyUI
+(``replaced_by``) and export as ComfyUI's (graph/comfy_map.py).  Two do what ComfyUI's nodes
+do not, so they have names of their own: BlurMask (a Gaussian blur of the mask; it was called
+FeatherMask, but ComfyUI's FeatherMask fades a mask towards the canvas borders) and
+OutpaintBorder (edge or noise fill and a linear feather; it was OutpaintPad, next to ComfyUI's
+grey-only, quadratic ImagePadForOutpaint).  The old names still load (``TYPE_ALIASES``).
+docs/comfyui_core_nodes.md has the table.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .declare import SEED_MAX, Input, Output, Param, node
+from .declare import SEED_MAX, TYPE_ALIASES, Input, Output, Param, node
 from .errors import UserError
 from .image import SIZE_MAX, check_allocation, check_image
 
@@ -94,10 +103,12 @@ def mask_from_image(image: torch.Tensor, channel: str = "grey", threshold: float
 @node("MaskToImage", category=CATEGORY,
       description="Show a mask as a grey image (white = change), e.g. to save or preview it.",
       inputs=[Input("mask", "MASK")],
-      outputs=[Output("image", "IMAGE", "[B, H, W, 3]")])
+      outputs=[Output("image", "IMAGE", "[B, H, W, 3]")], replaced_by="MaskToImage")
 def mask_to_image(mask: torch.Tensor):
+    """ComfyUI's MaskToImage: the mask's values in all three channels, as they are (no clamp,
+    so that both give the same pixels)."""
     mask = check_mask(mask)
-    return mask.clamp(0, 1)[..., None].expand(*mask.shape, 3).contiguous()
+    return mask[..., None].expand(*mask.shape, 3).contiguous()
 
 
 # --- shapes --------------------------------------------------------------------------------------
@@ -165,23 +176,32 @@ canvas: a 16k canvas would need several GiB of them)."""
 # --- morphology and edges ---------------------------------------------------------------------
 
 
-def grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Dilate (pixels > 0) or erode (pixels < 0) with a (2|p|+1)² square.
+def grow(mask: torch.Tensor, pixels: int, tapered: bool = False) -> torch.Tensor:
+    """Dilate (pixels > 0) or erode (pixels < 0) |pixels| times with a 3x3 neighbourhood: the
+    full square (a (2|p|+1)² square in all), or with ``tapered`` the plus-shaped one without its
+    corners (a diamond of radius |p| in all).  This is ComfyUI's GrowMask (``tapered_corners``).
 
-    Max-pooling is separable for a square, so it runs as a row pass and a column pass.  Outside
-    the canvas counts as "no information", so a mask touching the border is not eaten from there.
+    Only pixels of the canvas count: a mask touching the border is not eaten from outside it, as
+    with SciPy's default mirrored border, where the pixel beyond the edge is the edge pixel
+    itself and so never changes a minimum or maximum.  Erosion is dilation of the negated mask
+    (exact, where 1 - (1 - m) is not).  The square runs as one row and one column pass.
     """
     if pixels == 0:
         return mask
     r = abs(pixels)
-
-    def dilate(t):
-        t = F.max_pool2d(t, (1, 2 * r + 1), stride=1, padding=(0, r))
-        return F.max_pool2d(t, (2 * r + 1, 1), stride=1, padding=(r, 0))
-
     m = mask.float()[:, None]
-    out = dilate(m) if pixels > 0 else 1.0 - dilate(1.0 - m)
-    return out[:, 0].contiguous()
+    if pixels < 0:
+        m = -m
+    if tapered:
+        for _ in range(r):
+            m = torch.maximum(F.max_pool2d(m, (1, 3), stride=1, padding=(0, 1)),
+                              F.max_pool2d(m, (3, 1), stride=1, padding=(1, 0)))
+    else:
+        m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+        m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    if pixels < 0:
+        m = -m
+    return m[:, 0].contiguous()
 
 
 def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -202,33 +222,45 @@ def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
 @node("GrowMask", category=CATEGORY,
       description="Grow the masked area by some pixels (negative = shrink it).",
       inputs=[Input("mask", "MASK")],
-      params=[Param("pixels", "INT", default=4, min=-4096, max=4096,
-                    tooltip="square dilation radius; negative erodes")],
-      outputs=[Output("mask", "MASK")])
-def grow_mask(mask: torch.Tensor, pixels: int = 4):
-    return grow(check_mask(mask), pixels)
+      params=[Param("expand", "INT", default=4, min=-SIZE_MAX, max=SIZE_MAX,
+                    tooltip="pixels to grow by; negative shrinks"),
+              Param("tapered_corners", "BOOLEAN", default=False,
+                    tooltip="grow by a diamond (corners cut) instead of a square")],
+      outputs=[Output("mask", "MASK")], renamed={"pixels": "expand"}, replaced_by="GrowMask")
+def grow_mask(mask: torch.Tensor, expand: int = 4, tapered_corners: bool = False):
+    """ComfyUI's GrowMask, same widgets.  The defaults are ours: grow by 4 with square corners
+    (what ``pixels`` did before it took ComfyUI's name), where ComfyUI's node starts at 0 with
+    tapered corners; exports write both values, so ComfyUI computes the same."""
+    return grow(check_mask(mask), expand, tapered_corners)
 
 
-@node("FeatherMask", category=CATEGORY,
+@node("BlurMask", category=CATEGORY,
       description="Soften the mask's edges with a Gaussian blur; values stay in 0..1.",
       inputs=[Input("mask", "MASK")],
       params=[Param("pixels", "INT", default=8, min=0, max=1024,
                     tooltip="blur radius; the edge ramp is about twice as wide")],
       outputs=[Output("mask", "MASK")])
 def feather_mask(mask: torch.Tensor, pixels: int = 8):
+    """Was FeatherMask; ComfyUI's FeatherMask is another operation (it fades the mask towards
+    the canvas borders), so this one has a name ComfyUI lacks and stays registered there."""
     return feather(check_mask(mask), pixels)
 
 
+TYPE_ALIASES["FeatherMask"] = "BlurMask"
+
+
 @node("InvertMask", category=CATEGORY, description="1 - mask: swap what changes and what stays.",
-      inputs=[Input("mask", "MASK")], outputs=[Output("mask", "MASK")])
+      inputs=[Input("mask", "MASK")], outputs=[Output("mask", "MASK")],
+      replaced_by="InvertMask")
 def invert_mask(mask: torch.Tensor):
+    """ComfyUI's InvertMask."""
     return 1.0 - check_mask(mask)
 
 
 # --- outpainting ------------------------------------------------------------------------------
 
 
-@node("OutpaintPad", category=CATEGORY,
+@node("OutpaintBorder", category=CATEGORY,
       description="Add a border around an image and a mask marking it, ready for inpainting.",
       inputs=[Input("image", "IMAGE")],
       params=[*(Param(side, "INT", default=0, min=0, max=SIZE_MAX,
@@ -247,7 +279,12 @@ def invert_mask(mask: torch.Tensor):
 def outpaint_pad(image: torch.Tensor, left: int = 0, top: int = 0, right: int = 0,
                  bottom: int = 0, fill: str = "edge", feather: int = 0, seed: int = 0):
     """With feather f > 0, an original pixel d pixels away from a padded side (d = 0 next to
-    it) gets mask (f - d) / (f + 1) when d < f: below 1 and fading to 0."""
+    it) gets mask (f - d) / (f + 1) when d < f: below 1 and fading to 0.
+
+    Was OutpaintPad.  ComfyUI's ImagePadForOutpaint fills with grey only and feathers
+    quadratically, so this node keeps a name of its own and stays registered there; with
+    fill=grey and feather=0 it computes what ImagePadForOutpaint does with feathering=0 (whose
+    mask is one mask for the whole batch) and exports as that."""
     check_image(image)
     img = image.float()
     b, h, w, c = img.shape
@@ -275,3 +312,6 @@ def outpaint_pad(image: torch.Tensor, left: int = 0, top: int = 0, right: int = 
         inner = ((feather - dist) / (feather + 1)).clamp(min=0)
     mask[:, top:top + h, left:left + w] = inner
     return out.contiguous(), mask
+
+
+TYPE_ALIASES["OutpaintPad"] = "OutpaintBorder"

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_validator import validate_prompt
+from comfy_validator import validate_prompt, with_core
 from stages_util import tiny_checkpoint  # noqa: F401  (fixture)
 from unclip_nodes.graph import comfy, preset
 from unclip_nodes.graph.validate import load
@@ -120,7 +120,8 @@ def test_pack_imports_under_path_derived_names_with_relative_imports_only(comfy_
     path_name, short_name = str(folder).replace(".", "_x_"), "unclip-nodes"
     assert set(data[path_name]) == set(data[short_name])
     nodes = {k for k in data[path_name] if not k.startswith(PRESET)}
-    assert nodes == {declare.comfy_id(s.type) for s in pack_specs()}  # no test node is in the pack
+    assert nodes == {declare.comfy_id(s.type) for s in pack_specs()  # no test node is in the pack
+                     if s.replaced_by is None}  # nor ours that ComfyUI has (GrowMask...)
     assert not any(m.startswith("unclip_nodes") for m in data["modules"])
     assert all(m.startswith((path_name, short_name)) for m in data["modules"])
 
@@ -167,7 +168,7 @@ def test_every_parameter_has_a_tooltip(object_info):
     specs = pack_specs()
     missing = [f"{s.type}.{p.name}" for s in specs for p in s.params if not p.tooltip.strip()]
     assert not missing, "parameters without a tooltip: " + ", ".join(missing)
-    for spec in specs:
+    for spec in [s for s in specs if s.replaced_by is None]:  # the others are not in ComfyUI
         cls = object_info[declare.comfy_id(spec.type)]
         types_ = cls["input_types"]
         for p in spec.params:
@@ -282,8 +283,8 @@ def image_workflow(tmp_path: Path) -> Path:
 
 def test_exported_image_workflow_passes_comfys_validation(object_info, tmp_path):
     api = comfy.to_api(load(image_workflow(tmp_path), {"width": 20}))
-    assert validate_prompt(api, object_info) == {}
-    big = next(n for n in api.values() if n["class_type"] == "unCLIP ResizeImage")
+    assert validate_prompt(api, with_core(object_info, api)) == {}
+    big = next(n for n in api.values() if n["class_type"] == "ImageScale")  # ComfyUI's own
     assert big["inputs"]["width"] == 20  # the workflow input, --set honoured, as a literal
 
 
@@ -292,7 +293,7 @@ def test_shipped_workflows_export_to_prompts_comfy_accepts(name, object_info, ti
                                                            tmp_path):
     path = WORKFLOWS / f"{name}.yaml"
     api = comfy.to_api(load(path, shipped_workflow_sets(path, tiny_checkpoint, tmp_path)))
-    assert validate_prompt(api, object_info) == {}
+    assert validate_prompt(api, with_core(object_info, api)) == {}
 
 
 def shipped_workflow_sets(path: Path, checkpoint: Path, tmp_path: Path) -> dict:
@@ -321,18 +322,18 @@ def test_validator_model_reports_what_comfy_reports(object_info, tmp_path):
             del api[ids[node]]["inputs"][name]
         else:
             api[ids[node]]["inputs"][name] = value
-        errs = validate_prompt(api, object_info)
+        errs = validate_prompt(api, with_core(object_info, api))
         return [e["type"] for e in errs.get(ids[node], [])]
 
     assert broken("big", "width", 10**9) == ["value_bigger_than_max"]
     assert broken("big", "width", -1) == ["value_smaller_than_min"]
-    assert broken("big", "method", "sinc") == ["value_not_in_list"]
+    assert broken("big", "upscale_method", "sinc") == ["value_not_in_list"]
     assert broken("big", "image", drop=True) == ["required_input_missing"]
     assert broken("big", "image", [ids["load"], 1]) == ["return_type_mismatch"]  # MASK
     assert broken("big", "image", [ids["load"], 5]) == ["linked_output_missing"]
     assert broken("big", "width", "wide") == ["invalid_input_type"]
     no_saver = {k: v for k, v in good.items() if v["class_type"] != "unCLIP SaveImage"}
-    assert validate_prompt(no_saver, object_info) == {"": [{"type": "prompt_no_outputs",
+    assert validate_prompt(no_saver, with_core(object_info, no_saver)) == {"": [{"type": "prompt_no_outputs",
                                                             "details": ""}]}
 
 
@@ -440,9 +441,9 @@ def test_images_from_comfys_loadimage_flow_through_our_nodes(fake_comfy):
     image = torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0)[None]
     mask = 1.0 - torch.from_numpy(rgba[..., 3].astype(np.float32) / 255.0)[None]  # as ComfyUI
     resized, = declare.comfy_class(declare.get("ResizeImage"))().run(
-        image=image, width=10, height=12, method="nearest", crop="none")
+        image=image, width=10, height=12, upscale_method="nearest", crop="none")
     assert resized.shape == (1, 12, 10, 3) and resized.dtype == torch.float32
-    grown, = declare.comfy_class(declare.get("GrowMask"))().run(mask=mask, pixels=1)
+    grown, = declare.comfy_class(declare.get("GrowMask"))().run(mask=mask, expand=1)
     assert grown.shape == mask.shape and grown[0, 1, 1] == 1.0 and grown[0, 5, 4] == 0.0
     Image.fromarray(rgba).save(fake_comfy.out.parent / "rgba.png")
     ours_image, ours_mask = declare.comfy_class(declare.get("LoadImage"))().run(

@@ -242,42 +242,46 @@ def test_comfy_class_returns_ui_and_result(tmp_path, monkeypatch):
 
 # --- ResizeImage ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", im.RESIZE_METHODS)
+@pytest.mark.parametrize("method", im.UPSCALE_METHODS)
 @pytest.mark.parametrize("size", [(5, 3), (16, 12)])
-def test_resize_gives_exact_size_in_range_without_touching_input(method, size):
+def test_resize_gives_exact_size_without_touching_input(method, size):
     image = torch.rand(2, 6, 8, 3)
     before = image.clone()
     (out,) = REGISTRY["ResizeImage"].call(image=image, width=size[0], height=size[1],
-                                          method=method, crop="none")
+                                          upscale_method=method, crop="disabled")
     assert out.shape == (2, size[1], size[0], 3) and out.dtype == torch.float32
-    assert out.min() >= 0 and out.max() <= 1
+    if method != "bicubic":  # ComfyUI's ImageScale does not clamp: bicubic may overshoot 0..1
+        assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(image, before)
     flat = torch.full((1, 6, 8, 3), 0.25)
     (flat_out,) = REGISTRY["ResizeImage"].call(image=flat, width=size[0], height=size[1],
-                                               method=method, crop="none")
-    assert torch.allclose(flat_out, torch.full_like(flat_out, 0.25), atol=1e-5)
+                                               upscale_method=method, crop="disabled")
+    eight = method == "lanczos"  # through 8-bit images, as ComfyUI's: 0.25 -> 63/255
+    assert torch.allclose(flat_out, torch.full_like(flat_out, 63 / 255 if eight else 0.25),
+                          atol=1e-5)
 
 
 def test_resize_center_crop_keeps_the_middle():
     image = torch.arange(4, dtype=torch.float32).div(4).view(1, 1, 4, 1).expand(1, 2, 4, 3)
-    (out,) = REGISTRY["ResizeImage"].call(image=image, width=2, height=2, method="nearest",
-                                          crop="center")
+    (out,) = REGISTRY["ResizeImage"].call(image=image, width=2, height=2,
+                                          upscale_method="nearest", crop="center")
     assert torch.equal(out, image[:, :, 1:3])
 
 
-def test_resize_zero_side_keeps_aspect_and_both_zero_is_rejected():
+def test_resize_zero_side_keeps_aspect_and_both_zero_keeps_the_image():
     (out,) = REGISTRY["ResizeImage"].call(image=torch.rand(1, 6, 8, 3), width=4, height=0,
-                                          method="area", crop="none")
+                                          upscale_method="area", crop="disabled")
     assert out.shape == (1, 3, 4, 3)
-    with pytest.raises(UserError) as e:
-        REGISTRY["ResizeImage"].check({"width": 0, "height": 0})
-    assert e.value.field == "width"
+    image = torch.rand(1, 6, 8, 3)
+    (same,) = REGISTRY["ResizeImage"].call(image=image, width=0, height=0,
+                                           upscale_method="area", crop="disabled")
+    assert torch.equal(same, image)  # as ComfyUI's ImageScale (it was an error before)
 
 
 def test_resize_area_halving_averages_blocks():
     image = torch.rand(1, 4, 4, 3)
-    (out,) = REGISTRY["ResizeImage"].call(image=image, width=2, height=2, method="area",
-                                          crop="none")
+    (out,) = REGISTRY["ResizeImage"].call(image=image, width=2, height=2, upscale_method="area",
+                                          crop="disabled")
     assert torch.allclose(out[0, 0, 0], image[0, :2, :2].mean(dim=(0, 1)))
 
 
@@ -288,7 +292,8 @@ def test_image_batch_concatenates_and_resizes_later_inputs_to_the_first():
     (out,) = REGISTRY["ImageBatch"].call(image_a=a, image_b=b, image_c=c, image_d=None)
     assert out.shape == (4, 4, 6, 3)
     assert torch.equal(out[:2], a) and torch.equal(out[2], b[0])
-    assert torch.allclose(out[3], im.resize(c, 6, 4)[0])
+    bilinear = torch.nn.functional.interpolate(c.movedim(-1, 1), size=(4, 6), mode="bilinear")
+    assert torch.equal(out[3], bilinear.movedim(1, -1)[0])  # ComfyUI's ImageBatch resize
 
 
 def test_image_batch_rejects_a_channel_mismatch():

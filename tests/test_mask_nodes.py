@@ -94,35 +94,35 @@ def test_ellipse_stays_in_its_box_is_symmetric_and_has_about_its_area():
 # --- Grow / Feather / Invert ---------------------------------------------------------------------
 
 def test_grow_by_one_turns_a_pixel_into_a_3x3_block():
-    (m,) = call("GrowMask", mask=one_pixel(), pixels=1)
+    (m,) = call("GrowMask", mask=one_pixel(), expand=1)
     expected = torch.zeros(1, 7, 7)
     expected[0, 2:5, 2:5] = 1
     assert torch.equal(m, expected)
-    (m2,) = call("GrowMask", mask=one_pixel(), pixels=2)
+    (m2,) = call("GrowMask", mask=one_pixel(), expand=2)
     assert m2.sum() == 25 and (m2[0, 1:6, 1:6] == 1).all()
 
 
 def test_shrink_by_one_undoes_grow_by_one():
-    (grown,) = call("GrowMask", mask=one_pixel(), pixels=1)
-    (back,) = call("GrowMask", mask=grown, pixels=-1)
+    (grown,) = call("GrowMask", mask=one_pixel(), expand=1)
+    (back,) = call("GrowMask", mask=grown, expand=-1)
     assert torch.equal(back, one_pixel())
-    (gone,) = call("GrowMask", mask=one_pixel(), pixels=-1)
+    (gone,) = call("GrowMask", mask=one_pixel(), expand=-1)
     assert gone.sum() == 0
 
 
 def test_grow_is_clipped_at_the_border_and_shrink_does_not_eat_from_it():
-    (corner,) = call("GrowMask", mask=one_pixel(y=0, x=0), pixels=1)
+    (corner,) = call("GrowMask", mask=one_pixel(y=0, x=0), expand=1)
     assert corner.sum() == 4 and (corner[0, :2, :2] == 1).all()
     full = torch.ones(1, 5, 5)
-    (still,) = call("GrowMask", mask=full, pixels=-2)
+    (still,) = call("GrowMask", mask=full, expand=-2)
     assert torch.equal(still, full)
 
 
 def test_grow_keeps_the_input_unchanged():
     m = one_pixel()
     before = m.clone()
-    call("GrowMask", mask=m, pixels=3)
-    call("FeatherMask", mask=m, pixels=2)
+    call("GrowMask", mask=m, expand=3)
+    call("BlurMask", mask=m, pixels=2)
     call("InvertMask", mask=m)
     assert torch.equal(m, before)
 
@@ -138,14 +138,14 @@ def test_invert():
 def test_feather_is_bounded_monotone_across_an_edge_and_leaves_far_pixels():
     step = torch.zeros(1, 6, 40)
     step[:, :, 20:] = 1
-    (f,) = call("FeatherMask", mask=step, pixels=4)
+    (f,) = call("BlurMask", mask=step, pixels=4)
     assert f.min() >= 0 and f.max() <= 1
     row = f[0, 3]
     assert (row[1:] >= row[:-1]).all()                         # monotone
     assert (row[:15] == 0).all() and (row[25:] == 1).all()     # only the edge moves
     assert 0 < row[19] < 0.5 < row[20] < 1                     # a ramp centred on the edge
     assert torch.allclose(f[0], f[0, :1].expand(6, 40))        # top/bottom borders not faded
-    (same,) = call("FeatherMask", mask=step, pixels=0)
+    (same,) = call("BlurMask", mask=step, pixels=0)
     assert torch.equal(same, step)
 
 
@@ -174,13 +174,13 @@ def test_fit_mask_rejects_other_sizes_and_batches_naming_them():
     assert e.value.field == "mask"
 
 
-# --- OutpaintPad ------------------------------------------------------------------------------------
+# --- OutpaintBorder (was OutpaintPad) ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fill", ["edge", "grey", "noise"])
 def test_outpaint_keeps_the_original_exactly_and_masks_exactly_the_border(fill):
     image = torch.rand(2, 4, 5, 3)
     before = image.clone()
-    out, mask = call("OutpaintPad", image=image, left=2, top=1, right=0, bottom=3, fill=fill,
+    out, mask = call("OutpaintBorder", image=image, left=2, top=1, right=0, bottom=3, fill=fill,
                      feather=0, seed=0)
     assert out.shape == (2, 8, 7, 3) and mask.shape == (2, 8, 7)
     assert torch.equal(out[:, 1:5, 2:7], image) and torch.equal(image, before)
@@ -192,21 +192,21 @@ def test_outpaint_keeps_the_original_exactly_and_masks_exactly_the_border(fill):
 
 def test_outpaint_fills():
     image = torch.rand(1, 3, 3, 3)
-    edge, _ = call("OutpaintPad", image=image, left=2, top=0, right=0, bottom=1, fill="edge",
+    edge, _ = call("OutpaintBorder", image=image, left=2, top=0, right=0, bottom=1, fill="edge",
                    feather=0, seed=0)
     assert torch.equal(edge[0, :3, 0], image[0, :, 0]) and torch.equal(edge[0, 3, 2:], image[0, 2])
-    grey, _ = call("OutpaintPad", image=image, left=1, top=0, right=0, bottom=0, fill="grey",
+    grey, _ = call("OutpaintBorder", image=image, left=1, top=0, right=0, bottom=0, fill="grey",
                    feather=0, seed=0)
     assert (grey[0, :, 0] == 0.5).all()
-    a, _ = call("OutpaintPad", image=image, left=4, fill="noise", feather=0, seed=1)
-    b, _ = call("OutpaintPad", image=image, left=4, fill="noise", feather=0, seed=1)
-    c, _ = call("OutpaintPad", image=image, left=4, fill="noise", feather=0, seed=2)
+    a, _ = call("OutpaintBorder", image=image, left=4, fill="noise", feather=0, seed=1)
+    b, _ = call("OutpaintBorder", image=image, left=4, fill="noise", feather=0, seed=1)
+    c, _ = call("OutpaintBorder", image=image, left=4, fill="noise", feather=0, seed=2)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_outpaint_feather_ramps_into_the_original_from_padded_sides_only():
     image = torch.rand(1, 6, 6, 3)
-    out, mask = call("OutpaintPad", image=image, left=2, top=0, right=0, bottom=0, fill="grey",
+    out, mask = call("OutpaintBorder", image=image, left=2, top=0, right=0, bottom=0, fill="grey",
                      feather=3, seed=0)
     assert torch.equal(out[:, :, 2:], image)
     assert (mask[0, :, :2] == 1).all()
