@@ -30,7 +30,7 @@ from unclip_nodes.nodes import clip, clipvision, decoder, interpolate, prior, ru
 from unclip_nodes.nodes.declare import REGISTRY, comfy_class
 from unclip_nodes.nodes.errors import UserError
 from unclip_nodes.nodes.types import (SOCKET_TYPES, ClipVisionOutput, ImageEmbeds,
-                                      clip_vision_output)
+                                      TextEmbeds, clip_vision_output)
 
 to_comfy = clipvision.image_embeds_to_clip_vision
 from_comfy = clipvision.clip_vision_to_image_embeds
@@ -377,6 +377,24 @@ def test_a_vit_h_output_into_a_vit_l_decoder_says_which_clip_each_is_and_what_to
         "(OpenAI CLIP ViT-L/14); encode the image with OpenAI CLIP ViT-L/14 instead: in "
         "ComfyUI, CLIPVisionLoader with clip_vision_l.safetensors into CLIPVisionEncode; or "
         "CLIPImageEncode with the checkpoint's own image encoder")
+
+
+def test_an_edit_of_a_vit_h_output_with_vit_l_captions_says_which_clip_each_is():
+    vit_h = from_comfy(clip_vision_encode(torch.randn(1, 1024)))
+
+    def text(seed):
+        g = torch.Generator().manual_seed(seed)
+        return TextEmbeds(torch.randn(1, 768, generator=g), torch.randn(1, 4, 768, generator=g),
+                          torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(UserError) as e:
+        interpolate.text_diff_node(vit_h, text(1), text(2))
+    assert e.value.field == "caption"
+    assert e.value.message == (
+        "caption has 768 dimensions (the width of OpenAI CLIP ViT-L/14, ComfyUI's "
+        "clip_vision_l.safetensors) but image_embeds has 1024 (the width of OpenCLIP ViT-H/14, "
+        "ComfyUI's clip_vision_h.safetensors); both must come from the same CLIP")
+    with pytest.raises(UserError, match="b has 768 dimensions .* but a has 1024"):
+        interpolate.slerp_node(a=vit_h, b=ImageEmbeds(torch.randn(1, 768)))
 
 
 def test_a_mismatched_output_names_the_node_and_field_when_run(tmp_path):
