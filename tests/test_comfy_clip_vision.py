@@ -308,6 +308,39 @@ def test_comfyui_clip_vision_encode_output_decodes_like_our_clip_image_encode(ka
     assert torch.equal(a, b)
 
 
+def comfy_clip_preprocess(image: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """ComfyUI's clip_preprocess with crop: short side to ``size`` (rounded), bicubic with
+    antialiasing, centre crop, then *quantised to 8 bits* before normalising."""
+    x = image[..., :3].movedim(-1, 1)
+    h, w = x.shape[2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        x = torch.nn.functional.interpolate(x, size=(round(scale * h), round(scale * w)),
+                                            mode="bicubic", antialias=True)
+        top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
+        x = x[:, :, top:top + size, left:left + size]
+    x = torch.clip(255.0 * x, 0, 255).round() / 255.0
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def test_comfyuis_own_preprocessing_gives_nearly_our_clip_image_encode_embedding(karlo, request):
+    """Not the converter (that is exact) but what a user sees: ComfyUI's CLIPVisionEncode on the
+    same tower differs from CLIPImageEncode only by its 8-bit rounding after the resize."""
+    _, clip_vision, _, _, _ = karlo
+    g = torch.Generator().manual_seed(7)
+    picture = torch.randint(0, 256, (1, 48, 40, 3), generator=g).float() / 255  # an 8-bit image
+    ours = clip.clip_image_encode(clip_vision, picture)
+    cfg = clip_vision.preprocess
+    pixels = comfy_clip_preprocess(picture, 32, cfg["image_mean"], cfg["image_std"])
+    with torch.no_grad():
+        theirs = from_comfy(clip_vision_encode(
+            clip_vision.image_encoder(pixels).image_embeds))
+    diff = (theirs.image_embeds - ours.image_embeds).abs().max().item()
+    cos = torch.nn.functional.cosine_similarity(theirs.image_embeds, ours.image_embeds).item()
+    request.node.user_properties += [("max_abs_diff", diff), ("cosine", cos)]
+    assert 0 < diff < 1e-3 and cos > 0.99999, (diff, cos)  # measured: 2.4e-4, 1.0
+
+
 def test_comfyui_output_drives_slerp_textdiff_and_mixembeds_like_our_embeddings(karlo):
     clip_text, clip_vision, _, dec, _ = karlo
     e0 = clip.clip_image_encode(clip_vision, image(1))
