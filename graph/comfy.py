@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..nodes import declare, runtime
-from ..nodes.declare import COMFY_PREFIX, NodeSpec, comfy_id, comfy_input_types
+from ..nodes.declare import (COMFY_PREFIX, FOREIGN_PREFIX, NodeSpec, class_type, comfy_id,
+                             comfy_input_types)
 from ..nodes.errors import (UserError, UserErrors, excerpt, file_limit, over_limit,
                              parse_json)
 from ..nodes.image import PACK_DIR
@@ -104,7 +105,7 @@ def to_api(rs: Resolved) -> dict[str, dict]:
                     inputs[name] = [ids[src], rs.nodes[src].spec.output_index(out_name)]
             elif name in rn.params:
                 inputs[name] = _portable(name, rn.params[name], base)
-        out[cid] = {"inputs": inputs, "class_type": comfy_id(rn.spec.type),
+        out[cid] = {"inputs": inputs, "class_type": class_type(rn.spec),
                     "_meta": {"title": nid}}
     return out
 
@@ -162,14 +163,14 @@ def to_ui(rs: Resolved) -> dict:
             values.append(api[cid]["inputs"][name])
             if rn.spec.param(name).type == "INT" and name in SEED_WIDGETS:
                 values.append("fixed")  # the same seed next time, as the workflow says
-        title = comfy_id(rn.spec.type)
+        title = class_type(rn.spec)
         entries[nid] = {
-            "id": int(cid), "type": comfy_id(rn.spec.type), "pos": [0, 0],
+            "id": int(cid), "type": class_type(rn.spec), "pos": [0, 0],
             "size": _node_size(rn.spec, title), "flags": {}, "order": topo[nid], "mode": 0,
             "inputs": [{"name": s, "type": rn.spec.input(s).type, "link": None} for s in sockets],
             "outputs": [{"name": o.name, "type": o.type, "links": [], "slot_index": i}
                         for i, o in enumerate(rn.spec.outputs)],
-            "properties": {"Node name for S&R": comfy_id(rn.spec.type)},
+            "properties": {"Node name for S&R": class_type(rn.spec)},
             "widgets_values": values,
         }
     links: list[list] = []
@@ -374,15 +375,18 @@ def api_to_mapping(api: Mapping, file: str | None = None) -> dict:
                     f"{suggest(ct[len(PRESET_PREFIX):], list_presets())}: ComfyUI had it, this "
                     "machine's preset folders do not", node=key, field="class_type")
         elif not ct.startswith(COMFY_PREFIX):
-            ours = f" (ours is '{comfy_id(ct)}')" if declare.get(ct) else ""
-            err(f"'{ct}' is not a node of this pack{ours}; the headless executor runs only the "
-                f"'{COMFY_PREFIX}...' nodes", node=key, field="class_type")
-        elif declare.get(ct[len(COMFY_PREFIX):]) is None:
+            specs[key] = declare.get(FOREIGN_PREFIX + ct)  # one of ComfyUI's own that we know
+            if specs[key] is None:
+                ours = f" (ours is '{comfy_id(ct)}')" if declare.get(ct) else ""
+                err(f"'{ct}' is not a node of this pack{ours}, nor one of ComfyUI's that "
+                    f"workflows may name; the headless executor runs only the "
+                    f"'{COMFY_PREFIX}...' nodes", node=key, field="class_type")
+        elif declare.get(declare.current_type(ct[len(COMFY_PREFIX):])) is None:
             err(f"unknown class_type '{ct}'"
                 f"{suggest(ct, [comfy_id(t) for t in declare.REGISTRY])}", node=key,
                 field="class_type")
         else:
-            specs[key] = declare.get(ct[len(COMFY_PREFIX):])
+            specs[key] = declare.get(declare.current_type(ct[len(COMFY_PREFIX):]))
     nodes: dict[str, dict] = {}
     for key, entry in api.items():
         key = str(key)
@@ -413,7 +417,7 @@ def api_to_mapping(api: Mapping, file: str | None = None) -> dict:
                     continue  # reported on that node
                 if not 0 <= index < len(src_spec.outputs):
                     names = ", ".join(f"{i}: {o.name}" for i, o in enumerate(src_spec.outputs))
-                    err(f"linked to output {index} of node '{src}' ({comfy_id(src_spec.type)}), "
+                    err(f"linked to output {index} of node '{src}' ({class_type(src_spec)}), "
                         f"which has outputs {names or 'none'}", node=key, field=name)
                     continue
                 links[name] = f"{safe[src]}.{src_spec.outputs[index].name}"

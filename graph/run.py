@@ -24,7 +24,7 @@ import networkx as nx
 import torch
 from tqdm import tqdm
 
-from ..nodes import runtime
+from ..nodes import declare, runtime
 from ..nodes.errors import UserError, UserErrors, excerpt
 from ..nodes.runtime import Host, Interrupted, Progress
 from ..nodes.types import SOCKET_TYPES
@@ -135,6 +135,13 @@ def execute(rs: Resolved, *, out_dir=None, device="auto", cache: Cache | None = 
         names = ", ".join(f"'{n}' ({rs.workflow.inputs[n].type})" for n in rs.unbound)
         raise UserError(f"cannot run: the socket input(s) {names} have no value; it is a preset "
                         "definition (use it as a node, or give values)", file=rs.workflow.file)
+    foreign = [rn for rn in rs.nodes.values() if declare.is_foreign(rn.spec)]
+    if foreign:
+        names = ", ".join(f"'{rn.id}' ({rn.spec.type})" for rn in foreign[:4])
+        more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        raise UserError(f"this workflow uses ComfyUI's own nodes ({names}{more}): it runs only "
+                        "inside ComfyUI; open it there (`unclip export --comfy-ui`)",
+                        **foreign[0].where(rs.workflow.file, "type"))
     check_device(device)
     cache = cache if cache is not None else Cache()
     interrupted = interrupted or (host.interrupted if host is not None else (lambda: False))

@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -591,7 +591,33 @@ def _read_nodes(tree: _Tree, wf: Workflow, p: Problems) -> None:
             target = decl.links if section == "links" else decl.params
             for name, fat, v in sect.items(p, f"'{section}' of node '{nid}'", node=nid):
                 target[name] = At(v.value(p), v.at.line or fat.line, v.at.column or fat.column)
+        _current_names(decl, p)
         wf.nodes[nid] = decl
+
+
+def _current_names(decl: NodeDecl, p: Problems) -> None:
+    """Old names (a node type or field renamed since the workflow was written) as they are now:
+    what was written keeps working and is validated, exported and recorded under the new name."""
+    from ..nodes import declare
+    t = decl.type.value
+    if not isinstance(t, str):
+        return
+    if t in declare.TYPE_ALIASES:
+        decl.type = replace(decl.type, value=declare.current_type(t))
+    spec = declare.get(decl.type.value)
+    if spec is None or not spec.renamed:
+        return
+    for section in (decl.links, decl.params):
+        for old in [n for n in section if n in spec.renamed]:
+            new = spec.renamed[old]
+            if new in decl.links or new in decl.params:
+                p.add(f"'{old}' is the old name of '{new}': give only '{new}'", section[old],
+                      node=decl.id, field=new)
+                del section[old]
+                continue
+            at = section.pop(old)
+            target = decl.links if spec.input(new) else decl.params
+            target[new] = at
 
 
 # --- links --------------------------------------------------------------------------------------

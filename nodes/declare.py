@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import UserError, excerpt
 
@@ -192,6 +192,15 @@ class NodeSpec:
     files: str | None = None
     """A saver's STRING output that lists the files it wrote, one per line (the run report's
     ``files``)."""
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    """Old field names that still work (``path`` -> ``image``): workflows, API prompts and
+    exported graphs written before a rename keep loading."""
+    replaced_by: str | None = None
+    """The ComfyUI core node that does this node's job inside ComfyUI (GrowMask, ImageScale...):
+    the pack does not register this node there, and exports write the core node instead."""
+    comfy_types: Mapping[str, Any] | None = field(default=None, compare=False)
+    """A node of ComfyUI itself (``FOREIGN``): its INPUT_TYPES as ComfyUI gives them, in
+    ComfyUI's order (sockets and widgets interleaved)."""
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -207,6 +216,10 @@ class NodeSpec:
         if self.prefix is not None and (self.param(self.prefix) is None
                                         or self.param(self.prefix).type != "STRING"):
             raise TypeError(f"node {self.type}: prefix={self.prefix!r} is not a STRING parameter")
+        for old, new in self.renamed.items():
+            if self._by_name.get(new) is None or old in self._by_name:
+                raise TypeError(f"node {self.type}: renamed {old!r} -> {new!r} does not name a "
+                                f"current field, or the old name is still taken")
         if self.files is not None and (self.output(self.files) is None
                                        or self.output(self.files).type != "STRING"):
             raise TypeError(f"node {self.type}: files={self.files!r} is not a STRING output")
@@ -292,7 +305,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
          disk_cache: bool = True, fingerprint: Callable[[dict], Any] | None = None,
          check: Callable[[dict], None] | None = None,
          infer: Callable[[dict, dict], dict | None] | None = None,
-         batch: str | None = None, prefix: str | None = None, files: str | None = None):
+         batch: str | None = None, prefix: str | None = None, files: str | None = None,
+         renamed: Mapping[str, str] | None = None, replaced_by: str | None = None):
     """Declare a node type.  Decorates the function that does the work and registers the spec.
 
     A saver (``output_node``) names the parameter that prefixes its files (``prefix``) and the
@@ -312,7 +326,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
                         inputs=tuple(inputs), params=tuple(params), outputs=tuple(outputs),
                         version=version, display_name=display_name, output_node=output_node,
                         cacheable=cacheable, disk_cache=disk_cache, fingerprint=fingerprint,
-                        check=check, infer=infer, batch=batch, prefix=prefix, files=files)
+                        check=check, infer=infer, batch=batch, prefix=prefix, files=files,
+                        renamed=dict(renamed or {}), replaced_by=replaced_by)
         from .types import SOCKET_TYPES  # registered before any node module is imported
         for s in (*spec.inputs, *spec.outputs):
             if s.type not in SOCKET_TYPES:
@@ -325,8 +340,33 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
     return wrap
 
 
+FOREIGN: dict[str, NodeSpec] = {}
+"""ComfyUI's own nodes that our workflows may name (``comfy:KSampler``): they are checked and
+exported like ours, and run only inside ComfyUI (nodes/comfy_core.py declares them)."""
+FOREIGN_PREFIX = "comfy:"
+
+TYPE_ALIASES: dict[str, str] = {}
+"""Old node type names that still load, mapped to the current ones."""
+
+
 def get(type: str) -> NodeSpec | None:
-    return REGISTRY.get(type)
+    """Our node type, or one of ComfyUI's (``comfy:Name``), or None."""
+    spec = REGISTRY.get(type)
+    if spec is None and type.startswith(FOREIGN_PREFIX):
+        if not FOREIGN:
+            from . import comfy_core  # noqa: F401 -- declares them on first use
+        spec = FOREIGN.get(type)
+    return spec
+
+
+def is_foreign(spec: NodeSpec) -> bool:
+    """Whether ``spec`` is one of ComfyUI's own nodes (runs only inside ComfyUI)."""
+    return spec.comfy_types is not None
+
+
+def current_type(type: str) -> str:
+    """A node type as it is named now (an old name maps to its new one)."""
+    return TYPE_ALIASES.get(type, type)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +383,14 @@ def comfy_id(type: str) -> str:
     return COMFY_PREFIX + type
 
 
+def class_type(spec: NodeSpec) -> str:
+    """The node's class_type in ComfyUI: ours prefixed, ComfyUI's own as they are."""
+    return spec.type[len(FOREIGN_PREFIX):] if is_foreign(spec) else comfy_id(spec.type)
+
+
 def comfy_input_types(spec: NodeSpec) -> dict:
+    if spec.comfy_types is not None:
+        return {k: dict(v) for k, v in spec.comfy_types.items()}
     required: dict[str, tuple] = {}
     optional: dict[str, tuple] = {}
     for s in spec.inputs:
@@ -454,6 +501,8 @@ def comfy_class(spec: NodeSpec) -> type:
 def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
     classes, names = {}, {}
     for spec in specs:
+        if spec.replaced_by is not None:
+            continue  # ComfyUI's own node does the job there: no double in its search
         key = comfy_id(spec.type)
         classes[key] = comfy_class(spec)
         names[key] = spec.display_name or key  # "unCLIP Decoder": ours, in ComfyUI's search

@@ -105,3 +105,29 @@ def _validate_node(prompt, classes, nid, done, errors) -> None:
                 add("value_not_in_list", name, f"{value!r} not in {wanted}")
     if found:
         errors[nid] = found
+
+
+def with_core(classes: dict, prompt: dict) -> dict:
+    """``classes`` plus ComfyUI's own nodes that our workflows may name (nodes/comfy_core.py),
+    as a ComfyUI that has the files the prompt names would list them: a drop-down of files on
+    ComfyUI's disk (``ckpt_name``) offers what the prompt uses."""
+    from unclip_nodes.nodes import declare
+    from unclip_nodes.nodes.comfy_core import Files
+    declare.get("comfy:KSampler")  # declares them
+    used: dict[tuple[str, str], list] = {}
+    for node in prompt.values():
+        for name, value in node.get("inputs", {}).items():
+            used.setdefault((node["class_type"], name), []).append(value)
+    out = dict(classes)
+    for spec in declare.FOREIGN.values():
+        ct = declare.class_type(spec)
+        types = declare.comfy_input_types(spec)
+        for section in types.values():
+            for name, entry in list(section.items()):
+                if isinstance(entry, tuple) and isinstance(entry[0], Files):
+                    section[name] = (sorted({str(v) for v in used.get((ct, name), [])}),
+                                     *entry[1:])
+        out[ct] = {"input_types": types, "return_types": [o.type for o in spec.outputs],
+                   "return_names": [o.name for o in spec.outputs],
+                   "output_node": spec.output_node}
+    return out

@@ -101,12 +101,13 @@ def test_api_json_mistakes_name_the_node_id_and_field(wf, tmp_path, capsys):
     api["2"]["inputs"]["width"] = -5
     api["3"]["inputs"]["image"] = ["9", 0]
     api["4"]["inputs"]["images"] = ["3", 4]
-    api["6"]["class_type"] = "InvertMask"  # ComfyUI's own, not ours
+    api["6"]["class_type"] = "ImageSharpen"  # ComfyUI's own, neither ours nor one we declare
     (tmp_path / "bad.json").write_text(json.dumps(api))
     code, _, err = run(["validate", tmp_path / "bad.json"], capsys)
     assert code == 2 and "Traceback" not in err
     lines = err.splitlines()
-    assert any("node '6', field 'class_type'" in s and "'unCLIP InvertMask'" in s for s in lines)
+    assert any("node '6', field 'class_type'" in s and "'ImageSharpen' is not a node of this pack"
+               in s for s in lines)
     assert any("node '3', field 'image'" in s and "node '9'" in s for s in lines)
     assert any("node '4', field 'images'" in s and "output 4" in s for s in lines)
     assert all(s.startswith(str(tmp_path / "bad.json")) for s in lines[:-1])
@@ -263,7 +264,7 @@ def test_png_without_a_workflow_or_with_a_broken_one_is_a_user_error(wf, tmp_pat
 
 def test_errors_from_a_converted_prompt_are_all_reported_together(wf):
     api = comfy.to_api(load(wf))
-    api["1"]["class_type"] = "LoadImage"
+    api["1"]["class_type"] = "ImageSharpen"
     api["2"]["inputs"]["image"] = ["1", 0, 0]
     with pytest.raises(UserErrors) as e:
         comfy.api_to_mapping(api, "f.json")

@@ -18,9 +18,10 @@ from unclip_nodes.nodes import families, loaders
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ROOT / "nodes"
-EXEMPT = {"textproj.py"}
+EXEMPT = {"textproj.py", "comfy_core.py"}
 """Outside the seam, with the tiny-checkpoint builders for tests and docs (``tiny*.py``, one per
-family): the class of Karlo's text_proj (loaded by name through ``core.checkpoint.OWN_CLASSES``)."""
+family): the class of Karlo's text_proj (loaded by name through ``core.checkpoint.OWN_CLASSES``),
+and the declarations of ComfyUI's own nodes, whose sockets have ComfyUI's names (``vae``)."""
 
 
 def own_imports(path: Path) -> set[str]:
