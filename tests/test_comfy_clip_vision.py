@@ -14,17 +14,21 @@ them and augments the sum again at ``unclip_noise_augment_merge``.  SD 2.1 unCLI
 """
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
+from comfy_validator import validate_prompt, with_core
 from kandinsky_util import load_text_to_image, tiny_kandinsky  # noqa: F401  (fixture)
 from stages_util import load, tiny_checkpoint  # noqa: F401  (fixture)
-from unclip_nodes.graph import Cache, run_workflow
+from test_comfy_contract import comfy_import, object_info  # noqa: F401  (fixtures)
+from unclip_nodes.graph import Cache, comfy, run_workflow
 from unclip_nodes.graph.validate import load as load_workflow
 from unclip_nodes.nodes import clip, clipvision, decoder, interpolate, prior, runtime
 from unclip_nodes.nodes.declare import REGISTRY, comfy_class
@@ -579,3 +583,52 @@ def test_headless_the_node_returns_our_class():
     assert "comfy.clip_vision" not in sys.modules
     out = to_comfy(ImageEmbeds(torch.randn(1, 8)))
     assert type(out) is ClipVisionOutput
+
+
+# --- the interop templates (ComfyUI's own nodes with ours) ----------------------------------------
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "workflows" / "comfyui"
+
+
+def template_sets(name: str, karlo: Path, k22: Path) -> dict:
+    return {"karlo_prior_to_sd21_unclip": {"karlo": str(karlo)},
+            "kandinsky_prior_to_sdxl_revision": {"prior": str(k22 / "prior")},
+            "clip_vision_encode_to_decoder": {"model": str(karlo)}}[name]
+
+
+@pytest.mark.parametrize("name", ["karlo_prior_to_sd21_unclip",
+                                  "kandinsky_prior_to_sdxl_revision",
+                                  "clip_vision_encode_to_decoder"])
+def test_interop_templates_export_to_prompts_comfyui_accepts_and_refuse_to_run_headless(
+        name, object_info, tiny_checkpoint, tiny_kandinsky, tmp_path):
+    rs = load_workflow(TEMPLATES / f"{name}.yaml",
+                       template_sets(name, tiny_checkpoint, tiny_kandinsky))
+    api = comfy.to_api(rs)
+    classes = with_core(object_info, api)
+    assert validate_prompt(api, classes) == {}
+    by_title = {n["_meta"]["title"]: (k, n) for k, n in api.items()}
+    if name == "clip_vision_encode_to_decoder":  # ComfyUI's encoder into our converter
+        enc_id, enc = by_title["encode"]
+        _, emb = by_title["embedding"]
+        assert enc["class_type"] == "CLIPVisionEncode"
+        assert (emb["class_type"], emb["inputs"]["clip_vision_output"]) == (
+            "unCLIP ClipVisionToImageEmbeds", [enc_id, 0])
+    else:  # our converter into ComfyUI's unCLIPConditioning
+        emb_id, emb = by_title["embedding"]
+        key = "unclip" if name.startswith("karlo") else "revision"
+        _, cond = by_title[key]
+        assert emb["class_type"] == "unCLIP ImageEmbedsToClipVision"
+        assert (cond["class_type"], cond["inputs"]["clip_vision_output"]) == (
+            "unCLIPConditioning", [emb_id, 0])
+        # the validator checks the type: our embeddings socket is no CLIP_VISION_OUTPUT
+        prior_id, _ = by_title["prior" if name.startswith("karlo") else "embed"]
+        wrong = json.loads(json.dumps(api))
+        wrong[by_title[key][0]]["inputs"]["clip_vision_output"] = [prior_id, 0]
+        assert [e["type"] for e in validate_prompt(wrong, classes)[by_title[key][0]]] == [
+            "return_type_mismatch"]
+    ui = comfy.to_ui(rs)
+    assert any(link[-1] == "CLIP_VISION_OUTPUT" for link in ui["links"])
+    with pytest.raises(UserError, match="it runs only inside ComfyUI"):
+        run_workflow(TEMPLATES / f"{name}.yaml", template_sets(name, tiny_checkpoint,
+                                                               tiny_kandinsky),
+                     cache=Cache.off(), out_dir=tmp_path)
