@@ -56,8 +56,6 @@ def nbytes(value: Any) -> int:
         return sum(nbytes(v) for v in value.values())
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, ClipVisionOutput):
-        return nbytes(value.values())
     return 8
 
 
@@ -141,6 +139,7 @@ class ImageEmbeds:
     negative_image_embeds: torch.Tensor | None = None
 
 
+@dataclass(init=False, repr=False, eq=False)
 class ClipVisionOutput:
     """ComfyUI's ``CLIP_VISION_OUTPUT`` as our headless value.
 
@@ -155,9 +154,12 @@ class ClipVisionOutput:
     ``unclip_negative_image_embeds``: the negative image embedding of the ImageEmbeds it was
     made from (Kandinsky 2.2's), carried so that converting back loses nothing; ComfyUI's
     nodes never read it.
+
+    A dataclass of one field (the dict of what is set), so that the executor's walks over a
+    value (its tensors' bytes, their in-place-change check) see the tensors.
     """
 
-    __slots__ = ("_values",)
+    _values: dict[str, Any]
 
     def __init__(self, **values: Any):
         object.__setattr__(self, "_values", {k: v for k, v in values.items() if v is not None})

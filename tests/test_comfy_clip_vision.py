@@ -200,6 +200,13 @@ def test_clip_vision_output_reads_like_comfyuis_output_by_attribute_and_item_and
         out["image_embeds"] = z
     again = pickle.loads(pickle.dumps(out))
     assert torch.equal(again.image_embeds, z) and again.keys() == ("image_embeds",)
+    # the executor sees its tensors: their bytes for the memory budget, their in-place changes
+    from unclip_nodes.graph.cache import tensors_in, versions
+    from unclip_nodes.nodes.types import nbytes
+    assert tensors_in(out) == [z] and nbytes(out) == 2 * 8 * 4
+    before = versions(out)
+    z.add_(1)
+    assert versions(out) != before
 
 
 def test_the_codec_stores_ours_and_comfyuis_outputs_exactly_and_the_cache_keeps_them(tmp_path):
