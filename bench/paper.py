@@ -89,7 +89,7 @@ def models():
 
 
 def encode_text(prompts: list[str]):
-    return clip_text_encode(clip=models()[0], prompt="\n".join(prompts))
+    return clip_text_encode(clip=models()[0], text="\n".join(prompts))
 
 
 def decode(z: torch.Tensor, text, s: Setting, seed: int, guidance: float | None = None,

@@ -39,8 +39,8 @@ YAML_FILE = "unclip_workflow_file"
 then ours: the workflow text as written, the values of its inputs for this run, and the file it
 was read from (its folder is where relative sample-file paths were found)."""
 
-PATH_FIELDS = ("path", "prior_path")
-"""Node parameters that name a file or folder to read (LoadImage's, the loaders')."""
+PATH_FIELDS = ("path", "prior_path", "image")
+"""Node parameters that name a file or folder to read (the loaders', LoadImage's)."""
 SEED_WIDGETS = ("seed", "noise_seed")  # INT widgets the front end gives a control_after_generate
 UI_VERSION = 0.4
 _PRIMITIVE = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -62,7 +62,7 @@ def _portable(name: str, value: Any, base: Path | None) -> Any:
     too (it has no workflow folder; relative paths start at its own start folder): relative to
     the pack when the file is inside it (a shipped workflow's sample image; LoadImage looks in
     the pack's folder last), else absolute."""
-    if name != "path" or base is None or not isinstance(value, str) or not value.strip():
+    if name not in ("path", "image") or base is None or not isinstance(value, str) or not value.strip():
         return value
     p = Path(value).expanduser()
     if p.is_absolute() or (Path.cwd() / p).exists() or not (base / p).exists():
@@ -248,8 +248,8 @@ def _note_text(rs: Resolved) -> str:
         for name in rs.workflow.inputs:
             where = ", ".join(uses.get(name, [])) or "unused"
             value = rs.inputs.get(name)
-            if any(use.endswith(".path") for use in uses.get(name, [])):
-                value = _portable("path", value, base)  # as the nodes' widgets show it
+            if any(use.endswith((".path", ".image")) for use in uses.get(name, [])):
+                value = _portable("image", value, base)  # as the nodes' widgets show it
             lines.append(f"  {name} = {json.dumps(value, ensure_ascii=False)}  ({where})")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)

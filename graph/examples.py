@@ -34,19 +34,86 @@ WORKFLOWS = PACK_DIR / "workflows"
 FOLDER = PACK_DIR / "example_workflows"
 EXAMPLES = ("text_to_image", "image_variations", "inpaint", "interpolate_images", "text_diff",
             "pca_probe")
+"""Templates that run on the bundled pocket model: ``workflows/<name>.yaml`` as it is, with a
+thumbnail of what it draws."""
+_K22 = {"prior": "kandinsky22/prior", "decoder": "kandinsky22/decoder"}
+MODEL_TEMPLATES = {
+    "kandinsky22_text_to_image": ("kandinsky/text_to_image", _K22),
+    "kandinsky22_variations": ("kandinsky/variations", _K22),
+    "kandinsky22_inpaint": ("kandinsky/inpaint",
+                            {**_K22, "decoder": "kandinsky22/decoder-inpaint"}),
+}
+"""Templates for checkpoints the user puts in ComfyUI's models/unclip/: template name ->
+(workflow, the model names its loaders get, as ComfyUI's drop-downs list them).  They are
+exported against tiny stand-ins of those folders (nothing is downloaded), and their thumbnail
+is a title card, since no real weights are at hand to draw one."""
+TEMPLATES = (*EXAMPLES, *MODEL_TEMPLATES)
 PREVIEW_SIDE = 256
 """Previews are enlarged (nearest neighbour, by a whole factor) until their shorter side is at
 least this, so that the pocket model's 64 px pictures stay sharp in the browser."""
 
 
 def ui_json(name: str) -> str:
-    """The UI workflow of ``workflows/<name>.yaml`` with its default inputs, as export writes
-    it."""
-    doc = to_ui(load(WORKFLOWS / f"{name}.yaml"))
+    """The UI workflow of template ``name`` with its default inputs, as export writes it."""
+    if name in MODEL_TEMPLATES:
+        workflow, sets = MODEL_TEMPLATES[name]
+        with _stand_in_models():
+            doc = to_ui(load(WORKFLOWS / f"{workflow}.yaml", sets))
+    else:
+        doc = to_ui(load(WORKFLOWS / f"{name}.yaml"))
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_examples(folder: Path = FOLDER, names: Iterable[str] = EXAMPLES) -> list[Path]:
+_STAND_INS: dict[str, Path] = {}
+
+
+class _stand_in_models:
+    """UNCLIP_MODELS pointing at tiny random checkpoints under the names the model templates
+    use, for as long as the block runs (made once per process)."""
+
+    def __enter__(self):
+        import os
+        if "root" not in _STAND_INS:
+            from ..nodes.tiny_kandinsky import save_tiny_kandinsky
+            root = Path(tempfile.mkdtemp(prefix="unclip-templates-"))
+            save_tiny_kandinsky(root / "kandinsky22")
+            _STAND_INS["root"] = root
+        self.before = os.environ.get("UNCLIP_MODELS")
+        os.environ["UNCLIP_MODELS"] = str(_STAND_INS["root"])
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        if self.before is None:
+            os.environ.pop("UNCLIP_MODELS", None)
+        else:
+            os.environ["UNCLIP_MODELS"] = self.before
+        return False
+
+
+def title_card(name: str) -> Image.Image:
+    """A thumbnail for a template whose model is not at hand: its title on a plain card."""
+    from PIL import ImageDraw
+    side = PREVIEW_SIDE
+    card = Image.new("RGB", (side, side), (32, 36, 48))
+    draw = ImageDraw.Draw(card)
+    words = name.replace("kandinsky22_", "Kandinsky 2.2 ").replace("_", " ").split(" ")
+    lines, line = [], ""
+    for w in words:
+        if line and len(line) + len(w) > 16:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    y = side // 2 - 14 * len(lines)
+    for text in lines:
+        draw.text((16, y), text, fill=(235, 235, 235), font_size=22)
+        y += 28
+    return card
+
+
+def write_examples(folder: Path = FOLDER, names: Iterable[str] = TEMPLATES) -> list[Path]:
     """Write ``<name>.json`` for each example into ``folder``; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -88,13 +155,14 @@ def _side_by_side(pictures: list[Image.Image], gap: int = 2) -> Image.Image:
     return sheet
 
 
-def write_previews(folder: Path = FOLDER, names: Iterable[str] = EXAMPLES,
+def write_previews(folder: Path = FOLDER, names: Iterable[str] = TEMPLATES,
                    device: str = "auto") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
         path = folder / f"{name}.jpg"
-        preview(name, device).save(path, format="JPEG", quality=92)
+        picture = title_card(name) if name in MODEL_TEMPLATES else preview(name, device)
+        picture.save(path, format="JPEG", quality=92)
         written.append(path)
     return written
 
@@ -109,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run each workflow and write its thumbnail <name>.jpg")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="device for --previews (default: auto)")
-    ap.add_argument("names", nargs="*", metavar="NAME", help=f"default: {' '.join(EXAMPLES)}")
+    ap.add_argument("names", nargs="*", metavar="NAME", help=f"default: {' '.join(TEMPLATES)}")
     args = ap.parse_args(argv)
-    names = args.names or list(EXAMPLES)
+    names = args.names or list(TEMPLATES)
     try:
         for name in names:
-            if not (WORKFLOWS / f"{name}.yaml").is_file():
-                raise UserError(f"no shipped workflow {excerpt(name)}; one of "
-                                f"{', '.join(EXAMPLES)}", field="name")
+            if name not in TEMPLATES:
+                raise UserError(f"no template {excerpt(name)}; one of "
+                                f"{', '.join(TEMPLATES)}", field="name")
         files = write_examples(args.folder, names)
         if args.previews:
             files += write_previews(args.folder, names, args.device)

@@ -217,10 +217,10 @@ def _socket_sources(wf: Workflow, files: dict[str, Any], values: dict[str, Any],
                     "IMAGE input takes a value here (an image file); give others from Python "
                     f"(values={{'{name}': ...}}) or link them (preset use, ComfyUI)", field=name))
                 continue
-            rn = ResolvedNode(nid, load_image, {"path": raw}, {}, None,
-                              _decl_as(decl, "LoadImage", {"path": At(raw)}))
+            rn = ResolvedNode(nid, load_image, {"image": raw}, {}, None,
+                              _decl_as(decl, "LoadImage", {"image": At(raw)}))
             try:
-                rn.fingerprint = load_image.fingerprint({"path": raw})
+                rn.fingerprint = load_image.fingerprint({"image": raw})
             except UserError as e:
                 p.errors.append(UserError(f"--set {name}={raw}: {e.message}", field=name))
                 continue
@@ -353,8 +353,8 @@ def _check_node(wf: Workflow, decl: NodeDecl, inputs: dict[str, Any],
     return rn
 
 
-PATH_PARAMS = ("path", "prior_path")
-"""Parameters that name a file or folder to read (LoadImage's, the loaders')."""
+PATH_PARAMS = ("path", "prior_path", "image")
+"""Parameters that name a file or folder to read (the loaders', LoadImage's)."""
 
 
 def _path_field(params: dict, filename: object) -> str | None:

@@ -102,32 +102,32 @@ def encode_images(vision: ClipVisionModel, image: torch.Tensor) -> ImageEmbeds:
 
 def _check_prompts(params: dict) -> None:
     """More prompt lines than the limit is refused before anything runs."""
-    count = len(split_prompts(params.get("prompt", "")))
+    count = len(split_prompts(params.get("text", "")))
     limit = env_limit("PROMPTS", MAX_PROMPTS)
     if count > limit:
         raise over_limit(f"{count:,} prompt lines in one node (each is a batch entry)", count,
-                         limit, "PROMPTS", field="prompt")
+                         limit, "PROMPTS", field="text")
 
 
 @node("CLIPTextEncode", category="unCLIP/conditioning",
       description="Encode prompts with the CLIP text encoder (one prompt per line).",
       inputs=[Input("clip", "UNCLIP_CLIP_TEXT")],
-      params=[Param("prompt", "STRING", multiline=True,
+      params=[Param("text", "STRING", multiline=True,
                     tooltip="one prompt per line; each line becomes one batch entry")],
       outputs=[Output("text", "UNCLIP_TEXT_EMBEDS")], infer=pass_width("clip", "text"),
-      check=_check_prompts)
-def clip_text_encode(clip: ClipTextModel, prompt: str):
+      check=_check_prompts, renamed={"prompt": "text"}, display_name="unCLIP Text Encode")
+def clip_text_encode(clip: ClipTextModel, text: str):
     if clip is None:
         raise UserError("no CLIP text encoder is linked (the checkpoint has none)", field="clip")
-    _check_prompts({"prompt": prompt})  # also when called directly (ComfyUI)
-    return clip.encode(split_prompts(prompt))
+    _check_prompts({"text": text})  # also when called directly (ComfyUI)
+    return clip.encode(split_prompts(text))
 
 
 @node("CLIPImageEncode", category="unCLIP/conditioning",
       description="Encode images with the CLIP image encoder (the z_i that image variations use).",
       inputs=[Input("clip_vision", "UNCLIP_CLIP_VISION"), Input("image", "IMAGE")],
       outputs=[Output("image_embeds", "UNCLIP_IMAGE_EMBEDS")],
-      infer=pass_width("clip_vision", "image_embeds"))
+      infer=pass_width("clip_vision", "image_embeds"), display_name="unCLIP Image Encode")
 def clip_image_encode(clip_vision: ClipVisionModel, image: torch.Tensor):
     if clip_vision is None:
         raise UserError("this checkpoint has no image encoder (image_encoder/ + "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -243,6 +244,9 @@ class NodeSpec:
 
     def call(self, **kwargs) -> tuple:
         """Run the node function; always returns a tuple with one value per output."""
+        for old, new in self.renamed.items():  # a caller that still uses an old name
+            if old in kwargs and new not in kwargs:
+                kwargs[new] = kwargs.pop(old)
         result = self.fn(**kwargs)
         if len(self.outputs) == 1 and not (isinstance(result, tuple) and len(result) == 1):
             result = (result,)
@@ -425,9 +429,17 @@ def comfy_input_types(spec: NodeSpec) -> dict:
     out: dict[str, dict] = {"required": required}
     if optional:
         out["optional"] = optional
+    out["hidden"] = {PROBLEM: PROBLEM.upper()}
     if spec.output_node:
-        out["hidden"] = dict(_COMFY_HIDDEN)
+        out["hidden"].update(_COMFY_HIDDEN)
     return out
+
+
+PROBLEM = "unclip_problem"
+"""A hidden input of every node of ours inside ComfyUI.  ComfyUI checks one node at a time, so
+our check of the whole prompt (graph/comfy_prompt.py, run as the prompt arrives) writes what
+it finds on a node into this input, and the node's VALIDATE_INPUTS hands it to ComfyUI, which
+then refuses the prompt and marks the node before anything runs."""
 
 
 def _comfy_list(p: Param) -> list[str] | None:
@@ -462,6 +474,7 @@ def comfy_class(spec: NodeSpec) -> type:
     def run(self, **kwargs):
         # Hidden inputs come as keywords like the others, and only to the nodes that declare
         # them: a node's own "prompt" widget must stay the node's.
+        kwargs.pop(PROBLEM, None)
         extra = {n: kwargs.pop(n, None) for n in hidden}
         with runtime.comfy_host(**extra):
             for s in spec.inputs:
@@ -485,6 +498,22 @@ def comfy_class(spec: NodeSpec) -> type:
         "__doc__": spec.description,
         "__module__": __name__,
     }
+    upload = next((p for p in spec.params if p.comfy_upload), None)
+    if upload is not None:
+        if upload.name != "image":
+            raise TypeError(f"node {spec.type}: ComfyUI's upload and mask editor work on a "
+                            f"widget named 'image', not {upload.name!r}")
+
+        def VALIDATE_INPUTS(cls, image=None, unclip_problem=None):
+            # Naming 'image' here makes ComfyUI leave its list check to us: the mask editor's
+            # 'clipspace/... [input]' is in no list, and must be taken like a listed file.
+            if unclip_problem:
+                return unclip_problem
+            return _readable_input(spec, image)
+    else:
+        def VALIDATE_INPUTS(cls, unclip_problem=None):
+            return unclip_problem or True
+    attrs["VALIDATE_INPUTS"] = classmethod(VALIDATE_INPUTS)
     if not spec.cacheable:
         attrs["IS_CHANGED"] = classmethod(lambda cls, **kw: float("nan"))
     elif spec.fingerprint is not None:
@@ -498,6 +527,17 @@ def comfy_class(spec: NodeSpec) -> type:
     return type(spec.type, (), attrs)
 
 
+def _readable_input(spec: NodeSpec, value: Any) -> bool | str:
+    """True when the upload widget's value names a file the node may read (ComfyUI's message
+    for it otherwise)."""
+    try:
+        if spec.fingerprint is not None:
+            spec.fingerprint({"image": value})
+    except UserError as e:
+        return e.message
+    return True
+
+
 def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
     classes, names = {}, {}
     for spec in specs:
@@ -505,5 +545,20 @@ def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
             continue  # ComfyUI's own node does the job there: no double in its search
         key = comfy_id(spec.type)
         classes[key] = comfy_class(spec)
-        names[key] = spec.display_name or key  # "unCLIP Decoder": ours, in ComfyUI's search
+        names[key] = display_name(spec)
     return classes, names
+
+
+_WORD = re.compile(r"UnCLIP|CLIP|Clip|DDIM|PCA|[A-Z][a-z]*|[a-z]+|\d+")
+
+
+def display_name(spec: NodeSpec) -> str:
+    """What ComfyUI's search and title bar show: words, as ComfyUI's own names are ("unCLIP
+    Load Prior", "unCLIP DDIM Invert"), the pack's name first so ours are found together."""
+    if spec.display_name:
+        return spec.display_name
+    words = [{"Clip": "CLIP"}.get(w, w) for w in _WORD.findall(spec.type) if w != "UnCLIP"]
+    return "unCLIP " + " ".join(words)
+
+
+

@@ -19,7 +19,8 @@ from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
 from .errors import UserError
 from .types import ImageEmbeds, TextEmbeds, socket_type
-from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
+from .widgets import (CONDITIONING_PARAMS, DECODER_GUIDANCE, SEED_PARAM, conditioning_options,
+                      guidance_param)
 
 
 def _latent_encode(t: torch.Tensor):
@@ -208,7 +209,7 @@ def _check_decoder_params(params: dict) -> None:
                     tooltip="Sampling steps of the decoder; 25 is Karlo's default (Kandinsky 2.2 "
                             "uses 50-100), fewer is faster but loses detail (decode DDIMInvert "
                             "noise with its steps)."),
-              guidance_param(8.0),
+              guidance_param(1.0, DECODER_GUIDANCE),
               SEED_PARAM,
               Param("images_per_embedding", "INT", default=1, min=1, max=64,
                     tooltip="Images decoded from each embedding, each sampled separately; the "

@@ -169,9 +169,10 @@ def input_files() -> list[str]:
     return sorted(names) + samples
 
 
-def comfy_input_path(name: str, field: str = "path") -> Path | None:
+def comfy_input_path(name: str, field: str = "image") -> Path | None:
     """Inside ComfyUI: the file ``name`` (as the upload widget gives it) in ComfyUI's input
-    folder; a UserError for anything outside it.  None outside ComfyUI."""
+    folder, annotated names included (the mask editor's ``clipspace/x.png [input]``, a
+    ``x.png [output]``); a UserError for anything outside them.  None outside ComfyUI."""
     fp = comfy_folder_paths()
     if fp is None:
         return None
@@ -189,7 +190,11 @@ def comfy_input_path(name: str, field: str = "path") -> Path | None:
         near = (base / name).resolve()
         if inside(near, [PACK_DIR / SAMPLES]) and near.is_file():
             return near
-    if not inside(p, [folder]):
+    allowed = [folder]
+    if name.rstrip().endswith(("[output]", "[temp]")):  # what ComfyUI's own LoadImage takes too
+        allowed += [Path(get()) for get in (getattr(fp, "get_output_directory", None),
+                                            getattr(fp, "get_temp_directory", None)) if get]
+    if not inside(p, allowed):
         raise UserError(f"{name}: ComfyUI's LoadImage reads only from its input folder "
                         f"({folder}); upload the image or pick it from the list", field=field)
     return p.resolve()

@@ -94,10 +94,10 @@ def resolve_input_path(path: str) -> Path:
     (``runtime.base_dir``, if any), the pack's folder; when none has it, the current
     directory's."""
     if not isinstance(path, str) or not path.strip():
-        raise UserError("give the path of an image file", field="path")
+        raise UserError("give the path of an image file", field="image")
     why = runtime.path_problem(path)
     if why:  # before any stat, which would raise instead
-        raise UserError(f"the path {excerpt(path)} {why}", field="path")
+        raise UserError(f"the path {excerpt(path)} {why}", field="image")
     from .folders import comfy_input_path
     confined = comfy_input_path(path)  # inside ComfyUI: its input folder only
     if confined is not None:
@@ -118,20 +118,20 @@ def _read_file(path: str) -> tuple[Path, bytes]:
     p = resolve_input_path(path)
     try:
         if not p.exists():
-            raise UserError(f"no such file: {p}", field="path")
+            raise UserError(f"no such file: {p}", field="image")
         if not p.is_file():
-            raise UserError(f"not a file: {p}", field="path")
+            raise UserError(f"not a file: {p}", field="image")
         size, limit = p.stat().st_size, env_limit("IMAGE_FILE_BYTES", MAX_IMAGE_FILE_BYTES)
         if size > limit:
             raise over_limit(f"{p} is {size:,} bytes, too big for an image file", size, limit,
-                             "IMAGE_FILE_BYTES", field="path")
+                             "IMAGE_FILE_BYTES", field="image")
         data = runtime.read_bounded(p, limit)  # the size a file reports may be wrong (/proc)
         if len(data) > limit:
             raise over_limit(f"{p} holds more than {limit:,} bytes, too big for an image file",
-                             limit + 1, limit, "IMAGE_FILE_BYTES", field="path")
+                             limit + 1, limit, "IMAGE_FILE_BYTES", field="image")
         return p, data
     except OSError as e:
-        raise UserError(f"cannot read {p}: {e.strerror or e}", field="path") from None
+        raise UserError(f"cannot read {p}: {e.strerror or e}", field="image") from None
 
 
 _PILLOW_CHECK = threading.Lock()
@@ -180,18 +180,18 @@ def _unreadable(p: Path, e: BaseException) -> UserError:
     text = str(e)
     if isinstance(e, UnidentifiedImageError) or "cannot identify image file" in text:
         return UserError(f"cannot read image {p}: not an image Pillow can read ({IMAGE_KINDS})",
-                         field="path")
+                         field="image")
     if isinstance(e, ValueError) and ("text chunk" in text or "Too Large" in text
                                       or "too large" in text.lower()):
         chunk, memory = text_limits()
         return UserError(f"cannot read image {p}: its PNG text chunks (metadata) are larger than "
                          f"the limit ({chunk:,} bytes a chunk, {memory:,} in all); to allow "
-                         "more, set UNCLIP_MAX_FILE_BYTES to a larger number", field="path")
+                         "more, set UNCLIP_MAX_FILE_BYTES to a larger number", field="image")
     text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "it", text)
     if "truncated" in text.lower() or isinstance(e, (EOFError, SyntaxError)):
         return UserError(f"cannot read image {p}: the file is truncated or damaged ({text})",
-                         field="path")
-    return UserError(f"cannot read image {p}: {text or type(e).__name__}", field="path")
+                         field="image")
+    return UserError(f"cannot read image {p}: {text or type(e).__name__}", field="image")
 
 
 def _open_image(p: Path, data: bytes) -> Image.Image:
@@ -206,14 +206,14 @@ def _open_image(p: Path, data: bytes) -> Image.Image:
     pixels = img.width * img.height
     if pixels > limit:
         raise over_limit(f"{p} is too large to load: {img.width} x {img.height} = {pixels:,} "
-                         "pixels", pixels, limit, "IMAGE_PIXELS", field="path")
+                         "pixels", pixels, limit, "IMAGE_PIXELS", field="image")
     return img
 
 
 def _load_fingerprint(params: dict) -> dict:
     """The file's identity: resolved path and content hash, so editing the file invalidates the
     cache.  Also catches a missing or unrecognisable file at validation time."""
-    p, data = _read_file(params.get("path", ""))
+    p, data = _read_file(params.get("image", ""))
     img = _open_image(p, data)
     if img.format == "PNG":  # a truncated PNG is found now, not when the run reaches it
         _check_png(p, data)
@@ -234,7 +234,7 @@ def _check_png(p: Path, data: bytes) -> None:
 
 @node("LoadImage", category=CATEGORY,
       description="Load a PNG, JPEG or WebP file as an image and a mask (1 - alpha).",
-      params=[Param("path", "STRING", tooltip="Image file; relative paths start at the "
+      params=[Param("image", "STRING", tooltip="Image file; relative paths start at the "
                                                "current directory, else at the workflow "
                                                "file's folder, else at the pack's folder "
                                                "(workflows/images/... are the samples). In "
@@ -244,15 +244,16 @@ def _check_png(p: Path, data: bytes) -> None:
       outputs=[Output("image", "IMAGE", "[1, H, W, 3] in 0..1, EXIF orientation applied"),
                Output("mask", "MASK", "1 - alpha: transparent pixels are 1 (to change); "
                                       "all zeros without alpha")],
-      fingerprint=_load_fingerprint, disk_cache=False)
-def load_image(path: str):
+      fingerprint=_load_fingerprint, disk_cache=False, renamed={"path": "image"},
+      display_name="unCLIP Load Image")
+def load_image(image: str):
     """Only the first frame of an animated file is loaded.
 
     Its outputs are cached in memory only (``disk_cache=False``): the file is the source of
     truth (its hash is in the cache key) and decoding it again is cheap, while the decoded
     float tensors take 16 bytes a pixel (1.6 GB for a 10000 x 10000 image), so a disk entry
     would only be a second, far larger copy of the file."""
-    p, data = _read_file(path)
+    p, data = _read_file(image)
     img = _open_image(p, data)
     try:
         with _our_size_check():
@@ -268,7 +269,7 @@ def load_image(path: str):
 _SEP = re.compile(r"[\\/]+")
 
 
-def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
+def check_prefix(prefix: str, field: str = "filename_prefix") -> list[str]:
     """The parts of a saver prefix ("a/b/name" -> ["a", "b", "name"]), or a UserError when it
     could leave the output folder or names no file."""
     if not isinstance(prefix, str) or not prefix.strip():
@@ -290,8 +291,28 @@ def check_prefix(prefix: str, field: str = "prefix") -> list[str]:
 
 
 def _check_prefix_param(params: dict) -> None:
-    if "prefix" in params:  # absent = the (valid) default
-        check_prefix(params["prefix"])
+    if "filename_prefix" in params:  # absent = the (valid) default
+        check_prefix(expand_prefix(params["filename_prefix"]), "filename_prefix")
+
+
+_DATE_PART = re.compile(r"yyyy|yy|MM|dd|hh|mm|ss")
+_DATE_CODES = {"yyyy": "%Y", "yy": "%y", "MM": "%m", "dd": "%d", "hh": "%H", "mm": "%M",
+               "ss": "%S"}
+
+
+def expand_prefix(prefix: str, now: float | None = None) -> str:
+    """``%date:yyyy-MM-dd%`` (and ``%date%``) in a file name prefix as today's date, the way
+    ComfyUI's front end fills them in before a prompt reaches a saver; the codes are yyyy, yy,
+    MM, dd, hh, mm, ss.  Anything else between % signs is left as written."""
+    if "%date" not in prefix:
+        return prefix
+    import time
+    t = time.localtime(now)
+
+    def fill(m: re.Match) -> str:
+        fmt = m.group(1) or "yyyy-MM-dd"
+        return _DATE_PART.sub(lambda d: time.strftime(_DATE_CODES[d.group(0)], t), fmt)
+    return re.sub(r"%date(?::([^%]*))?%", fill, prefix)
 
 
 # --- where outputs go: checked before a run, so that no work is lost on a bad place ------------
@@ -381,7 +402,7 @@ def folder_problem(folder: Path) -> str | None:
 def output_place_problem(root: Path, prefix: str) -> str | None:
     """Why a saver with ``prefix`` could not write under the output folder ``root``, or None;
     the reason names the folder (or the file name) concerned.  Creates nothing."""
-    parts = check_prefix(prefix)
+    parts = check_prefix(expand_prefix(prefix))
     root = Path(os.path.abspath(root))
     folder = root.joinpath(*parts[:-1])
     why = folder_problem(folder)
@@ -412,12 +433,12 @@ def _output_folder(prefix: str) -> tuple[Path, str, str]:
     real_root = root.resolve()
     if not folder.resolve().is_relative_to(real_root):  # a symlinked subfolder
         raise UserError(f"{excerpt(prefix)} leads outside the output folder {real_root}",
-                        field="prefix")
+                        field="filename_prefix")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the folder {folder}: {e.strerror or e}",
-                        field="prefix") from None
+                        field="filename_prefix") from None
     return folder, parts[-1], "/".join(parts[:-1])
 
 
@@ -450,7 +471,7 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
     are removed.  Each written file is listed in ``runtime.host().ui[ui_key]`` for ComfyUI.
     An OSError (disk full, permissions taken away) is a UserError naming the file.
     """
-    folder, stem, subfolder = _output_folder(prefix)
+    folder, stem, subfolder = _output_folder(expand_prefix(prefix))
     temps: list[Path] = []
     written: list[Path] = []
     first = _next_number(folder, stem)
@@ -472,7 +493,7 @@ def write_outputs(prefix: str, ext: str, writers: list[Callable[[io.BufferedWrit
                     written.append(target)
                     break
     except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror or e}", field="prefix") from None
+        raise UserError(f"cannot write {target}: {e.strerror or e}", field="filename_prefix") from None
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
@@ -502,19 +523,21 @@ def _metadata_text(frames: str | None = None) -> dict[str, str]:
 
 # --- SaveImage ----------------------------------------------------------------------------------
 
-_PREFIX_TIP = ("File name prefix inside the output folder; may contain subfolders ('runs/cat'); "
-               "files are numbered prefix_00001_.png, prefix_00002_.png, ...")
+_PREFIX_TIP = ("File name prefix inside the output folder; may contain subfolders ('runs/cat') "
+               "and %date:yyyy-MM-dd%; files are numbered prefix_00001_.png, "
+               "prefix_00002_.png, ...")
 
 
 @node("SaveImage", category=CATEGORY,
       description="Save each image of a batch as a numbered PNG in the output folder, with the "
                   "workflow in its text chunks.",
       inputs=[Input("images", "IMAGE"), _FRAMES],
-      params=[Param("prefix", "STRING", default="unclip", tooltip=_PREFIX_TIP)],
+      params=[Param("filename_prefix", "STRING", default="unclip", tooltip=_PREFIX_TIP)],
       outputs=[Output("paths", "STRING", "absolute paths of the written files, one per line")],
       output_node=True, cacheable=False, check=_check_prefix_param,
-      prefix="prefix", files="paths")
-def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None = None):
+      prefix="filename_prefix", files="paths", renamed={"prefix": "filename_prefix"},
+      display_name="unCLIP Save Image")
+def save_image(images: torch.Tensor, filename_prefix: str = "unclip", frames: str | None = None):
     check_image(images, "images")
     info = PngImagePlugin.PngInfo()
     for key, value in _metadata_text(frames).items():
@@ -523,7 +546,7 @@ def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None 
     def writer(frame):
         return lambda f: tensor_to_pil(frame).save(f, format="PNG", pnginfo=info, compress_level=4)
 
-    paths = write_outputs(prefix, "png", [writer(frame) for frame in images])
+    paths = write_outputs(filename_prefix, "png", [writer(frame) for frame in images])
     return "\n".join(str(p) for p in paths)
 
 
@@ -533,7 +556,7 @@ def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None 
 @node("SaveAnimation", category=CATEGORY,
       description="Save the frames of a batch as one animated GIF or WebP in the output folder.",
       inputs=[Input("images", "IMAGE", tooltip="the frames, in order"), _FRAMES],
-      params=[Param("prefix", "STRING", default="unclip_anim", tooltip=_PREFIX_TIP),
+      params=[Param("filename_prefix", "STRING", default="unclip_anim", tooltip=_PREFIX_TIP),
               Param("format", "COMBO", default="webp", choices=("gif", "webp"),
                     tooltip="webp is lossless; gif has 256 colours and 10 ms time steps"),
               Param("fps", "FLOAT", default=8.0, min=0.1, max=100.0, step=0.1,
@@ -542,8 +565,10 @@ def save_image(images: torch.Tensor, prefix: str = "unclip", frames: str | None 
               Param("loop", "BOOLEAN", default=True, tooltip="repeat forever; off = play once")],
       outputs=[Output("paths", "STRING", "absolute path of the written file")],
       output_node=True, cacheable=False, check=_check_prefix_param,
-      prefix="prefix", files="paths")
-def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: str = "webp",
+      prefix="filename_prefix", files="paths", renamed={"prefix": "filename_prefix"},
+      display_name="unCLIP Save Animation")
+def save_animation(images: torch.Tensor, filename_prefix: str = "unclip_anim",
+                   format: str = "webp",
                    fps: float = 8.0, loop: bool = True, frames: str | None = None):
     """The host metadata (e.g. "workflow", or per-frame values under "frames") is embedded as
     one JSON object: the GIF comment, or the WebP EXIF ImageDescription tag."""
@@ -560,7 +585,7 @@ def save_animation(images: torch.Tensor, prefix: str = "unclip_anim", format: st
         exif = Image.Exif()
         exif[0x010E] = meta  # ImageDescription
         opts.update(format="WEBP", lossless=True, loop=0 if loop else 1, exif=exif)
-    paths = write_outputs(prefix, format, [lambda f: pictures[0].save(f, **opts)])
+    paths = write_outputs(filename_prefix, format, [lambda f: pictures[0].save(f, **opts)])
     runtime.host().ui["animated"] = (True,)
     return "\n".join(str(p) for p in paths)
 

@@ -22,7 +22,8 @@ from .errors import UserError
 from .image import check_image
 from .mask import fit_mask, grow
 from .types import ImageEmbeds, TextEmbeds
-from .widgets import CONDITIONING_PARAMS, SEED_PARAM, conditioning_options, guidance_param
+from .widgets import (CONDITIONING_PARAMS, DECODER_GUIDANCE, SEED_PARAM, conditioning_options,
+                      guidance_param)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
       params=[Param("steps", "INT", default=25, min=2, max=1000,
                     tooltip="Decoder sampling steps for the fill; 25 is Karlo's default, and the "
                             "time grows with steps x resample."),
-              guidance_param(8.0),
+              guidance_param(1.0, DECODER_GUIDANCE),
               SEED_PARAM,
               Param("resample", "INT", default=1, min=1, max=50,
                     tooltip="RePaint jumps: each step is done this many times, diffusing back "
@@ -114,7 +115,7 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
 def inpaint_node(decoder: DecoderBackend, image: torch.Tensor, mask: torch.Tensor,
                  image_embeds: ImageEmbeds, text: TextEmbeds | None = None,
                  upsampler: UpsamplerBackend | None = None, steps: int = 25,
-                 guidance_scale: float = 8.0, seed: int = 0, resample: int = 1,
+                 guidance_scale: float = 1.0, seed: int = 0, resample: int = 1,
                  feather: int = 0, upsample_steps: int = 7, count: int = 1,
                  noise_level: int = 0, prompt: str = "", negative_prompt: str = "",
                  per_image_noise: bool = False):

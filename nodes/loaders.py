@@ -98,7 +98,7 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
 _ALL = STAGES
 
 
-@node("LoadUnCLIP", category="unCLIP/loaders",
+@node("LoadUnCLIP", category="unCLIP/loaders", display_name="unCLIP Load Checkpoint",
       description="Load an unCLIP checkpoint (Karlo layout, Kandinsky 2.2's decoder folder "
                   "with its prior folder, or a Stable unCLIP folder) as one model handle per "
                   "stage.",

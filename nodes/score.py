@@ -154,7 +154,7 @@ def clip_score_node(clip_vision: ClipVisionModel, image: torch.Tensor,
                                    if v is not None})
     if clip_text is not None:
         from .clip import clip_text_encode
-        text = clip_text_encode(clip=clip_text, prompt=prompt)
+        text = clip_text_encode(clip=clip_text, text=prompt)
     if not isinstance(text, TextEmbeds):
         raise UserError(f"expected text embeddings (CLIPTextEncode), got {type(text).__name__}",
                         field="text")

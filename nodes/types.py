@@ -282,3 +282,12 @@ CLIP_VISION_OUTPUT = socket_type(
 STRING = socket_type("STRING", "text", *_json_codec())
 INT = socket_type("INT", "an integer", *_json_codec())
 FLOAT = socket_type("FLOAT", "a number", *_json_codec())
+
+
+SOCKET_COLORS = {
+    "UNCLIP_CLIP_TEXT": "#FFD500", "UNCLIP_CLIP_VISION": "#A8DADC", "UNCLIP_PRIOR": "#9575CD",
+    "UNCLIP_DECODER": "#B39DDB", "UNCLIP_UPSAMPLER": "#D1C4E9", "UNCLIP_TEXT_EMBEDS": "#FFA931",
+    "UNCLIP_IMAGE_EMBEDS": "#AD7452", "UNCLIP_LATENT": "#FF9CF9", "UNCLIP_PCA": "#4DB6AC",
+}
+"""Inside ComfyUI, the colour of each of our socket types (web/unclip.js sets them): in the
+family of the ComfyUI type it is like, rather than the grey of an unknown type."""

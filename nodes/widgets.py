@@ -9,10 +9,15 @@ SEED_PARAM = Param("seed", "INT", default=0, min=0, max=SEED_MAX,
                            "another seed gives another variation.")
 
 
-def guidance_param(default: float) -> Param:
+def guidance_param(default: float, usual: str = "") -> Param:
     return Param("guidance_scale", "FLOAT", default=default, min=0.0, max=100.0, step=0.1,
                  tooltip="Classifier-free guidance strength: higher follows the conditioning more "
-                         "closely, with less variety; 1 = no guidance (skips the unconditional half).")
+                         "closely, with less variety; 1 = no guidance (skips the unconditional "
+                         "half)." + (f" {usual}" if usual else ""))
+
+
+DECODER_GUIDANCE = ("The default suits the bundled pocket model; real checkpoints want more: "
+                    "Karlo 8, Kandinsky 2.2 4, Stable unCLIP 10.")
 
 
 CONDITIONING_PARAMS = (

@@ -235,7 +235,7 @@ def test_load_image_output_stays_off_the_disk_cache(write_workflow, tmp_path):
     wf = write_workflow(f"""
     outputs: {{image: scale.image}}
     nodes:
-      load: {{type: LoadImage, params: {{path: {tmp_path / 'in.png'}}}}}
+      load: {{type: LoadImage, params: {{image: {tmp_path / 'in.png'}}}}}
       scale: {{type: TestScale, links: {{image: load.image}}, params: {{factor: 0.5}}}}
     """)
     cache = Cache(tmp_path / "c", memory=MemoryTier())

@@ -23,11 +23,11 @@ inputs:
   width: {type: INT, default: 16, description: New width.}
   label: {type: STRING, default: small}
 nodes:
-  load: {type: LoadImage, params: {path: "@IMAGE@"}}
+  load: {type: LoadImage, params: {image: "@IMAGE@"}}
   big: {type: ResizeImage, links: {image: load.image}, params: {width: $width, height: 0}}
   pad: {type: OutpaintPad, links: {image: big.image}, params: {left: 3, fill: noise, seed: 5}}
   grid: {type: ImageGrid, links: {images: pad.image}, params: {columns: 1}}
-  save: {type: SaveImage, links: {images: grid.image}, params: {prefix: $label}}
+  save: {type: SaveImage, links: {images: grid.image}, params: {filename_prefix: $label}}
   inv: {type: InvertMask, links: {mask: load.mask}}
 outputs:
   image: grid.image
@@ -66,13 +66,13 @@ def test_api_export_resolves_inputs_to_literals_and_links_to_output_indices(wf):
                         "inputs": {"image": ["1", 0], "width": 20, "height": 0,
                                    "method": "bicubic", "crop": "none"}}
     assert api["6"]["inputs"] == {"mask": ["1", 1]}  # LoadImage's second output
-    assert api["5"]["inputs"] == {"images": ["4", 0], "prefix": "small"}
+    assert api["5"]["inputs"] == {"images": ["4", 0], "filename_prefix": "small"}
     assert api["3"]["inputs"]["seed"] == 5 and api["3"]["inputs"]["fill"] == "noise"
 
 
 def test_numeric_node_ids_are_kept(tmp_path):
     text = "nodes:\n  '7': {type: RectangleMask, links: {like: '3.image'}}\n" \
-           "  '3': {type: LoadImage, params: {path: '@A@'}}\n" \
+           "  '3': {type: LoadImage, params: {image: '@A@'}}\n" \
            "  '9': {type: SaveImage, links: {images: '10.image'}}\n" \
            "  '10': {type: MaskToImage, links: {mask: '7.mask'}}\n"
     Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
@@ -120,9 +120,9 @@ def test_api_json_mistakes_name_the_node_id_and_field(wf, tmp_path, capsys):
 
 def test_api_strings_starting_with_dollar_stay_literal(wf, tmp_path):
     api = comfy.to_api(load(wf))
-    api["5"]["inputs"]["prefix"] = "$HOME"
+    api["5"]["inputs"]["filename_prefix"] = "$HOME"
     rs = comfy.load_api(api, file="x.json")
-    assert rs.nodes["5"].params["prefix"] == "$HOME"
+    assert rs.nodes["5"].params["filename_prefix"] == "$HOME"
 
 
 def test_ui_workflow_and_broken_json_are_refused_with_exit_2(wf, tmp_path, capsys):
@@ -281,13 +281,13 @@ def test_sample_files_found_via_the_workflow_folder_export_as_absolute_paths(tmp
     Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "run" / "here.png")
     path = tmp_path / "wf" / "w.yaml"
     path.write_text("nodes:\n"
-                    "  a: {type: LoadImage, params: {path: images/a.png}}\n"
-                    "  b: {type: LoadImage, params: {path: here.png}}\n"
+                    "  a: {type: LoadImage, params: {image: images/a.png}}\n"
+                    "  b: {type: LoadImage, params: {image: here.png}}\n"
                     "  s: {type: SaveImage, links: {images: a.image}}\n")
     monkeypatch.chdir(tmp_path / "run")
     api = comfy.to_api(load(path))
-    assert api["1"]["inputs"]["path"] == str((tmp_path / "wf" / "images" / "a.png").resolve())
-    assert api["2"]["inputs"]["path"] == "here.png"  # found from the current folder: as written
+    assert api["1"]["inputs"]["image"] == str((tmp_path / "wf" / "images" / "a.png").resolve())
+    assert api["2"]["inputs"]["image"] == "here.png"  # found from the current folder: as written
 
 
 def test_run_png_of_a_workflow_with_sample_files_works_from_elsewhere(tmp_path, monkeypatch,
@@ -295,8 +295,8 @@ def test_run_png_of_a_workflow_with_sample_files_works_from_elsewhere(tmp_path, 
     (tmp_path / "wf" / "images").mkdir(parents=True)
     Image.new("RGB", (5, 3), (200, 9, 9)).save(tmp_path / "wf" / "images" / "a.png")
     path = tmp_path / "wf" / "w.yaml"
-    path.write_text("nodes:\n  a: {type: LoadImage, params: {path: images/a.png}}\n"
-                    "  s: {type: SaveImage, links: {images: a.image}, params: {prefix: p}}\n")
+    path.write_text("nodes:\n  a: {type: LoadImage, params: {image: images/a.png}}\n"
+                    "  s: {type: SaveImage, links: {images: a.image}, params: {filename_prefix: p}}\n")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert run(["run", path, "--out", "o", "--no-cache"], capsys)[0] == 0

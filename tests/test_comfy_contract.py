@@ -133,7 +133,9 @@ def test_every_class_id_display_name_and_category_is_ours(object_info):
             assert cls["category"] == "unCLIP/presets"
         else:
             assert key.startswith("unCLIP ") and declare.get(key[len("unCLIP "):]) is not None
-            assert cls["display_name"] == key
+            assert cls["display_name"] == declare.display_name(declare.get(key[len("unCLIP "):]))
+            assert cls["display_name"].startswith("unCLIP ") and " " in cls["display_name"][7:] \
+                or cls["display_name"].count(" ") == 1  # words, as ComfyUI's own names
         assert cls["category"].startswith("unCLIP/"), key
         assert cls["description"].strip(), key
         assert cls["callable"], key
@@ -152,7 +154,8 @@ def test_input_types_have_comfy_shapes(object_info):
                 if len(spec) == 2:
                     assert set(spec[1]) <= OPTION_KEYS, (key, name, spec[1])
         if cls["output_node"]:  # under other names where a preset has a 'prompt' widget
-            assert sorted(types_["hidden"].values()) == ["EXTRA_PNGINFO", "PROMPT"]
+            assert sorted(set(types_["hidden"].values()) - {"UNCLIP_PROBLEM"}) == [
+                "EXTRA_PNGINFO", "PROMPT"]
             assert not set(types_["hidden"]) & set(types_["required"])
         assert len(cls["return_names"]) == len(cls["return_types"])
         assert len(cls["output_tooltips"]) == len(cls["return_types"])
@@ -242,12 +245,12 @@ def test_every_preset_with_inputs_and_outputs_is_a_node_and_a_broken_one_is_left
 
 
 def test_prompt_with_a_preset_node_passes_comfys_validation(object_info):
-    prompt = {"1": {"class_type": "unCLIP LoadImage", "inputs": {"path": "x.png"}},
+    prompt = {"1": {"class_type": "unCLIP LoadImage", "inputs": {"image": "x.png"}},
               "2": {"class_type": PRESET + "shrink", "inputs": {"image": ["1", 0], "width": 4}},
               "3": {"class_type": PRESET + "upscale", "inputs": {
                   "image": ["2", 0], "model": "pocket", "steps": 7, "seed": 2}},
               "4": {"class_type": "unCLIP SaveImage", "inputs": {"images": ["3", 0],
-                                                                 "prefix": "up"}}}
+                                                                 "filename_prefix": "up"}}}
     assert validate_prompt(prompt, object_info) == {}
     prompt["3"]["inputs"]["image"] = ["1", 1]  # the MASK
     assert [e["type"] for e in validate_prompt(prompt, object_info)["3"]] == [
@@ -266,14 +269,14 @@ def image_workflow(tmp_path: Path) -> Path:
         inputs:
           width: {{type: INT, default: 16}}
         nodes:
-          load: {{type: LoadImage, params: {{path: "{tmp_path / 'in.png'}"}}}}
+          load: {{type: LoadImage, params: {{image: "{tmp_path / 'in.png'}"}}}}
           big: {{type: ResizeImage, links: {{image: load.image}}, params: {{width: $width, height: 0}}}}
           pad: {{type: OutpaintPad, links: {{image: big.image}}, params: {{left: 2, seed: 5}}}}
           inv: {{type: InvertMask, links: {{mask: load.mask}}}}
           show: {{type: MaskToImage, links: {{mask: inv.mask}}}}
           grid: {{type: ImageGrid, links: {{images: pad.image}}}}
-          save: {{type: SaveImage, links: {{images: grid.image}}, params: {{prefix: small}}}}
-          save2: {{type: SaveImage, links: {{images: show.image}}, params: {{prefix: mask}}}}
+          save: {{type: SaveImage, links: {{images: grid.image}}, params: {{filename_prefix: small}}}}
+          save2: {{type: SaveImage, links: {{images: show.image}}, params: {{filename_prefix: mask}}}}
         """).lstrip())
     return wf
 
@@ -459,7 +462,7 @@ def test_a_widget_named_prompt_reaches_the_node_not_comfys_hidden_prompt(fake_co
         def echo(prompt: str):
             return prompt
     cls = declare.comfy_class(declare.get(name))
-    assert "hidden" not in cls.INPUT_TYPES()
+    assert cls.INPUT_TYPES()["hidden"] == {declare.PROBLEM: "UNCLIP_PROBLEM"}  # ComfyUI's: none
     assert cls().run(prompt="a red circle") == ("a red circle",)
 
 

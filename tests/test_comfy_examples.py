@@ -13,7 +13,7 @@ from unclip_nodes.nodes.image import PACK_DIR, resolve_input_path
 
 def test_committed_example_workflows_equal_a_fresh_export(tmp_path):
     written = examples.write_examples(tmp_path)
-    assert [p.name for p in written] == [f"{n}.json" for n in examples.EXAMPLES]
+    assert [p.name for p in written] == [f"{n}.json" for n in examples.TEMPLATES]
     for path in written:
         committed = examples.FOLDER / path.name
         assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
@@ -21,9 +21,9 @@ def test_committed_example_workflows_equal_a_fresh_export(tmp_path):
 
 
 def test_every_example_has_a_jpeg_thumbnail_and_the_folder_holds_nothing_else():
-    expected = {f"{n}.{ext}" for n in examples.EXAMPLES for ext in ("json", "jpg")}
+    expected = {f"{n}.{ext}" for n in examples.TEMPLATES for ext in ("json", "jpg")}
     assert {p.name for p in examples.FOLDER.iterdir()} == expected
-    for name in examples.EXAMPLES:
+    for name in examples.TEMPLATES:
         with Image.open(examples.FOLDER / f"{name}.jpg") as img:
             assert img.format == "JPEG" and min(img.size) >= examples.PREVIEW_SIDE
 
@@ -32,7 +32,7 @@ def test_examples_name_sample_images_relative_to_the_pack_and_comfy_finds_them(t
                                                                            monkeypatch):
     monkeypatch.chdir(tmp_path)  # ComfyUI's start folder: not the pack, and no workflow folder
     seen = 0
-    for name in examples.EXAMPLES:
+    for name in examples.TEMPLATES:
         text = (examples.FOLDER / f"{name}.json").read_text(encoding="utf-8")
         assert str(PACK_DIR) not in text
         doc = json.loads(text)
@@ -50,5 +50,20 @@ def test_examples_name_sample_images_relative_to_the_pack_and_comfy_finds_them(t
 
 def test_examples_command_rejects_a_workflow_that_is_not_shipped(tmp_path, capsys):
     assert examples.main(["--folder", str(tmp_path), "no_such_workflow"]) == 2
-    assert "no shipped workflow 'no_such_workflow'" in capsys.readouterr().err
+    assert "no template 'no_such_workflow'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_kandinsky_templates_are_wired_for_that_family():
+    """No text into the decoder (Kandinsky 2.2's reads only image embeddings), no Upsample
+    (it has none), and the model names ComfyUI's models/unclip drop-down lists."""
+    for name, (_, sets) in examples.MODEL_TEMPLATES.items():
+        doc = json.loads((examples.FOLDER / f"{name}.json").read_text(encoding="utf-8"))
+        types = [n["type"] for n in doc["nodes"]]
+        assert "unCLIP Upsample" not in types
+        for n in doc["nodes"]:
+            if n["type"] in ("unCLIP Decoder", "unCLIP Inpaint"):
+                linked = {i["name"] for i in n.get("inputs", []) if i.get("link") is not None}
+                assert "text" not in linked and "upsampler" not in linked, name
+            if n["type"] == "unCLIP LoadUnCLIP":
+                assert n["widgets_values"][:2] == [sets["decoder"], sets["prior"]]

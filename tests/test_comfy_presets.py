@@ -43,7 +43,7 @@ inputs:
   model: {type: STRING, default: pocket}
 nodes:
   up: {type: "preset:upscale", links: {image: $image}, params: {model: $model, steps: 2, seed: 3}}
-  save: {type: SaveImage, links: {images: up.image}, params: {prefix: up}}
+  save: {type: SaveImage, links: {images: up.image}, params: {filename_prefix: up}}
 outputs:
   image: up.image
 """
@@ -137,13 +137,13 @@ def test_preset_nodes_rerun_when_a_file_they_read_changes(tmp_path):
     write(tmp_path, shrink=SHRINK, saves="""
         inputs: {path: {type: STRING, default: in.png}}
         nodes:
-          load: {type: LoadImage, params: {path: $path}}
+          load: {type: LoadImage, params: {image: $path}}
           save: {type: SaveImage, links: {images: load.image}}
         outputs: {image: load.image}
         """, loads="""
         inputs: {path: {type: STRING}}
         nodes:
-          load: {type: LoadImage, params: {path: $path}}
+          load: {type: LoadImage, params: {image: $path}}
         outputs: {image: load.image}
         """)
     picture(tmp_path / "in.png")
@@ -164,7 +164,7 @@ def test_presets_that_do_not_load_are_left_out_with_a_warning(tmp_path, monkeypa
         """, saver_only="""
         inputs: {path: {type: STRING, default: in.png}}
         nodes:
-          load: {type: LoadImage, params: {path: $path}}
+          load: {type: LoadImage, params: {image: $path}}
           save: {type: SaveImage, links: {images: load.image}}
         """)
     monkeypatch.setenv("UNCLIP_PRESETS", str(tmp_path / "mine"))

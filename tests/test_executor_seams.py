@@ -81,7 +81,7 @@ outputs:
   image: noise.image
 nodes:
   noise: {type: TestNoise, params: {seed: 3, size: 4}}
-  save: {type: SaveImage, links: {images: noise.image}, params: {prefix: pic}}
+  save: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: pic}}
 """
 
 

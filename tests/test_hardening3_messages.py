@@ -57,7 +57,7 @@ def test_a_file_without_nodes_is_named_as_not_a_workflow_without_its_keys(tmp_pa
 def test_a_15_mb_prefix_puts_a_bounded_excerpt_on_stderr(tmp_path, capsys):
     wf = tmp_path / "wf.yaml"
     wf.write_text("nodes:\n  n: {type: TestNoise}\n"
-                  "  s: {type: SaveImage, links: {images: n.image}, params: {prefix: /"
+                  "  s: {type: SaveImage, links: {images: n.image}, params: {filename_prefix: /"
                   + "p" * 15_000_000 + "}}\n")
     import enginenodes  # noqa: F401
     code, _, err = run(["validate", wf], capsys)
@@ -70,7 +70,7 @@ def test_huge_names_and_values_in_a_workflow_are_cut_in_every_message(tmp_path, 
     wf = tmp_path / "wf.yaml"
     wf.write_text("nodes:\n"
                   f"  n:\n    type: {'T' * big}\n"
-                  f"  ? {'i' * big}\n  : {{type: LoadImage, params: {{path: {'q' * big}}}}}\n"
+                  f"  ? {'i' * big}\n  : {{type: LoadImage, params: {{image: {'q' * big}}}}}\n"
                   f"  s:\n    type: SaveImage\n    links:\n      images: {'x' * big}.image\n"
                   f"    params:\n      ? {'k' * big}\n      : 1\n"
                   f"? {'z' * big}\n: 1\n")

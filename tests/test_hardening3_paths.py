@@ -19,7 +19,7 @@ from unclip_nodes.graph.cli import main
 WF = """
 nodes:
   noise: {type: TestNoise, params: {seed: 1}}
-  save: {type: SaveImage, links: {images: noise.image}, params: {prefix: shot}}
+  save: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: shot}}
 """
 LONG = "x" * 300
 
@@ -190,7 +190,7 @@ def test_a_device_this_pack_does_not_run_on_is_refused_up_front(wf, tmp_path, de
     'nodes:\n  p: {type: "preset:' + LONG + '.yaml"}\n',
     "nodes:\n  m: {type: LoadUnCLIP, params: {path: " + LONG + "}}\n",
     'nodes:\n  m: {type: LoadUnCLIP, params: {path: "a\\0b"}}\n',
-    "nodes:\n  i: {type: LoadImage, params: {path: " + LONG + "}}\n"
+    "nodes:\n  i: {type: LoadImage, params: {image: " + LONG + "}}\n"
     "  s: {type: SaveImage, links: {images: i.image}}\n",
 ])
 def test_a_path_in_a_workflow_that_no_file_can_have_is_located_not_a_traceback(

@@ -14,7 +14,7 @@ from unclip_nodes.nodes.errors import UserError
 WF = """
 nodes:
   noise: {type: TestNoise, params: {seed: 1}}
-  save: {type: SaveImage, links: {images: noise.image}, params: {prefix: shot}}
+  save: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: shot}}
 """
 NOT_FINITE = ["inf", "nan", "1e400", "infGiB"]
 

@@ -16,8 +16,8 @@ from unclip_nodes.graph.validate import load
 WF = """inputs:
   image: {type: STRING, default: "x.png"}
 nodes:
-  load: {type: LoadImage, params: {path: $image}}
-  save: {type: SaveImage, links: {images: load.image}, params: {prefix: shot}}
+  load: {type: LoadImage, params: {image: $image}}
+  save: {type: SaveImage, links: {images: load.image}, params: {filename_prefix: shot}}
 """
 
 
@@ -51,7 +51,7 @@ def test_a_png_may_not_read_a_recorded_file_the_user_did_not_name(tmp_path, secr
     png = crafted_png(tmp_path / "downloads" / "nice.png", str(secret))
     code, out, err = run(["run", png, "--out", tmp_path / "out", "--no-cache"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"node 'load', field 'path': the stored workflow would read {secret}" in err
+    assert f"node 'load', field 'image': the stored workflow would read {secret}" in err
     assert "--set image=PATH" in err and "--trust-inputs" in err
     assert not (tmp_path / "out").exists() and "wrote" not in out
     # named again, the same file is read; so is one next to the PNG

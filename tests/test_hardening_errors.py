@@ -53,8 +53,8 @@ def copy_wf(folder: Path, image: Path, extra: str = "") -> Path:
     return write(folder / "wf.yaml", f"""
         description: "copies a picture{extra}"
         nodes:
-          load: {{type: LoadImage, params: {{path: "{image}"}}}}
-          save: {{type: SaveImage, links: {{images: load.image}}, params: {{prefix: shot}}}}
+          load: {{type: LoadImage, params: {{image: "{image}"}}}}
+          save: {{type: SaveImage, links: {{images: load.image}}, params: {{filename_prefix: shot}}}}
         """)
 
 
@@ -112,7 +112,7 @@ def test_json_in_png_text_chunks_is_checked_the_same_way(tmp_path, capsys):
     err = user_error(["run", big, "--out", tmp_path / "o"], capsys)
     assert f"{big}[prompt]:1:61:" in err and "100,000 digits" in err
     ours = png_with(tmp_path / "ours.png", {
-        "unclip_workflow": "nodes:\n  a: {type: LoadImage, params: {path: x.png}}\n",
+        "unclip_workflow": "nodes:\n  a: {type: LoadImage, params: {image: x.png}}\n",
         "unclip_inputs": '{"seed": ' + HUGE_INT + "}"})
     err = user_error(["validate", ours], capsys)
     assert f"{ours}[unclip_inputs]:1:10: the unclip_inputs chunk: JSON: a number with " \
@@ -120,7 +120,7 @@ def test_json_in_png_text_chunks_is_checked_the_same_way(tmp_path, capsys):
 
 
 def test_yaml_nested_too_deep_is_a_user_error_with_either_parser(tmp_path, monkeypatch, capsys):
-    path = write(tmp_path / "deep.yaml", "nodes:\n  a: {type: LoadImage, params: {path: "
+    path = write(tmp_path / "deep.yaml", "nodes:\n  a: {type: LoadImage, params: {image: "
                  + "[" * 5000 + "]" * 5000 + "}}\n")
     err = user_error(["validate", path], capsys)  # libyaml: a depth limit of its own
     assert f"{path}:2:" in err and "nested" in err
@@ -135,7 +135,7 @@ def test_yaml_integer_too_long_to_print_is_a_user_error(tmp_path, capsys):
         inputs:
           seed: {{type: INT, default: 0x{"f" * 20_000}}}
         nodes:
-          load: {{type: LoadImage, params: {{path: "{picture(tmp_path / 'pic.png')}"}}}}
+          load: {{type: LoadImage, params: {{image: "{picture(tmp_path / 'pic.png')}"}}}}
           save: {{type: SaveImage, links: {{images: load.image}}}}
         """)
     err = user_error(["validate", path], capsys)  # it used to fail printing the input's value
@@ -197,7 +197,7 @@ def test_load_image_reads_a_png_with_big_compressed_metadata(tmp_path, capsys, m
     assert code == 0, err
     monkeypatch.setenv("UNCLIP_MAX_FILE_BYTES", "1000")
     err = user_error(["validate", wf], capsys)
-    assert f"node 'load', field 'path': cannot read image {png}: its PNG text chunks " \
+    assert f"node 'load', field 'image': cannot read image {png}: its PNG text chunks " \
            "(metadata) are larger than the limit" in err and "UNCLIP_MAX_FILE_BYTES" in err
     assert PngImagePlugin.MAX_TEXT_CHUNK == 1 << 20  # Pillow's own limits are restored
 
@@ -248,7 +248,7 @@ def test_truncated_images_are_user_errors_naming_the_file(tmp_path, capsys):
     half = tmp_path / "half.png"
     half.write_bytes(pic.read_bytes()[:len(pic.read_bytes()) // 2])
     err = user_error(["validate", copy_wf(tmp_path, half)], capsys)  # found before running
-    assert f"node 'load', field 'path': cannot read image {half}: the file is truncated or " \
+    assert f"node 'load', field 'image': cannot read image {half}: the file is truncated or " \
            "damaged" in err
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "w.jpg")
@@ -403,18 +403,18 @@ def test_sigterm_stops_a_run_like_ctrl_c_with_summary_report_and_143(tmp_path, c
 
 def long_workflow(tmp_path: Path, line5: str) -> Path:
     lines = ["description: test", "inputs:", "  seed: {type: INT, default: 0}", "nodes:", line5]
-    lines += [f"  n{i}: {{type: LoadImage, params: {{path: x.png}}}}" for i in range(25)]
+    lines += [f"  n{i}: {{type: LoadImage, params: {{image: x.png}}}}" for i in range(25)]
     path = tmp_path / "wf.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def test_unclosed_quote_is_placed_where_it_began(tmp_path):
-    path = long_workflow(tmp_path, '  text: {type: CLIPTextEncode, params: {prompt: "a red '
+    path = long_workflow(tmp_path, '  text: {type: CLIPTextEncode, params: {text: "a red '
                                    'circle}}')
     with pytest.raises(UserError) as e:
         load(path)
-    assert (e.value.file, e.value.line, e.value.column) == (str(path), 5, 49)
+    assert (e.value.file, e.value.line, e.value.column) == (str(path), 5, 47)
     assert e.value.message == ("YAML syntax error: unclosed quote started here (the parser "
                                "noticed at the end of the file, line 31: found unexpected end "
                                "of stream)")
@@ -433,7 +433,7 @@ def test_unclosed_brackets_are_placed_where_they_began(tmp_path):
     assert (e.value.line, e.value.column) == (1, 8)
     assert e.value.message.startswith("YAML syntax error: unclosed '[' started here (the "
                                       "parser noticed at the end of the file, line 30:")
-    mapping = long_workflow(tmp_path, "  a: {type: LoadImage, params: {path: x.png}")
+    mapping = long_workflow(tmp_path, "  a: {type: LoadImage, params: {image: x.png}")
     with pytest.raises(UserError) as e:
         load(mapping)
     assert (e.value.line, e.value.column) == (6, 3)  # where the parser noticed: a ',' or '}'

@@ -128,7 +128,7 @@ def test_sweep_value_file_larger_than_the_limit_is_refused(write_workflow, tmp_p
 
 IMAGE_WF = """
 nodes:
-  img: {type: LoadImage, params: {path: PATH}}
+  img: {type: LoadImage, params: {image: PATH}}
   save: {type: TestSave, links: {image: img.image}}
 """
 

@@ -17,7 +17,7 @@ inputs:
 nodes:
   noise: {type: TestNoise, params: {seed: $seed}}
   scale: {type: TestScale, links: {image: noise.image}, params: {factor: 2.0}}
-  save: {type: SaveImage, links: {images: scale.image}, params: {prefix: PREFIX}}
+  save: {type: SaveImage, links: {images: scale.image}, params: {filename_prefix: PREFIX}}
 outputs:
   image: scale.image
 """
@@ -104,7 +104,7 @@ def test_prefix_crossing_a_file_is_a_located_error_and_nothing_is_written(
     out.mkdir()
     (out / "runs").write_text("x")
     text = WF.replace("PREFIX", "runs/cat") + \
-        "  first: {type: SaveImage, links: {images: noise.image}, params: {prefix: fine}}\n"
+        "  first: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: fine}}\n"
     err = refused(write_workflow(text.replace("outputs:\n  image: scale.image\n", "")), out,
                   engine_cache)
     assert (err.node, err.field, err.line) == ("save", "prefix", 6)
@@ -127,7 +127,7 @@ def test_every_bad_saver_is_reported_at_once(write_workflow, engine_cache, tmp_p
     out.mkdir()
     (out / "a").write_text("x")
     text = WF.replace("PREFIX", "a/x") + \
-        "  second: {type: SaveImage, links: {images: noise.image}, params: {prefix: a/y}}\n"
+        "  second: {type: SaveImage, links: {images: noise.image}, params: {filename_prefix: a/y}}\n"
     err = refused(write_workflow(text.replace("outputs:\n  image: scale.image\n", "")), out,
                   engine_cache)
     assert isinstance(err, UserErrors) and [e.node for e in err.errors] == ["save", "second"]

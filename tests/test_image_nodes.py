@@ -101,20 +101,20 @@ def test_load_16_bit_grey_keeps_precision(tmp_path):
 
 def test_missing_file_is_a_user_error_on_path_from_fingerprint_and_function(tmp_path):
     missing = str(tmp_path / "nope.png")
-    for call in (lambda: LOAD.fingerprint({"path": missing}), lambda: LOAD.call(path=missing)):
+    for call in (lambda: LOAD.fingerprint({"image": missing}), lambda: LOAD.call(path=missing)):
         with pytest.raises(UserError) as e:
             call()
-        assert e.value.field == "path" and "nope.png" in e.value.message
+        assert e.value.field == "image" and "nope.png" in e.value.message
 
 
 @pytest.mark.parametrize("content", [b"this is not an image", b""])
 def test_unreadable_file_is_a_user_error_on_path(tmp_path, content):
     path = tmp_path / "bad.png"
     path.write_bytes(content)
-    for call in (lambda: LOAD.fingerprint({"path": str(path)}), lambda: LOAD.call(path=str(path))):
+    for call in (lambda: LOAD.fingerprint({"image": str(path)}), lambda: LOAD.call(path=str(path))):
         with pytest.raises(UserError) as e:
             call()
-        assert e.value.field == "path"
+        assert e.value.field == "image"
 
 
 def test_truncated_image_is_a_user_error_when_decoding(tmp_path):
@@ -123,25 +123,25 @@ def test_truncated_image_is_a_user_error_when_decoding(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(UserError) as e:
         LOAD.call(path=str(path))
-    assert e.value.field == "path"
+    assert e.value.field == "image"
 
 
 def test_directory_and_empty_path_are_user_errors(tmp_path):
     for bad in (str(tmp_path), "", "   "):
         with pytest.raises(UserError) as e:
-            LOAD.fingerprint({"path": bad})
-        assert e.value.field == "path"
+            LOAD.fingerprint({"image": bad})
+        assert e.value.field == "image"
 
 
 def test_fingerprint_follows_file_content_and_resolves_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "x.png"
     Image.fromarray(rgba_pixels()).save(path)
-    first = LOAD.fingerprint({"path": "x.png"})
+    first = LOAD.fingerprint({"image": "x.png"})
     assert first["path"] == str(path.resolve())
-    assert LOAD.fingerprint({"path": str(path)}) == first
+    assert LOAD.fingerprint({"image": str(path)}) == first
     Image.fromarray(rgba_pixels(seed=1)).save(path)
-    assert LOAD.fingerprint({"path": "x.png"})["sha256"] != first["sha256"]
+    assert LOAD.fingerprint({"image": "x.png"})["sha256"] != first["sha256"]
     image, _ = LOAD.call(path="x.png")
     assert image.shape == (1, 5, 7, 3)
 
@@ -197,11 +197,11 @@ def test_save_into_subfolders_reports_ui_entries(host):
                                     "~/x", "", "a/", "a/.", "two\nlines"])
 def test_prefix_that_escapes_or_names_no_file_is_rejected(host, tmp_path, prefix):
     with pytest.raises(UserError) as e:
-        SAVE.check({"prefix": prefix})
-    assert e.value.field == "prefix"
+        SAVE.check({"filename_prefix": prefix})
+    assert e.value.field == "filename_prefix"
     with pytest.raises(UserError) as e:
         SAVE.call(images=torch.rand(1, 2, 2, 3), prefix=prefix)
-    assert e.value.field == "prefix"
+    assert e.value.field == "filename_prefix"
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
@@ -211,7 +211,7 @@ def test_prefix_through_a_symlink_out_of_the_output_folder_is_rejected(host, tmp
     (host.output_dir / "link").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UserError) as e:
         SAVE.call(images=torch.rand(1, 2, 2, 3), prefix="link/x")
-    assert e.value.field == "prefix"
+    assert e.value.field == "filename_prefix"
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
@@ -366,8 +366,8 @@ def test_gif_without_loop_plays_once(host):
 
 def test_animation_prefix_is_checked(host):
     with pytest.raises(UserError) as e:
-        ANIM.check({"prefix": "../escape"})
-    assert e.value.field == "prefix"
+        ANIM.check({"filename_prefix": "../escape"})
+    assert e.value.field == "filename_prefix"
 
 
 def test_saved_images_and_cache_entries_get_the_umasks_permissions(tmp_path):

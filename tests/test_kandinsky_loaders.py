@@ -504,7 +504,7 @@ def test_karlo_embeddings_into_a_kandinsky_decoder_name_both_widths_at_their_lin
           text:
             type: CLIPTextEncode
             links: {{clip: karlo.clip_text}}
-            params: {{prompt: a red circle}}
+            params: {{text: a red circle}}
           prior:
             type: Prior
             links: {{prior: karlo.prior, text: text.text}}

@@ -115,7 +115,7 @@ def test_inside_comfyui_no_loader_reads_outside_its_model_folders(comfy, tiny_ch
 
 
 def test_loadimage_lists_comfyuis_input_folder_with_an_upload_button(comfy):
-    files, opts = comfy_input_types(REGISTRY["LoadImage"])["required"]["path"]
+    files, opts = comfy_input_types(REGISTRY["LoadImage"])["required"]["image"]
     assert files[0] == "red.png" and opts["image_upload"] is True
     assert "workflows/images/red_circle_white.png" in files   # the example workflows' samples
 
@@ -128,7 +128,7 @@ def test_inside_comfyui_loadimage_reads_only_its_input_folder(comfy, tmp_path):
     for outside in (str(tmp_path / "secret.png"), "../../secret.png", "/etc/passwd"):
         with pytest.raises(UserError) as e:
             images.load_image(outside)
-        assert "reads only from its input folder" in e.value.message and e.value.field == "path"
+        assert "reads only from its input folder" in e.value.message and e.value.field == "image"
 
 
 def test_headless_paths_are_not_confined(tmp_path):

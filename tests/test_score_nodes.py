@@ -84,7 +84,7 @@ def test_clip_score_is_the_cosine_of_the_checkpoints_own_towers(checkpoint):
     ct, cv, folder, processor, size = checkpoint
     images = pictures(size)
     z_i, z_t = reference_scores(folder, processor, images, PROMPTS)
-    text = clip_text_encode(clip=ct, prompt="\n".join(PROMPTS))
+    text = clip_text_encode(clip=ct, text="\n".join(PROMPTS))
     mean, rows = score.clip_score_node(clip_vision=cv, image=as_image(images), text=text)
     got = torch.tensor([float(x) for x in rows.split(",")], dtype=torch.float64)
     want = (z_i * z_t).sum(-1)
@@ -121,10 +121,10 @@ def test_on_the_pocket_model_the_right_caption_scores_highest():
     ct, cv, *_ = load(POCKET)
     imgs, _, labels = world.sample(7, 12, 32, split="train", as_float=True)
     captions = [world.caption(*c) for c in world.ALL_COMBOS]
-    text = clip_text_encode(clip=ct, prompt="\n".join(captions))
+    text = clip_text_encode(clip=ct, text="\n".join(captions))
     image = torch.from_numpy(imgs).repeat_interleave(len(captions), dim=0)
     table = score.clip_scores(cv, image, clip_text_encode(
-        clip=ct, prompt="\n".join(captions * len(labels)))).view(len(labels), len(captions))
+        clip=ct, text="\n".join(captions * len(labels)))).view(len(labels), len(captions))
     best = [captions[int(i)] for i in table.argmax(dim=1)]
     right = sum(b == world.caption(*lab) for b, lab in zip(best, labels))
     assert right >= 10, list(zip(best, labels))
@@ -134,24 +134,24 @@ def test_on_the_pocket_model_the_right_caption_scores_highest():
 def test_captions_serve_consecutive_images_and_other_counts_are_refused():
     ct, cv, *_ = load(POCKET)
     images = as_image(pictures(32))
-    text = clip_text_encode(clip=ct, prompt="a red circle on a white background")
+    text = clip_text_encode(clip=ct, text="a red circle on a white background")
     one = score.clip_scores(cv, images, text)
-    two = clip_text_encode(clip=ct, prompt="\n".join(PROMPTS[:2]))
+    two = clip_text_encode(clip=ct, text="\n".join(PROMPTS[:2]))
     six = torch.cat([images[:1]] * 3 + [images[1:2]] * 3)
     paired = score.clip_scores(cv, six, two)  # 3 images per caption, in a row
-    alone = score.clip_scores(cv, images[1:2], clip_text_encode(clip=ct, prompt=PROMPTS[1]))
+    alone = score.clip_scores(cv, images[1:2], clip_text_encode(clip=ct, text=PROMPTS[1]))
     assert torch.allclose(paired[:3], one[:1].expand(3))
     assert torch.allclose(paired[3:], alone.expand(3))
     assert torch.allclose(one[1:], score.clip_scores(cv, images[1:], text))  # one serves all
     with pytest.raises(UserError) as e:
-        score.clip_scores(cv, images[:2], clip_text_encode(clip=ct, prompt="\n".join(PROMPTS)))
+        score.clip_scores(cv, images[:2], clip_text_encode(clip=ct, text="\n".join(PROMPTS)))
     assert e.value.field == "text" and "3 captions for 2 images" in str(e.value)
 
 
 def test_the_node_refuses_both_or_neither_caption_sources():
     ct, cv, *_ = load(POCKET)
     images = as_image(pictures(32))
-    text = clip_text_encode(clip=ct, prompt="a red circle on a white background")
+    text = clip_text_encode(clip=ct, text="a red circle on a white background")
     with pytest.raises(UserError) as e:
         score.clip_score_node(clip_vision=cv, image=images, text=text, clip_text=ct,
                               prompt="x")
@@ -179,8 +179,8 @@ def scored_workflow(write_workflow, model: str, node: str = "CLIPScore"):
     return write_workflow(f"""
         nodes:
           m: {{type: LoadUnCLIP, params: {{path: "{model}"}}}}
-          t: {{type: CLIPTextEncode, links: {{clip: m.clip_text}}, params: {{prompt: a cat}}}}
-          img: {{type: LoadImage, params: {{path: "{picture}"}}}}
+          t: {{type: CLIPTextEncode, links: {{clip: m.clip_text}}, params: {{text: a cat}}}}
+          img: {{type: LoadImage, params: {{image: "{picture}"}}}}
           s: {{type: {node}, links: {links}}}
         outputs:
           score: s.score
@@ -224,8 +224,8 @@ def test_validation_refuses_captions_from_another_clip(captions, write_workflow,
         nodes:
           m: {{type: LoadUnCLIP, params: {{path: pocket}}}}
           k: {{type: LoadUnCLIP, params: {{path: "{tiny_checkpoint}"}}}}
-          t: {{type: CLIPTextEncode, links: {{clip: k.clip_text}}, params: {{prompt: a cat}}}}
-          img: {{type: LoadImage, params: {{path: "{picture_file(wf_dir(write_workflow))}"}}}}
+          t: {{type: CLIPTextEncode, links: {{clip: k.clip_text}}, params: {{text: a cat}}}}
+          img: {{type: LoadImage, params: {{image: "{picture_file(wf_dir(write_workflow))}"}}}}
           s:
             type: CLIPScore
             links: {{clip_vision: m.clip_vision, image: img.image, {captions}}}
@@ -248,8 +248,8 @@ def test_validation_wants_one_source_of_captions(write_workflow):
         wf = write_workflow(f"""
             nodes:
               m: {{type: LoadUnCLIP, params: {{path: pocket}}}}
-              t: {{type: CLIPTextEncode, links: {{clip: m.clip_text}}, params: {{prompt: a cat}}}}
-              img: {{type: LoadImage, params: {{path: "{picture}"}}}}
+              t: {{type: CLIPTextEncode, links: {{clip: m.clip_text}}, params: {{text: a cat}}}}
+              img: {{type: LoadImage, params: {{image: "{picture}"}}}}
               s:
                 type: CLIPScore
                 links: {{clip_vision: m.clip_vision, image: img.image{links}}}
@@ -279,7 +279,7 @@ def test_a_sweep_reports_each_combinations_score_and_draws_it_on_the_contact_she
     values = [done.scores(c)["clip_score"] for c in combos]
     # each value is the score of that combination's own image
     ct, cv, *_ = load(POCKET)
-    text = clip_text_encode(clip=ct, prompt="a red circle on a white background")
+    text = clip_text_encode(clip=ct, text="a red circle on a white background")
     for c, v in zip(combos, values):
         image = done.outputs(c)["image"]
         assert v == pytest.approx(float(score.clip_scores(cv, image, text).mean()), abs=1e-9)

@@ -42,4 +42,4 @@ def test_stage_workflows_default_to_the_pocket_model_and_end_in_save_image(name)
     assert wf["inputs"]["model"]["default"] == "pocket"
     assert wf["nodes"]["model"]["params"]["path"] == "$model"
     savers = [n for n in wf["nodes"].values() if n["type"] == "SaveImage"]
-    assert len(savers) == 1 and "prefix" in savers[0]["params"] and "images" in savers[0]["links"]
+    assert len(savers) == 1 and "filename_prefix" in savers[0]["params"] and "images" in savers[0]["links"]

@@ -118,8 +118,8 @@ def image_workflow(folder: Path, image: str, *, pickle: bool = False) -> Path:
         inputs:
           image: {{type: STRING, default: "{image}"}}
         nodes:
-          load: {{type: LoadImage, params: {{path: $image}}}}
-          save: {{type: SaveImage, links: {{images: load.image}}, params: {{prefix: shot}}}}
+          load: {{type: LoadImage, params: {{image: $image}}}}
+          save: {{type: SaveImage, links: {{images: load.image}}, params: {{filename_prefix: shot}}}}
         """ + model)
 
 
@@ -140,7 +140,7 @@ def test_run_png_lists_what_the_stored_workflow_reads_before_running(tmp_path, m
                           "--trust-inputs"], capsys)
     assert code == 0, err
     assert f"{png}: the stored workflow reads these files and folders:" in err
-    assert f"  load.path: {pic}\n" in err
+    assert f"  load.image: {pic}\n" in err
     assert "  model.path: pocket (the bundled model)\n" in err
     assert np.array_equal(pixels(tmp_path / "b" / "shot_00001_.png"), pixels(pic))
 
@@ -201,8 +201,8 @@ def test_run_png_reports_a_stored_relative_path_that_now_names_another_file(
     picture(tmp_path / "proj" / "pic.png", 10)
     wf = write(tmp_path / "proj" / "wf.yaml", """
         nodes:
-          load: {type: LoadImage, params: {path: pic.png}}
-          save: {type: SaveImage, links: {images: load.image}, params: {prefix: shot}}
+          load: {type: LoadImage, params: {image: pic.png}}
+          save: {type: SaveImage, links: {images: load.image}, params: {filename_prefix: shot}}
         """)
     png = saved_png(wf, tmp_path / "a", capsys)
     picture(tmp_path / "other" / "pic.png", 250)  # same name, another picture
@@ -210,7 +210,7 @@ def test_run_png_reports_a_stored_relative_path_that_now_names_another_file(
     code, out, err = run(["run", png, "--out", tmp_path / "b", "--no-cache", "--trust-inputs"],
                          capsys)  # trusted, and still refused: not the file recorded
     assert code == 2, err
-    assert "node 'load', field 'path'" in err and "'pic.png'" in err
+    assert "node 'load', field 'image'" in err and "'pic.png'" in err
     assert str((tmp_path / "other" / "pic.png").resolve()) in err
     assert str((tmp_path / "proj").resolve()) in err
     assert not (tmp_path / "b").exists()
