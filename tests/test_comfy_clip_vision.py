@@ -29,6 +29,7 @@ from kandinsky_util import load_text_to_image, tiny_kandinsky  # noqa: F401  (fi
 from stages_util import load, tiny_checkpoint  # noqa: F401  (fixture)
 from test_comfy_contract import comfy_import, object_info  # noqa: F401  (fixtures)
 from unclip_nodes.graph import Cache, comfy, run_workflow
+from unclip_nodes.graph.comfy_prompt import problems
 from unclip_nodes.graph.validate import load as load_workflow
 from unclip_nodes.nodes import clip, clipvision, decoder, interpolate, prior, runtime
 from unclip_nodes.nodes.declare import REGISTRY, comfy_class
@@ -474,7 +475,7 @@ def test_a_headless_workflow_converts_both_ways_and_reads_the_outputs_back_from_
         "nodes": {
             "model": {"type": "LoadUnCLIP", "params": {"path": "pocket", "device": "cpu"}},
             "text": {"type": "CLIPTextEncode", "links": {"clip": "model.clip_text"},
-                     "params": {"prompt": "a red circle on a white background"}},
+                     "params": {"text": "a red circle on a white background"}},
             "prior": {"type": "Prior", "links": {"prior": "model.prior", "text": "text.text"},
                       "params": {"steps": 2, "seed": 0}},
             "out": {"type": "ImageEmbedsToClipVision",
@@ -503,7 +504,7 @@ def test_our_embeddings_keep_their_width_through_clip_vision_output_at_validatio
             "k22": {"type": "LoadUnCLIP", "params": {"path": str(tiny_kandinsky / "decoder"),
                                                       "prior_path": str(tiny_kandinsky / "prior")}},
             "text": {"type": "CLIPTextEncode", "links": {"clip": "pocket.clip_text"},
-                     "params": {"prompt": "a red circle"}},
+                     "params": {"text": "a red circle"}},
             "prior": {"type": "Prior", "links": {"prior": "pocket.prior", "text": "text.text"}},
             "out": {"type": "ImageEmbedsToClipVision",
                     "links": {"image_embeds": "prior.image_embeds"}},
@@ -633,6 +634,7 @@ def test_interop_templates_export_to_prompts_comfyui_accepts_and_refuse_to_run_h
         wrong[by_title[key][0]]["inputs"]["clip_vision_output"] = [prior_id, 0]
         assert [e["type"] for e in validate_prompt(wrong, classes)[by_title[key][0]]] == [
             "return_type_mismatch"]
+    assert problems(api) == {}  # and our own check of a prompt inside ComfyUI finds nothing
     ui = comfy.to_ui(rs)
     assert any(link[-1] == "CLIP_VISION_OUTPUT" for link in ui["links"])
     with pytest.raises(UserError, match="it runs only inside ComfyUI"):
