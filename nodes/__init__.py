@@ -13,6 +13,7 @@ from . import decoder  # noqa: F401
 from . import upsample  # noqa: F401
 from . import inpaint  # noqa: F401
 from . import interpolate  # noqa: F401
+from . import clipvision  # noqa: F401
 from . import invert  # noqa: F401
 from . import pca  # noqa: F401
 from . import score  # noqa: F401

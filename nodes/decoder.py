@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .core.backends import Conditioning, DecoderBackend
 from .core.facts import handle, same_width, width
+from .core.handles import width_mismatch
 from .core.pixels import check_sample_pixels, pixels_at, to_image
 from .core.sampling import Generators, Sampler, make_generator, noise, sample
 from .declare import Input, Output, Param, node
@@ -297,6 +298,7 @@ def decoder_node(decoder, image_embeds: ImageEmbeds, text: TextEmbeds | None,
 def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embedding, width, height,
             options: dict | None = None):
     """What one decode samples from: (conditioning, size, img2img pixels, hints, x_T)."""
+    check_width(decoder, image_embeds)
     cond = decoder.conditioning(image_embeds, text, images_per_embedding, **(options or {}))
     if noise is not None and width == 0 and height == 0:
         size = decoder.size_of(noise)
@@ -309,6 +311,20 @@ def _inputs(decoder, image_embeds, text, noise, image, hint, images_per_embeddin
         pixels = image_rows(pixels_at(image, size), cond.rows, embeds)
     hints = hint_rows(hint, cond.rows, embeds, size) if hint is not None else None
     return cond, size, pixels, hints, noise
+
+
+def check_width(decoder, image_embeds: ImageEmbeds, field: str = "image_embeds") -> None:
+    """Embeddings of another width than the decoder's, said at run time with the CLIP they look
+    like: validation cannot know the width of an embedding that came from outside (ComfyUI's
+    CLIPVisionEncode through ClipVisionToImageEmbeds)."""
+    z = getattr(image_embeds, "image_embeds", None)
+    want = getattr(decoder, "clip_dim", None)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or want is None or z.shape[1] == want:
+        return  # the decoder's own checks say what else is wrong
+    who = f"this {getattr(decoder, 'label', None) or decoder.family} decoder"
+    raise UserError(f"{field} holds " + width_mismatch(z.shape[1], want,
+                                                       getattr(decoder, "space", None), who),
+                    field=field)
 
 
 def cat_rows(conds: list[Conditioning]) -> Conditioning:

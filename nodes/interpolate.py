@@ -22,6 +22,7 @@ import torch
 
 from .declare import Input, Output, Param, node
 from .core.facts import same_width
+from .core.handles import COMFY_CLIP_VISION, clip_of_width
 from .errors import UserError
 from .core.sampling import plain
 from .types import ImageEmbeds, TextEmbeds
@@ -123,8 +124,15 @@ def _one_of(first, second, names: tuple[str, str]):
 
 def _same_width(a: torch.Tensor, b: torch.Tensor, field_b: str, what_a: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise UserError(f"{field_b} has {b.shape[1]} dimensions but {what_a} has {a.shape[1]}; "
-                        f"both must come from the same CLIP", field=field_b)
+        raise UserError(f"{field_b} has {b.shape[1]} dimensions{_looks(b.shape[1])} but {what_a} "
+                        f"has {a.shape[1]}{_looks(a.shape[1])}; both must come from the same "
+                        f"CLIP", field=field_b)
+
+
+def _looks(dim: int) -> str:
+    """Which known CLIP a width is (embeddings from ComfyUI's CLIPVisionEncode come unlabelled)."""
+    name = clip_of_width(dim)
+    return f" (the width of {name}, ComfyUI's {COMFY_CLIP_VISION[name]})" if name else ""
 
 
 def _rows(a: torch.Tensor, b: torch.Tensor, field_b: str, what_a: str):

@@ -1,9 +1,10 @@
 """Socket types: what flows along links, and how the cache stores it.
 
 IMAGE and MASK follow ComfyUI (IMAGE float32 [B, H, W, C] in 0..1; MASK float32 [B, H, W], 1 = the
-area to change) so our nodes plug into ComfyUI's own.  Embeddings are small frozen records of
-tensors.  Model handles are registered by the loaders with no codec: they live in the process-wide
-model cache and are never written to disk.
+area to change) so our nodes plug into ComfyUI's own; so does CLIP_VISION_OUTPUT (ComfyUI's
+type name, what its CLIPVisionEncode gives and unCLIPConditioning reads).  Embeddings are small
+frozen records of tensors.  Model handles are registered by the loaders with no codec: they live
+in the process-wide model cache and are never written to disk.
 
 A codec turns a value into ``(tensors, meta)`` -- a flat dict of tensors for safetensors and a
 JSON-able dict -- and back.  Images are stored as float32 safetensors rather than PNG: PNG's 8 bits
@@ -12,6 +13,7 @@ would make a disk hit differ from a fresh run, and the upsampler would then see 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -137,12 +139,146 @@ class ImageEmbeds:
     negative_image_embeds: torch.Tensor | None = None
 
 
+@dataclass(init=False, repr=False, eq=False)
+class ClipVisionOutput:
+    """ComfyUI's ``CLIP_VISION_OUTPUT`` as our headless value.
+
+    ComfyUI's ``comfy.clip_vision.Output`` is a bag of attributes that is also read by item
+    (``out.image_embeds`` and ``out["image_embeds"]``): ``image_embeds`` [B, D] (the projected,
+    pooled embedding, z_i), and from ``CLIPVisionEncode`` also ``last_hidden_state``,
+    ``penultimate_hidden_states``, ``mm_projected``...  An attribute that was never set is
+    missing (AttributeError), not None.  This class reads the same way; it is read-only, since a
+    value may be a cached one that several nodes share.  Inside ComfyUI the nodes hand ComfyUI
+    its own class instead (``clip_vision_output``).
+
+    ``unclip_negative_image_embeds``: the negative image embedding of the ImageEmbeds it was
+    made from (Kandinsky 2.2's), carried so that converting back loses nothing; ComfyUI's
+    nodes never read it.
+
+    A dataclass of one field (the dict of what is set), so that the executor's walks over a
+    value (its tensors' bytes, their in-place-change check) see the tensors.
+    """
+
+    _values: dict[str, Any]
+
+    def __init__(self, **values: Any):
+        object.__setattr__(self, "_values", {k: v for k, v in values.items() if v is not None})
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_values":
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"this CLIP_VISION_OUTPUT has no {name!r} (it holds "
+                                 f"{', '.join(self._values) or 'nothing'})") from None
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)  # as ComfyUI's Output: an item is the attribute
+
+    def __setattr__(self, name, value):
+        raise TypeError("a CLIP_VISION_OUTPUT value is read-only (it may be a cached value other "
+                        "nodes share); make a new one")
+
+    __setitem__ = __setattr__
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._values)
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(self._values.values())
+
+    def __reduce__(self):
+        return _rebuild_clip_vision_output, (dict(self._values),)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape) if isinstance(v, torch.Tensor) else v!r}"
+                           for k, v in self._values.items())
+        return f"ClipVisionOutput({shapes})"
+
+
+def _rebuild_clip_vision_output(values: dict) -> ClipVisionOutput:
+    return ClipVisionOutput(**values)
+
+
+CLIP_VISION_KEYS = ("image_embeds", "last_hidden_state", "penultimate_hidden_states",
+                    "all_hidden_states", "mm_projected")
+"""What ComfyUI's CLIPVisionEncode sets on its Output (0.3.x); a value may hold any of them."""
+NEGATIVE_KEY = "unclip_negative_image_embeds"
+
+
+def comfy_clip_vision():
+    """ComfyUI's ``comfy.clip_vision`` module when we run inside ComfyUI, else None.
+
+    Inside ComfyUI it is always loaded before any custom node (ComfyUI's own nodes.py imports
+    it); we never import it ourselves, since importing ComfyUI's modules outside ComfyUI parses
+    its command line and picks its devices."""
+    module = sys.modules.get("comfy.clip_vision")
+    return module if isinstance(getattr(module, "Output", None), type) else None
+
+
+def clip_vision_output(**values: Any):
+    """A CLIP_VISION_OUTPUT holding ``values`` (tensors; None = not set): an instance of
+    ComfyUI's own ``comfy.clip_vision.Output`` inside ComfyUI, with its tensors on ComfyUI's
+    intermediate device (where its CLIPVisionEncode leaves them), else a ClipVisionOutput."""
+    values = {k: v for k, v in values.items() if v is not None}
+    module = comfy_clip_vision()
+    if module is None:
+        return ClipVisionOutput(**values)
+    mm = sys.modules.get("comfy.model_management")
+    device = mm.intermediate_device() if hasattr(mm, "intermediate_device") else None
+    out = module.Output()
+    for k, v in values.items():
+        if device is not None and isinstance(v, torch.Tensor):
+            v = v.to(device)
+        setattr(out, k, v)
+    return out
+
+
+def clip_vision_values(value: Any) -> dict[str, Any]:
+    """The tensors a CLIP_VISION_OUTPUT holds, by name, whichever class it is (ours, ComfyUI's
+    Output, any object with an ``image_embeds`` attribute); ValueError when it has none."""
+    if isinstance(value, ClipVisionOutput):
+        found = dict(zip(value.keys(), value.values()))
+    else:
+        found = dict(getattr(value, "__dict__", None) or {})
+        for k in CLIP_VISION_KEYS + (NEGATIVE_KEY,):  # attributes a class may keep elsewhere
+            if k not in found:
+                try:
+                    v = getattr(value, k)
+                except (AttributeError, KeyError, TypeError):
+                    continue
+                found[k] = v
+    found = {k: v for k, v in found.items()
+             if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if "image_embeds" not in found:
+        raise ValueError(f"a {type(value).__name__} with no image_embeds tensor is not a "
+                         f"CLIP vision output")
+    return found
+
+
+def _clip_vision_codec():
+    def encode(value):
+        values = clip_vision_values(value)
+        return {k: v.detach().cpu().contiguous() for k, v in values.items()}, {}
+
+    def decode(tensors: Tensors, meta: dict):
+        return clip_vision_output(**tensors)
+    return encode, decode
+
+
 IMAGE = socket_type("IMAGE", "images, float32 [B, H, W, C] in 0..1", *_tensor_codec())
 MASK = socket_type("MASK", "masks, float32 [B, H, W], 1 = change", *_tensor_codec())
 TEXT_EMBEDS = socket_type("UNCLIP_TEXT_EMBEDS", "CLIP text embeddings (pooled, hidden states, mask)",
                           *_record_codec(TextEmbeds))
 IMAGE_EMBEDS = socket_type("UNCLIP_IMAGE_EMBEDS", "CLIP image embeddings z_i",
                            *_record_codec(ImageEmbeds))
+CLIP_VISION_OUTPUT = socket_type(
+    "CLIP_VISION_OUTPUT", "ComfyUI's CLIP vision output (image_embeds [B, D], ...), the type "
+    "ComfyUI's CLIPVisionEncode gives and unCLIPConditioning takes", *_clip_vision_codec())
 STRING = socket_type("STRING", "text", *_json_codec())
 INT = socket_type("INT", "an integer", *_json_codec())
 FLOAT = socket_type("FLOAT", "a number", *_json_codec())

@@ -29,7 +29,7 @@ from unclip_nodes.nodes import declare, runtime
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / "workflows"
-COMFY_SHARED_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN"}
+COMFY_SHARED_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN", "CLIP_VISION_OUTPUT"}
 PRESET = "unCLIP preset:"
 OPTION_KEYS = {"default", "min", "max", "step", "multiline", "tooltip", "forceInput"}
 
@@ -213,7 +213,8 @@ def test_seeds_take_comfys_full_seed_range(object_info):
 
 
 def test_model_handles_and_embeddings_have_their_own_socket_types(object_info):
-    """Only ComfyUI's IMAGE/MASK and primitives are shared; everything else is UNCLIP_*, so a
+    """Only ComfyUI's IMAGE/MASK, primitives and CLIP_VISION_OUTPUT (nodes/clipvision.py converts
+    it on purpose) are shared; everything else is UNCLIP_*, so a
     ComfyUI MODEL or CONDITIONING can never be plugged into our nodes (or ours into theirs)."""
     seen = set()
     for cls in object_info.values():

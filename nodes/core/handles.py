@@ -20,6 +20,39 @@ KNOWN_CLIPS = {
 them mean nothing to a model trained on another, even at the same width."""
 
 
+COMFY_CLIP_VISION = {
+    "OpenAI CLIP ViT-L/14": "clip_vision_l.safetensors",
+    "OpenCLIP ViT-H/14": "clip_vision_h.safetensors",
+    "OpenCLIP ViT-bigG/14": "clip_vision_g.safetensors",
+}
+"""The file ComfyUI's CLIPVisionLoader loads for each known CLIP's image tower (the names its
+examples and model lists use)."""
+
+
+def clip_of_width(dim: int) -> str | None:
+    """The known CLIP whose embeddings have ``dim`` dimensions (their widths all differ), or
+    None.  A guess from the width alone: what an embedding of unknown origin looks like."""
+    return {proj: name for (proj, _, _), name in KNOWN_CLIPS.items()}.get(int(dim))
+
+
+def width_mismatch(got: int, want: int, want_space: str | None, who: str) -> str:
+    """Why ``got``-d image embeddings cannot go to ``who`` (a model that takes ``want``-d
+    ones in ``want_space``): which CLIP they look like, which it takes, what to encode with."""
+    looks = clip_of_width(got)
+    takes = want_space or clip_of_width(want)
+    seen = f", the width of {looks} (ComfyUI's {COMFY_CLIP_VISION[looks]})" if looks else ""
+    wanted = (f" ({want_space})" if want_space else
+              f" (the width of {takes})" if takes else "")
+    if takes in COMFY_CLIP_VISION:
+        fix = (f"encode the image with {takes} instead: in ComfyUI, CLIPVisionLoader with "
+               f"{COMFY_CLIP_VISION[takes]} into CLIPVisionEncode; or CLIPImageEncode with the "
+               f"checkpoint's own image encoder")
+    else:
+        fix = ("encode the image with the checkpoint's own image encoder (CLIPImageEncode), or "
+               f"with a CLIP vision model whose embeddings have {want} dimensions")
+    return (f"{got}-d CLIP image embeddings{seen}, but {who} takes {want}-d ones{wanted}; {fix}")
+
+
 def clip_space(cfg: dict | None) -> str | None:
     """The CLIP a tower's config describes, when it is a known one."""
     if not cfg:
