@@ -76,10 +76,12 @@ class UsageError(Exception):
     """A mistake in how the script was called: a short message, exit 2."""
 
 
-def find_templates(repo: Path = REPO, only: Iterable[str] = ()) -> list[Path]:
-    """The templates to check: ``example_workflows/*.json`` of ``repo``, sorted by name; ``only``
-    keeps those whose file stem is listed (an unknown name is a usage mistake)."""
-    folder = repo / "example_workflows"
+def find_templates(folder: Path = REPO / "example_workflows", only: Iterable[str] = ()
+                   ) -> list[Path]:
+    """The templates to check: ``folder/*.json`` (the repository's example_workflows), sorted by
+    name; ``only`` keeps those whose file stem is listed (an unknown name is a usage mistake)."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
     found = sorted(folder.glob("*.json"))
     wanted = [n[:-5] if n.endswith(".json") else n for n in only]
     if wanted:
@@ -739,7 +741,7 @@ def run_prompt(server: ComfyServer, prompt: dict, workflow: dict, timeout: float
         if entry and (entry.get("status") or {}).get("status_str") in ("success", "error") or (
                 entry and (entry.get("status") or {}).get("completed")):
             return entry, None
-        time.sleep(1)
+        time.sleep(0.25)
     http(server.base, "/interrupt", {"prompt_id": pid})
     return None, f"no result within {timeout:.0f} s (interrupted)"
 
@@ -751,7 +753,7 @@ def run_prompt(server: ComfyServer, prompt: dict, workflow: dict, timeout: float
 BROWSER_PROBE = """async (graph) => {
   const app = window.app ?? window.comfyAPI?.app?.app;
   const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
-  await app.loadGraphData(graph, true, true, null);
+  await app.loadGraphData(graph.workflow, true, true, graph.name);
   await new Promise(r => setTimeout(r, 1500));
   const nodes = app.graph._nodes ?? app.graph.nodes ?? [];
   const registered = LG?.registered_node_types ?? {};
@@ -762,6 +764,7 @@ BROWSER_PROBE = """async (graph) => {
       .map(d => d.innerText.trim()).filter(t => t);
   let output = null, error = null;
   try { output = (await app.graphToPrompt()).output; } catch (e) { error = String(e); }
+  try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); } catch (e) {}
   app.canvas?.setDirty?.(true, true);
   return {count: nodes.length, types, missing, dialogs, output, error};
 }"""
@@ -778,6 +781,23 @@ def browser_available(chromium: str) -> str | None:
     return None
 
 
+def _template_browser(page, shots: Path) -> dict:
+    """Open ComfyUI's template browser at the pack's entry and take a screenshot."""
+    try:
+        page.evaluate("async () => { const a = window.app ?? window.comfyAPI?.app?.app; "
+                      "await a.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        page.wait_for_timeout(1000)
+        page.get_by_text(PACK_NAME, exact=True).first.click(timeout=15_000)
+        page.wait_for_timeout(2500)
+        text = page.evaluate("() => [...document.querySelectorAll('[role=dialog]')]"
+                             ".map(d => d.innerText).join('\\n')")
+        shot = shots / "template_browser.png"
+        page.screenshot(path=str(shot))
+        return {"screenshot": str(shot), "text": text}
+    except Exception as e:  # the browser may look different in another front-end release
+        return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
+
+
 def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]], shots: Path,
                   chromium: str, log: Callable[[str], None]) -> dict[str, dict]:
     """Load each template in the web UI; name -> {missing, dialogs, diffs, screenshot, error}."""
@@ -788,7 +808,7 @@ def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]],
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
             # only ComfyUI itself: anything else the page asks for is refused at once
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
                 server.base) else route.abort())
@@ -797,12 +817,17 @@ def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]],
                 "() => (window.app ?? window.comfyAPI?.app?.app)?.graph && "
                 "document.querySelector('canvas')", timeout=120_000)
             page.wait_for_timeout(2000)
+            # draw titles and widgets also when the graph is zoomed out to fit the window
+            page.evaluate("async () => { const a = window.app ?? window.comfyAPI?.app?.app; try { "
+                          "await a.extensionManager.setting.set("
+                          "'LiteGraph.Canvas.MinFontSizeForLOD', 1); } catch (e) {} }")
+            results["(template browser)"] = _template_browser(page, shots)
             for _ in range(3):
                 page.keyboard.press("Escape")
             for path, workflow, _prompt in templates:
                 t0 = time.monotonic()
                 try:
-                    r = page.evaluate(BROWSER_PROBE, workflow)
+                    r = page.evaluate(BROWSER_PROBE, {"workflow": workflow, "name": path.stem})
                     for _ in range(2):
                         page.keyboard.press("Escape")
                     page.wait_for_timeout(300)
@@ -839,6 +864,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", metavar="DIR", default=str(Path(tempfile.gettempdir()) /
                                                          "unclip-comfyui-check"),
                     help="where the log, the report and the screenshots go (default: %(default)s)")
+    ap.add_argument("--templates", metavar="DIR", default=str(REPO / "example_workflows"),
+                    help="the templates to check (default: this repository's %(default)s; "
+                         "ComfyUI's template list is checked only for those)")
     ap.add_argument("--only", metavar="NAME", action="append", default=[],
                     help="check only this template (file stem; repeatable)")
     ap.add_argument("--port", type=int, help="port for ComfyUI (default: a free one)")
@@ -887,9 +915,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         comfy = check_comfyui_folder(args.comfyui)
         python = pick_python(comfy, args.python)
-        templates = find_templates(REPO, args.only)
+        templates = find_templates(Path(args.templates).expanduser(), args.only)
         if not templates:
-            raise UsageError(f"no templates in {REPO / 'example_workflows'}")
+            raise UsageError(f"no templates (*.json) in {args.templates}")
     except UsageError as e:
         if str(e):
             print(f"comfyui_check: {e}", file=sys.stderr)
@@ -986,6 +1014,17 @@ def _check(args, comfy: Path, python: str, templates: list[Path], server: ComfyS
             row.status, row.detail = "failed", "; ".join(notes) or "nothing to run"
         else:
             converted[path.stem] = (prompt, model_needs(prompt))
+    status, listed = http(server.base, "/api/workflow_templates")
+    listed = set(listed.get(PACK_NAME, [])) if isinstance(listed, dict) else set()
+    ours_listed = Path(args.templates).expanduser().resolve() == REPO / "example_workflows"
+    unlisted = [p.stem for p in templates if p.stem not in listed] if ours_listed else []
+    log(f"/api/workflow_templates lists {len(listed)} template(s) for {PACK_NAME}"
+        + (f"; not listed: {', '.join(unlisted)}" if unlisted else ""))
+    for name in unlisted:
+        if by_name[name].status == "pending":
+            by_name[name].status = "failed"
+            by_name[name].detail = "not in ComfyUI's template list (/api/workflow_templates)"
+            converted.pop(name, None)
     missing_total = sum(r.detail.startswith("missing node types") for r in rows)
     log(f"missing node types: {missing_total} template(s) with missing nodes")
 
@@ -1036,16 +1075,27 @@ def _check(args, comfy: Path, python: str, templates: list[Path], server: ComfyS
             except Exception as e:  # noqa: BLE001 -- the browser step failed as a whole
                 log(f"web UI step failed: {type(e).__name__}: {str(e).splitlines()[0]}")
                 ui = {p.stem: {"error": "browser step failed"} for p, _, _ in items}
+            tb = ui.get("(template browser)", {})
+            if tb.get("error"):
+                log(f"  template browser: {tb['error']}")
+            else:
+                absent = [p.stem for p in templates if p.stem not in tb.get("text", "")] \
+                    if ours_listed else []
+                log(f"  template browser: {tb.get('screenshot')}; "
+                    + (f"not shown: {', '.join(absent)}" if absent else "every template shown"))
             for p, _, prompt in items:
                 r, row = ui.get(p.stem, {}), by_name[p.stem]
                 if r.get("error"):
                     row.ui = "error"
                     row.detail += f" | ui: {r['error']}"
                     continue
-                if r.get("missing"):
+                dialog = any("Nodes Are Missing" in d for d in r.get("dialogs") or [])
+                if r.get("missing") or dialog:
                     row.ui = "missing"
                     row.status = "failed"
-                    row.detail += f" | ui: missing node types {', '.join(r['missing'])}"
+                    row.detail += f" | ui: missing node types {', '.join(r.get('missing') or [])}"
+                    if dialog:
+                        row.detail += " ('Some Nodes Are Missing' dialog)"
                     continue
                 diffs = compare_prompts(prompt, r.get("output") or {}) if prompt else []
                 row.ui = "ok" if not diffs else "differs"
