@@ -302,9 +302,12 @@ class ModelRule:
     ``node`` and ``input`` are regular expressions on the node type and input name; ``value`` on
     the widget value (its named groups are handed to the provider).  ``provider``: ``bundled``
     (nothing to do), ``tiny-karlo``, ``tiny-kandinsky``, ``tiny-stable-unclip`` (the pack's tiny
-    random checkpoint builders, written under ``models/<folder>/``), ``stand-in`` (a copy of a
-    sample picture in ComfyUI's input folder) or ``placeholder`` (an empty file of that name:
-    ComfyUI accepts the prompt but cannot run it, so the template is "validated only")."""
+    random checkpoint builders, written under ``models/<folder>/``), ``fabricate`` (a random
+    checkpoint of the real architecture that ComfyUI's model detection accepts, made with
+    ComfyUI's own classes: ``kind`` sd21-unclip or clip-vision, ``variant`` h or l, from the
+    options or the value's ``variant`` group), ``stand-in`` (a copy of a sample picture in
+    ComfyUI's input folder) or ``placeholder`` (an empty file of that name: ComfyUI accepts the
+    prompt but cannot run it, so the template is "validated only")."""
     node: str
     input: str
     value: str
@@ -335,8 +338,18 @@ MODEL_RULES: tuple[ModelRule, ...] = (
               r"2[-_.]?1[-_]unclip", "tiny-stable-unclip", "unclip", (("layout", "img2img"),)),
     ModelRule(PACK_LOADERS, PACK_MODEL_INPUTS, r".", "tiny-karlo", "unclip"),
     ModelRule(r"^(LoadImage|LoadImageMask)$", r"^image$", r".", "stand-in", "input"),
+    ModelRule(r".", r"^ckpt_name$", r"(?i)unclip[-_ ]?(?P<variant>[hl])(?![a-z])", "fabricate",
+              "checkpoints", (("kind", "sd21-unclip"),)),
+    ModelRule(r".", r"^ckpt_name$", r"(?i)unclip", "fabricate", "checkpoints",
+              (("kind", "sd21-unclip"), ("variant", "h"))),
     ModelRule(r".", r"^ckpt_name$", r".", "placeholder", "checkpoints"),
-    ModelRule(r"^CLIPVisionLoader$", r"^clip_name$", r".", "placeholder", "clip_vision"),
+    ModelRule(r"^CLIPVisionLoader$", r"^clip_name$", r"(?i)(big-?g|vit-?g|[-_]g(?![a-z]))",
+              "placeholder", "clip_vision"),  # ViT-bigG: 1.8 G parameters, too big to fake here
+    ModelRule(r"^CLIPVisionLoader$", r"^clip_name$",
+              r"(?i)(vit-?|[-_])(?P<variant>[hl])(?![a-z])", "fabricate", "clip_vision",
+              (("kind", "clip-vision"),)),
+    ModelRule(r"^CLIPVisionLoader$", r"^clip_name$", r".", "fabricate", "clip_vision",
+              (("kind", "clip-vision"), ("variant", "h"))),
     ModelRule(r".", r"^clip_name\d?$", r".", "placeholder", "text_encoders"),
     ModelRule(r".", r"^vae_name$", r".", "placeholder", "vae"),
     ModelRule(r".", r"^unet_name$", r".", "placeholder", "diffusion_models"),
@@ -346,6 +359,91 @@ MODEL_RULES: tuple[ModelRule, ...] = (
     ModelRule(r".", r"^model_name$", r".", "placeholder", "upscale_models"),
 )
 """First match wins.  A new template that names another kind of model needs one more row."""
+
+
+FABRICATOR = r"""
+import os, sys, time
+what, variant, out = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = [sys.argv[0], "--cpu"]            # ComfyUI's own argument parser: no CUDA here
+sys.path.insert(0, os.getcwd())              # run in the ComfyUI folder: its comfy package
+import comfy.options
+comfy.options.enable_args_parsing()
+import torch
+import comfy.clip_vision
+import comfy.sd
+import comfy.supported_models
+from comfy.ldm.models.autoencoder import AutoencoderKL
+from comfy.utils import save_torch_file
+
+
+def randomize(module, seed):
+    # ComfyUI builds its models without initialising them: small random weights, unit norms
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def half(sd):
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+
+
+def vision(v, seed):
+    # ComfyUI picks the config from the layer count: ViT-L 24 layers, ViT-H 32
+    config = {"l": "clip_vision_config_vitl.json", "h": "clip_vision_config_h.json"}[v]
+    model = comfy.clip_vision.ClipVisionModel(
+        os.path.join(os.path.dirname(comfy.clip_vision.__file__), config))
+    randomize(model.model, seed)
+    return half(model.get_sd())
+
+
+t0 = time.time()
+if what == "clip-vision":
+    save_torch_file(vision(variant, 3), out)
+elif what == "sd21-unclip":
+    # SD 2.1 unCLIP as ComfyUI detects it: a 320-channel SD2 UNet with linear transformer
+    # projections, 1024-wide text context and a class-embedding input of 2048 (H: 1024 image
+    # embedding + 1024 noise level) or 1536 (L: 768 + 768); ComfyUI's SD2 text encoder, its
+    # SD VAE and the CLIP vision tower under embedder.model.visual.
+    cls = comfy.supported_models.SD21UnclipL if variant == "l" else \
+        comfy.supported_models.SD21UnclipH
+    unet = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+            "model_channels": 320, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
+            "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+            "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+            "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
+            "context_dim": 1024, "num_head_channels": 64, "num_classes": "sequential",
+            "adm_in_channels": 1536 if variant == "l" else 2048,
+            "use_temporal_attention": False, "use_temporal_resblock": False}
+    config = cls(unet)
+    config.set_inference_dtype(torch.float32, None)
+    clip = comfy.sd.CLIP(config.clip_target(state_dict={}), embedding_directory=None)
+    randomize(clip.cond_stage_model, 2)
+    clip_sd = clip.get_sd()
+    del clip
+    vae = AutoencoderKL(embed_dim=4, ddconfig={
+        "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
+        "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [],
+        "dropout": 0.0})
+    randomize(vae, 4)
+    vae_sd = vae.state_dict()
+    del vae
+    vision_sd = vision(variant, 3)
+    model = config.get_model({})
+    randomize(model.diffusion_model, 1)
+    sd = half(model.state_dict_for_saving(clip_sd, vae_sd, vision_sd))
+    del model
+    save_torch_file(sd, out)
+else:
+    raise SystemExit(f"unknown kind {what}")
+print(f"wrote {os.path.getsize(out) / 2**30:.2f} GiB in {time.time() - t0:.0f} s")
+"""
+"""Run by ComfyUI's Python in the ComfyUI folder: ``-c FABRICATOR KIND VARIANT OUT``.  It only
+calls ComfyUI's classes (model configs, CLIP, VAE, CLIP vision) and saves what they hold."""
 
 
 @dataclasses.dataclass
@@ -387,7 +485,7 @@ def model_needs(prompt: dict, rules: tuple[ModelRule, ...] = MODEL_RULES) -> lis
 
 def needs_placeholder(needs: list[ModelNeed], comfy: Path) -> list[ModelNeed]:
     """The needs that only an empty placeholder file satisfies (nothing real there)."""
-    return [n for n in needs if n.provider == "placeholder"
+    return [n for n in needs if n.provider in ("placeholder", "fabricate")
             and not _real_file(comfy / "models" / n.rule.folder / n.value)]
 
 
@@ -398,8 +496,10 @@ def _real_file(path: Path) -> bool:
 class Provisioner:
     """Makes what the model rules ask for, remembering what it made (to remove it at the end)."""
 
-    def __init__(self, comfy: Path, python: str, log: Callable[[str], None]):
+    def __init__(self, comfy: Path, python: str, log: Callable[[str], None],
+                 cache: Path | None = None, fabricate: bool = True):
         self.comfy, self.python, self.log = comfy, python, log
+        self.cache, self.fabricate = cache, fabricate and cache is not None
         self.made: list[Path] = []
         self.kinds: dict[str, str] = {}  # value -> what was made
 
@@ -467,7 +567,18 @@ class Provisioner:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(sample, target)
             return "stand-in picture"
-        if kind == "placeholder":
+        if kind == "fabricate" and self.fabricate:
+            target = models / need.rule.folder / need.value
+            if _real_file(target):
+                return "present"
+            opts = {**dict(need.rule.options), **need.groups}
+            what, variant = opts["kind"], opts.get("variant", "h").lower()
+            made = self._fabricated(what, variant)
+            if self._new(target):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(made)
+            return f"random {what}-{variant} (real architecture)"
+        if kind in ("placeholder", "fabricate"):
             target = models / need.rule.folder / need.value
             if _real_file(target):
                 return "present"
@@ -476,6 +587,26 @@ class Provisioner:
                 target.write_bytes(b"")
             return "empty placeholder (validated only)"
         raise ValueError(f"unknown provider {kind!r}")
+
+    def _fabricated(self, what: str, variant: str) -> Path:
+        """The cached random checkpoint of this kind, made on first use with ComfyUI's Python
+        (in ComfyUI's folder, so that its ``comfy`` package builds the models)."""
+        path = self.cache / f"{what}-{variant}.safetensors"
+        if _real_file(path):
+            return path
+        self.cache.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(".part")
+        self.log(f"  fabricating a random {what}-{variant} checkpoint (full size, takes minutes)"
+                 f" -> {path}")
+        r = subprocess.run([self.python, "-c", FABRICATOR, what, variant, str(part)],
+                           cwd=self.comfy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=1800)
+        if r.returncode != 0 or not _real_file(part):
+            part.unlink(missing_ok=True)
+            raise RuntimeError(f"fabricating {what}-{variant} failed:\n{r.stdout[-3000:]}")
+        self.log("  " + r.stdout.strip().splitlines()[-1])
+        part.rename(path)
+        return path
 
     def remove(self) -> None:
         for path in reversed(self.made):
@@ -877,6 +1008,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--chromium", default=CHROMIUM, metavar="PATH",
                     help="Chromium for Playwright (default: %(default)s; Playwright's own "
                          "browsers are never downloaded)")
+    ap.add_argument("--no-fabricate", action="store_true",
+                    help="never fabricate full-size random checkpoints (SD 2.1 unCLIP, CLIP "
+                         "vision): write empty placeholders, the template is 'validated only'")
     ap.add_argument("--keep-models", action="store_true",
                     help="keep the tiny checkpoints and placeholders written into models/")
     ap.add_argument("--comfy-arg", action="append", default=[], metavar="ARG",
@@ -937,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     server = ComfyServer(comfy, python, out, args.port, args.comfy_arg)
-    provisioner = Provisioner(comfy, python, log)
+    provisioner = Provisioner(comfy, python, log, out / "fabricated", not args.no_fabricate)
     rows = [Row(p.stem) for p in templates]
     started = time.monotonic()
     code = 1

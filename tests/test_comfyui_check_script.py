@@ -240,6 +240,10 @@ def test_model_rules_pick_a_provider_per_widget_value(cc):
         ("unCLIP LoadImage", {"path": "workflows/images/red_circle_white.png"}),
         ("unCLIPCheckpointLoader", {"ckpt_name": "sd21-unclip-h.ckpt"}),
         ("CLIPVisionLoader", {"clip_name": "clip_vision_g.safetensors"}),
+        ("CLIPVisionLoader", {"clip_name": "CLIP-ViT-L-14.safetensors"}),
+        ("CLIPVisionLoader", {"clip_name": "clip_vision_h.safetensors"}),
+        ("CheckpointLoaderSimple", {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}),
+        ("unCLIPCheckpointLoader", {"ckpt_name": "stable-unclip-small.ckpt"}),
         ("LoadImage", {"image": "clipspace/clipspace-mask-1.png [input]"}),
     )
     assert needs == {
@@ -253,8 +257,12 @@ def test_model_rules_pick_a_provider_per_widget_value(cc):
         ("stable-unclip-txt2img", "tiny-stable-unclip", "unclip"): {},
         ("karlo-v1-alpha", "tiny-karlo", "unclip"): {},
         ("karlo", "tiny-karlo", "unclip"): {},
-        ("sd21-unclip-h.ckpt", "placeholder", "checkpoints"): {},
-        ("clip_vision_g.safetensors", "placeholder", "clip_vision"): {},
+        ("sd21-unclip-h.ckpt", "fabricate", "checkpoints"): {"variant": "h"},
+        ("stable-unclip-small.ckpt", "fabricate", "checkpoints"): {},  # variant h (option)
+        ("v1-5-pruned-emaonly.safetensors", "placeholder", "checkpoints"): {},
+        ("clip_vision_g.safetensors", "placeholder", "clip_vision"): {},  # too big to fake
+        ("CLIP-ViT-L-14.safetensors", "fabricate", "clip_vision"): {"variant": "L"},
+        ("clip_vision_h.safetensors", "fabricate", "clip_vision"): {"variant": "h"},
         ("clipspace/clipspace-mask-1.png [input]", "stand-in", "input"): {},
     }  # device/auto, the pack's LoadImage path and the preset's image name no model
     layouts = {n.value: dict(n.rule.options).get("layout") for n in cc.model_needs(
@@ -301,6 +309,39 @@ def test_provisioner_writes_only_what_is_missing_and_removes_only_what_it_wrote(
     assert sorted(p.name for p in (comfy / "models" / "unclip").iterdir()) == ["kept"]
     assert not (comfy / "models" / "checkpoints" / "sd" / "x.ckpt").exists()
     assert not (comfy / "input" / "clipspace" / "clipspace-mask-1.png").exists()
+
+
+def test_fabricated_checkpoints_are_cached_and_linked_or_placeholders(cc, tmp_path):
+    comfy = fake_comfyui(tmp_path)
+    cache = tmp_path / "cache"
+    made = []
+    prompt = {"1": {"class_type": "unCLIPCheckpointLoader",
+                    "inputs": {"ckpt_name": "sd21-unclip-l.ckpt"}},
+              "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit-h.safetensors"}}}
+    prov = cc.Provisioner(comfy, sys.executable, lambda m: None, cache)
+
+    def fake_fabricated(what, variant):  # the real one runs ComfyUI's classes for minutes
+        made.append((what, variant))
+        path = cache / f"{what}-{variant}.safetensors"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"weights")
+        return path
+
+    prov._fabricated = fake_fabricated
+    how = [prov.provide(n) for n in cc.model_needs(prompt)]
+    assert how == ["random sd21-unclip-l (real architecture)",
+                   "random clip-vision-h (real architecture)"]
+    assert made == [("sd21-unclip", "l"), ("clip-vision", "h")]
+    link = comfy / "models" / "checkpoints" / "sd21-unclip-l.ckpt"
+    assert link.is_symlink() and link.read_bytes() == b"weights"
+    assert cc.needs_placeholder(cc.model_needs(prompt), comfy) == []
+    prov.remove()
+    assert not link.exists() and (cache / "sd21-unclip-l.safetensors").is_file()  # cache kept
+    prov = cc.Provisioner(comfy, sys.executable, lambda m: None, cache, fabricate=False)
+    how = [prov.provide(n) for n in cc.model_needs(prompt)]
+    assert how == ["empty placeholder (validated only)"] * 2
+    assert len(cc.needs_placeholder(cc.model_needs(prompt), comfy)) == 2
+    prov.remove()
 
 
 # ---- verdicts -----------------------------------------------------------------------------------
