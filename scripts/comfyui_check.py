@@ -363,7 +363,7 @@ MODEL_RULES: tuple[ModelRule, ...] = (
 
 FABRICATOR = r"""
 import os, sys, time
-what, variant, out = sys.argv[1], sys.argv[2], sys.argv[3]
+what, variant, out, fmt = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 sys.argv = [sys.argv[0], "--cpu"]            # ComfyUI's own argument parser: no CUDA here
 sys.path.insert(0, os.getcwd())              # run in the ComfyUI folder: its comfy package
 import comfy.options
@@ -374,6 +374,15 @@ import comfy.sd
 import comfy.supported_models
 from comfy.ldm.models.autoencoder import AutoencoderKL
 from comfy.utils import save_torch_file
+
+
+def save(sd, path):
+    # ComfyUI reads a file by its name's suffix: safetensors, else a torch.load'able pickle
+    # of plain tensors (loaded with weights_only), as .ckpt files are
+    if fmt == "safetensors":
+        save_torch_file(sd, path)
+    else:
+        torch.save({"state_dict": sd}, path)
 
 
 def randomize(module, seed):
@@ -403,7 +412,7 @@ def vision(v, seed):
 
 t0 = time.time()
 if what == "clip-vision":
-    save_torch_file(vision(variant, 3), out)
+    save(vision(variant, 3), out)
 elif what == "sd21-unclip":
     # SD 2.1 unCLIP as ComfyUI detects it: a 320-channel SD2 UNet with linear transformer
     # projections, 1024-wide text context and a class-embedding input of 2048 (H: 1024 image
@@ -437,7 +446,7 @@ elif what == "sd21-unclip":
     randomize(model.diffusion_model, 1)
     sd = half(model.state_dict_for_saving(clip_sd, vae_sd, vision_sd))
     del model
-    save_torch_file(sd, out)
+    save(sd, out)
 else:
     raise SystemExit(f"unknown kind {what}")
 print(f"wrote {os.path.getsize(out) / 2**30:.2f} GiB in {time.time() - t0:.0f} s")
@@ -573,7 +582,8 @@ class Provisioner:
                 return "present"
             opts = {**dict(need.rule.options), **need.groups}
             what, variant = opts["kind"], opts.get("variant", "h").lower()
-            made = self._fabricated(what, variant)
+            fmt = "safetensors" if target.suffix == ".safetensors" else "ckpt"
+            made = self._fabricated(what, variant, fmt)
             if self._new(target):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.symlink_to(made)
@@ -588,17 +598,18 @@ class Provisioner:
             return "empty placeholder (validated only)"
         raise ValueError(f"unknown provider {kind!r}")
 
-    def _fabricated(self, what: str, variant: str) -> Path:
+    def _fabricated(self, what: str, variant: str, fmt: str = "safetensors") -> Path:
         """The cached random checkpoint of this kind, made on first use with ComfyUI's Python
-        (in ComfyUI's folder, so that its ``comfy`` package builds the models)."""
-        path = self.cache / f"{what}-{variant}.safetensors"
+        (in ComfyUI's folder, so that its ``comfy`` package builds the models); ``fmt``
+        safetensors or ckpt (a torch.save'd state dict), as the name a template uses says."""
+        path = self.cache / f"{what}-{variant}.{fmt}"
         if _real_file(path):
             return path
         self.cache.mkdir(parents=True, exist_ok=True)
-        part = path.with_suffix(".part")
+        part = path.with_name(path.name + ".part")
         self.log(f"  fabricating a random {what}-{variant} checkpoint (full size, takes minutes)"
                  f" -> {path}")
-        r = subprocess.run([self.python, "-c", FABRICATOR, what, variant, str(part)],
+        r = subprocess.run([self.python, "-c", FABRICATOR, what, variant, str(part), fmt],
                            cwd=self.comfy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, timeout=1800)
         if r.returncode != 0 or not _real_file(part):
@@ -884,7 +895,8 @@ def run_prompt(server: ComfyServer, prompt: dict, workflow: dict, timeout: float
 BROWSER_PROBE = """async (graph) => {
   const app = window.app ?? window.comfyAPI?.app?.app;
   const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
-  await app.loadGraphData(graph.workflow, true, true, graph.name);
+  if (graph.workflow.nodes) await app.loadGraphData(graph.workflow, true, true, graph.name);
+  else app.loadApiJson(graph.workflow, graph.name);  // an API-format template
   await new Promise(r => setTimeout(r, 1500));
   const nodes = app.graph._nodes ?? app.graph.nodes ?? [];
   const registered = LG?.registered_node_types ?? {};
@@ -897,7 +909,8 @@ BROWSER_PROBE = """async (graph) => {
   try { output = (await app.graphToPrompt()).output; } catch (e) { error = String(e); }
   try { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); } catch (e) {}
   app.canvas?.setDirty?.(true, true);
-  return {count: nodes.length, types, missing, dialogs, output, error};
+  return {count: nodes.length, types, missing, dialogs, output, error,
+          graph: app.graph.serialize()};
 }"""
 
 
@@ -964,6 +977,12 @@ def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]],
                     page.wait_for_timeout(300)
                     page.evaluate("() => { const a = window.app ?? window.comfyAPI?.app?.app; "
                                   "a.canvas?.ds && a.canvas.setDirty(true, true); }")
+                    graph = r.pop("graph", None)
+                    if not workflow.get("nodes") and graph:  # an API-format template: keep
+                        ui_dir = shots.parent / "ui_format"  # the front end's UI-format copy
+                        ui_dir.mkdir(exist_ok=True)
+                        (ui_dir / path.name).write_text(json.dumps(graph, indent=1))
+                        r["ui_format"] = str(ui_dir / path.name)
                     shot = shots / f"{path.stem}.png"
                     page.screenshot(path=str(shot))
                     r["screenshot"] = str(shot)

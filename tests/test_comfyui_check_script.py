@@ -320,7 +320,7 @@ def test_fabricated_checkpoints_are_cached_and_linked_or_placeholders(cc, tmp_pa
               "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit-h.safetensors"}}}
     prov = cc.Provisioner(comfy, sys.executable, lambda m: None, cache)
 
-    def fake_fabricated(what, variant):  # the real one runs ComfyUI's classes for minutes
+    def fake_fabricated(what, variant, fmt="safetensors"):  # the real one runs ComfyUI's classes for minutes
         made.append((what, variant))
         path = cache / f"{what}-{variant}.safetensors"
         path.parent.mkdir(exist_ok=True)
