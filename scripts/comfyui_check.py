@@ -529,6 +529,12 @@ class Provisioner:
 
     def provide(self, need: ModelNeed) -> str:
         """Make one need available; returns how ('bundled', 'present', 'tiny Karlo', ...)."""
+        key = f"{need.provider}:{need.rule.folder}:{need.value}"
+        if key not in self.kinds:  # a second template naming it: told the same way
+            self.kinds[key] = self._provide(need)
+        return self.kinds[key]
+
+    def _provide(self, need: ModelNeed) -> str:
         kind = need.provider
         models = self.comfy / "models"
         if kind == "bundled":
@@ -607,7 +613,7 @@ class Provisioner:
             return path
         self.cache.mkdir(parents=True, exist_ok=True)
         part = path.with_name(path.name + ".part")
-        self.log(f"  fabricating a random {what}-{variant} checkpoint (full size, takes minutes)"
+        self.log(f"  fabricating a random {what}-{variant} checkpoint (full size, a minute or so)"
                  f" -> {path}")
         r = subprocess.run([self.python, "-c", FABRICATOR, what, variant, str(part), fmt],
                            cwd=self.comfy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
