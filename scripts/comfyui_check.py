@@ -552,11 +552,15 @@ class Provisioner:
             return f"tiny Stable unCLIP {opts.get('layout', 'img2img')} (random)"
         if kind == "tiny-kandinsky":
             target = models / need.rule.folder / need.value
+            root = need.groups.get("root")
+            if root and models / need.rule.folder / root in self.made:
+                return "tiny Kandinsky 2.2 (random)"  # built for another part of this run
             if (target / "model_index.json").is_file():
                 return "present"
-            root = need.groups.get("root")
             if root:  # kandinsky22/decoder: the builder writes prior, decoder, ... under root
                 where = models / need.rule.folder / root
+                if where in self.made:
+                    return "tiny Kandinsky 2.2 (random)"
                 if where.exists():
                     return "present" if (target / "model_index.json").is_file() else "missing"
                 self.made.append(where)
@@ -654,7 +658,9 @@ def history_error(entry: dict) -> str | None:
     for kind, data in status.get("messages") or []:
         if kind == "execution_error":
             where = f"node {data.get('node_id')} ({data.get('node_type')})"
-            return f"{where}: {data.get('exception_type', 'error')}: " \
+            kind = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]  # a custom
+            # node's exception type is named after its module's file path: keep the class
+            return f"{where}: {kind}: " \
                    f"{str(data.get('exception_message', '')).strip()}"
         if kind == "execution_interrupted":
             return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"

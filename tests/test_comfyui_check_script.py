@@ -297,7 +297,7 @@ def test_provisioner_writes_only_what_is_missing_and_removes_only_what_it_wrote(
               "5": {"class_type": "LoadImage",
                     "inputs": {"image": "clipspace/clipspace-mask-1.png [input]"}}}
     how = [prov.provide(n) for n in cc.model_needs(prompt)]
-    assert how == ["tiny Kandinsky 2.2 (random)", "present", "present",
+    assert how == ["tiny Kandinsky 2.2 (random)", "tiny Kandinsky 2.2 (random)", "present",
                    "tiny Stable unCLIP img2img (random)", "empty placeholder (validated only)",
                    "stand-in picture"]
     assert [c[0] for c in calls] == ["tiny-kandinsky", "tiny-stable-unclip"]
