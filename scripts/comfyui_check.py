@@ -1126,6 +1126,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"check aborted: {type(e).__name__}: {e}")
         code = 1
     finally:
+        for r in rows:
+            if r.status == "pending":
+                r.status = "not run"
         server.stop()
         if not args.keep_models:
             provisioner.remove()
