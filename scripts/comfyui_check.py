@@ -969,6 +969,11 @@ def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]],
                                     args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            errors: list[str] = []  # the page's script errors while a template loads
+            page.on("pageerror", lambda e: errors.append(f"{e}".splitlines()[0]))
+            page.on("console", lambda m: errors.append(m.text.splitlines()[0])
+                    if m.type == "error" and re.search(r"\b\w*Error\b", m.text)
+                    and "Failed to load resource" not in m.text else None)
             # only ComfyUI itself: anything else the page asks for is refused at once
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
                 server.base) else route.abort())
@@ -986,8 +991,10 @@ def browser_check(server: ComfyServer, templates: list[tuple[Path, dict, dict]],
                 page.keyboard.press("Escape")
             for path, workflow, _prompt in templates:
                 t0 = time.monotonic()
+                errors.clear()
                 try:
                     r = page.evaluate(BROWSER_PROBE, {"workflow": workflow, "name": path.stem})
+                    r["page_errors"] = list(dict.fromkeys(errors))
                     for _ in range(2):
                         page.keyboard.press("Escape")
                     page.wait_for_timeout(300)
@@ -1282,6 +1289,10 @@ def _check(args, comfy: Path, python: str, templates: list[Path], server: ComfyS
                 if invalid:  # the front end's schema check of the loaded file
                     row.ui = "invalid"
                     row.detail += " | ui: " + " ".join(invalid[0].split())[:300]
+                    continue
+                if r.get("page_errors"):  # e.g. a widget the front end could not build
+                    row.ui = "js-error"
+                    row.detail += " | ui: " + "; ".join(r["page_errors"][:3])[:300]
                     continue
                 diffs = compare_prompts(prompt, r.get("output") or {}) if prompt else []
                 row.ui = "ok" if not diffs else "differs"
