@@ -6,10 +6,10 @@
 Steps (docs/comfyui_check.md says more):
 
 1. link the repository into ``custom_nodes/unclip-nodes`` (left alone when it is already this
-   repository), write the tiny random checkpoints the templates name into ``models/``, start
-   ``main.py --cpu --listen 127.0.0.1 --port <free port>`` and read its log: the pack must have
-   loaded without an import failure;
+   repository), start ``main.py --cpu --listen 127.0.0.1 --port <free port>`` and read its log:
+   the pack must have loaded without an import failure;
 2. ``GET /object_info``: every node type of every ``example_workflows/*.json`` must be known;
+   then write the models the templates name into ``models/`` (``MODEL_RULES``);
 3. convert each template (the front end's UI format) to the API format and queue it
    (``POST /prompt``), wait for ``/history/<id>`` and check that it saved at least one image
    that exists in ComfyUI's output or temp folder;
@@ -1218,10 +1218,16 @@ def _check(args, comfy: Path, python: str, templates: list[Path], server: ComfyS
     log(f"missing node types: {missing_total} template(s) with missing nodes")
 
     # models the templates name
-    for name, (prompt, needs) in converted.items():
+    for name, (prompt, needs) in list(converted.items()):
         made = []
         for need in needs:
-            how = provisioner.provide(need)
+            try:
+                how = provisioner.provide(need)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                by_name[name].status = "failed"
+                by_name[name].detail = f"could not provide {need.value}: {e}"[:2000]
+                converted.pop(name)
+                break
             if how != "bundled":
                 made.append(f"{need.value or '(empty)'}: {how}")
         by_name[name].models = "; ".join(made)
