@@ -5,7 +5,8 @@ prior linked into a Karlo decoder, a checkpoint folder that lacks a stage, or a 
 wrong size would only fail once the run reaches them.  ComfyUI calls ``on_prompt`` with every
 prompt it receives, before its own checks; we then
 
-1. rewrite names that changed (an old exported graph's ``path`` is LoadImage's ``image`` now),
+1. rewrite names that changed (an old exported graph's ``path`` is LoadImage's ``image`` now)
+   and our nodes that ComfyUI's own now stand for (``unCLIP GrowMask`` becomes ``GrowMask``),
 2. check our part of the graph as ``unclip validate`` would (declared links, parameters, the
    nodes' own checks and the facts that flow along links: families, CLIP spaces, widths), and
 3. write each problem into the node's hidden ``unclip_problem`` input, which its
@@ -33,6 +34,8 @@ def on_prompt(json_data: Any) -> Any:
     try:
         prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
         if isinstance(prompt, dict):
+            from .comfy_map import api_to_core
+            prompt = json_data["prompt"] = api_to_core(prompt)  # ComfyUI's nodes for ours
             current_names(prompt)
             for nid, message in problems(prompt).items():
                 prompt[nid].setdefault("inputs", {})[PROBLEM] = message

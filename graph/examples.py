@@ -42,6 +42,13 @@ MODEL_TEMPLATES = {
     "kandinsky_2_2_variations": ("kandinsky/variations", _K22),
     "kandinsky_2_2_inpaint": ("kandinsky/inpaint",
                               {**_K22, "decoder": "kandinsky-2-2-decoder-inpaint"}),
+    # with ComfyUI's own nodes: they run only inside ComfyUI
+    "karlo_prior_to_sd21_unclip": ("comfyui/karlo_prior_to_sd21_unclip",
+                                   {"karlo": "karlo-v1-alpha"}),
+    "kandinsky_prior_to_sdxl_revision": ("comfyui/kandinsky_prior_to_sdxl_revision",
+                                         {"prior": "kandinsky-2-2-prior"}),
+    "clip_vision_encode_to_decoder": ("comfyui/clip_vision_encode_to_decoder",
+                                      {"model": "karlo-v1-alpha"}),
 }
 """Templates for checkpoints the user puts in ComfyUI's models/unclip/: template name ->
 (workflow, the model names its loaders get, as ComfyUI's drop-downs list them: the folders'
@@ -76,10 +83,15 @@ class _stand_in_models:
         import os
         if "root" not in _STAND_INS:
             from ..nodes.tiny_kandinsky import save_tiny_kandinsky
+            import atexit
+            import shutil
             root = Path(tempfile.mkdtemp(prefix="unclip-templates-"))
+            atexit.register(shutil.rmtree, root, True)
+            from ..nodes.tiny import save_tiny_checkpoint
             tiny = save_tiny_kandinsky(root / "tiny")
             for part in ("prior", "decoder", "decoder-inpaint"):
                 (root / f"kandinsky-2-2-{part}").symlink_to(Path(tiny) / part)
+            save_tiny_checkpoint(root / "karlo-v1-alpha")
             _STAND_INS["root"] = root
         self.before = os.environ.get("UNCLIP_MODELS")
         os.environ["UNCLIP_MODELS"] = str(_STAND_INS["root"])
@@ -100,7 +112,8 @@ def title_card(name: str) -> Image.Image:
     side = PREVIEW_SIDE
     card = Image.new("RGB", (side, side), (32, 36, 48))
     draw = ImageDraw.Draw(card)
-    words = name.replace("kandinsky_2_2_", "Kandinsky 2.2 ").replace("_", " ").split(" ")
+    words = name.replace("kandinsky_2_2_", "Kandinsky 2.2 ").replace("sd21", "SD 2.1")
+    words = words.replace("sdxl", "SDXL").replace("_", " ").split(" ")
     lines, line = [], ""
     for w in words:
         if line and len(line) + len(w) > 16:

@@ -62,9 +62,9 @@ def pixels(path) -> np.ndarray:
 def test_api_export_resolves_inputs_to_literals_and_links_to_output_indices(wf):
     api = comfy.to_api(load(wf, {"width": "20"}))
     assert list(api) == ["1", "2", "3", "4", "5", "6"]  # file order
-    assert api["2"] == {"class_type": "unCLIP ResizeImage", "_meta": {"title": "big"},
-                        "inputs": {"image": ["1", 0], "width": 20, "height": 0,
-                                   "method": "bicubic", "crop": "none"}}
+    assert api["2"] == {"class_type": "ImageScale", "_meta": {"title": "big"},  # ComfyUI's own
+                        "inputs": {"image": ["1", 0], "upscale_method": "bicubic", "width": 20,
+                                   "height": 0, "crop": "disabled"}}
     assert api["6"]["inputs"] == {"mask": ["1", 1]}  # LoadImage's second output
     assert api["5"]["inputs"] == {"images": ["4", 0], "filename_prefix": "small"}
     assert api["3"]["inputs"]["seed"] == 5 and api["3"]["inputs"]["fill"] == "noise"
@@ -165,13 +165,13 @@ def test_ui_export_is_a_consistent_litegraph_document(wf):
 def test_widgets_values_follow_input_types_order_with_a_fixed_seed_control(wf):
     ui = comfy.to_ui(load(wf, {"width": "24"}))
     by_type = {n["type"]: n for n in ui["nodes"]}
-    pad = by_type["unCLIP OutpaintPad"]
-    spec = declare.get("OutpaintPad")
+    pad = by_type["unCLIP OutpaintBorder"]
+    spec = declare.get("OutpaintBorder")
     widget_names = [n for n in declare.comfy_input_types(spec)["required"] if spec.param(n)]
     assert widget_names[-1] == "seed"
     assert pad["widgets_values"] == [3, 0, 0, 0, "noise", 0, 5, "fixed"]
-    assert by_type["unCLIP ResizeImage"]["widgets_values"] == [24, 0, "bicubic", "none"]
-    assert by_type["unCLIP InvertMask"]["widgets_values"] == []
+    assert by_type["ImageScale"]["widgets_values"] == ["bicubic", 24, 0, "disabled"]
+    assert by_type["InvertMask"]["widgets_values"] == []
 
 
 def test_ui_layout_puts_columns_by_dag_layer_and_stacks_without_overlap(wf):

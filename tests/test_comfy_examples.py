@@ -6,6 +6,7 @@ import json
 
 from PIL import Image
 
+from test_comfy_contract import comfy_import, object_info  # noqa: F401  (fixtures)
 from unclip_nodes.graph import examples
 from unclip_nodes.nodes import runtime
 from unclip_nodes.nodes.image import PACK_DIR, resolve_input_path
@@ -58,6 +59,8 @@ def test_kandinsky_templates_are_wired_for_that_family():
     """No text into the decoder (Kandinsky 2.2's reads only image embeddings), no Upsample
     (it has none), and the model names ComfyUI's models/unclip drop-down lists."""
     for name, (_, sets) in examples.MODEL_TEMPLATES.items():
+        if not name.startswith("kandinsky_2_2_"):
+            continue
         doc = json.loads((examples.FOLDER / f"{name}.json").read_text(encoding="utf-8"))
         types = [n["type"] for n in doc["nodes"]]
         assert "unCLIP Upsample" not in types
@@ -67,3 +70,25 @@ def test_kandinsky_templates_are_wired_for_that_family():
                 assert "text" not in linked and "upsampler" not in linked, name
             if n["type"] == "unCLIP LoadUnCLIP":
                 assert n["widgets_values"][:2] == [sets["decoder"], sets["prior"]]
+
+
+def test_interop_templates_mix_our_nodes_with_comfyuis_and_pass_its_validation(object_info):
+    """The templates that join ComfyUI's graph: our prior into its native unCLIP checkpoints,
+    its CLIPVisionEncode into our decoder; ComfyUI's validation (modelled) accepts their
+    prompts as the front end would make them."""
+    from comfy_validator import validate_prompt, with_core
+    from unclip_nodes.graph import comfy
+    from unclip_nodes.graph.validate import load
+    wanted = {"karlo_prior_to_sd21_unclip": {"unCLIPConditioning", "KSampler",
+                                             "unCLIP ImageEmbedsToClipVision"},
+              "kandinsky_prior_to_sdxl_revision": {"unCLIPConditioning",
+                                                   "unCLIP ImageEmbedsToClipVision"},
+              "clip_vision_encode_to_decoder": {"CLIPVisionEncode",
+                                                "unCLIP ClipVisionToImageEmbeds"}}
+    for name, types in wanted.items():
+        doc = json.loads((examples.FOLDER / f"{name}.json").read_text(encoding="utf-8"))
+        assert types <= {n["type"] for n in doc["nodes"]}, name
+        workflow, sets = examples.MODEL_TEMPLATES[name]
+        with examples._stand_in_models():
+            api = comfy.to_api(load(examples.WORKFLOWS / f"{workflow}.yaml", sets))
+        assert validate_prompt(api, with_core(object_info, api)) == {}, name

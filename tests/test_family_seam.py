@@ -22,7 +22,8 @@ EXEMPT = {"textproj.py", "comfy_core.py", "examples.py"}
 """Outside the seam, with the tiny-checkpoint builders for tests and docs (``tiny*.py``, one per
 family): the class of Karlo's text_proj (loaded by name through ``core.checkpoint.OWN_CLASSES``),
 the declarations of ComfyUI's own nodes, whose sockets have ComfyUI's names (``vae``), and the
-template list, which names the model folders its templates load (``kandinsky22/prior``)."""
+template list (graph/examples.py), data about shipped workflows: which become ComfyUI
+templates and the published model folders they load (``karlo-v1-alpha``)."""
 
 
 def own_imports(path: Path) -> set[str]:
@@ -51,7 +52,7 @@ def node_modules() -> set[str]:
 def outside_families() -> list[Path]:
     files = [p for p in NODES.rglob("*.py") if "families" not in p.parts
              and p.name not in EXEMPT and not p.name.startswith("tiny")]
-    return files + sorted((ROOT / "graph").glob("*.py"))
+    return files + sorted(p for p in (ROOT / "graph").glob("*.py") if p.name not in EXEMPT)
 
 
 def family_words() -> tuple[set[str], set[str]]:
