@@ -99,6 +99,13 @@ def _object_info() -> dict:
                       "display_name": unclip_nodes.NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
                       "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
                       "python_module": "custom_nodes.unclip-nodes"}
+    from unclip_nodes.nodes import declare  # and ComfyUI's own nodes that templates use
+    for spec in declare.FOREIGN.values():
+        types = declare.comfy_input_types(spec)
+        info[declare.class_type(spec)] = {
+            "input": types, "input_order": {k: list(v) for k, v in types.items()},
+            "display_name": spec.display_name, "output_node": spec.output_node,
+            "python_module": "nodes"}
     return json.loads(json.dumps(info, default=str))
 
 
