@@ -21,8 +21,12 @@ MAX_LENGTH = 16  # tokenizer model_max_length == prior num_embeddings
 DIM = 32         # CLIP width: text hidden size == projection == prior embedding
 
 
-def build_tiny_components(image_variation: bool = True, seed: int = 0) -> dict:
-    """The components as objects (the tests build diffusers' reference pipelines from them)."""
+def build_tiny_components(image_variation: bool = True, seed: int = 0, width: int = DIM) -> dict:
+    """The components as objects (the tests build diffusers' reference pipelines from them).
+
+    ``width``: the CLIP embedding width (text hidden size, projections, prior); 768 makes a
+    stand-in whose embeddings fit models built for Karlo's real CLIP ViT-L/14 (ComfyUI's SD 2.1
+    unCLIP small, clip_vision_l), as the real-ComfyUI check needs."""
     from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel, UnCLIPScheduler
     from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
                               CLIPVisionModelWithProjection)
@@ -35,12 +39,12 @@ def build_tiny_components(image_variation: bool = True, seed: int = 0) -> dict:
         torch.manual_seed(seed)
         text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, hidden_size=DIM, projection_dim=DIM,
+            pad_token_id=tokenizer.pad_token_id, hidden_size=width, projection_dim=width,
             intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=5,
             vocab_size=max(1000, len(tokenizer)), max_position_embeddings=MAX_LENGTH))
-        prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=DIM,
+        prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=width,
                                  num_layers=1, num_embeddings=MAX_LENGTH)
-        text_proj = UnCLIPTextProjModel(clip_embeddings_dim=DIM, time_embed_dim=128,
+        text_proj = UnCLIPTextProjModel(clip_embeddings_dim=width, time_embed_dim=128,
                                         cross_attention_dim=100)
         decoder = UNet2DConditionModel(
             sample_size=32, in_channels=3, out_channels=6,
@@ -75,7 +79,7 @@ def build_tiny_components(image_variation: bool = True, seed: int = 0) -> dict:
         )
         if image_variation:
             parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
-                hidden_size=DIM, projection_dim=DIM, num_hidden_layers=5, num_attention_heads=4,
+                hidden_size=DIM, projection_dim=width, num_hidden_layers=5, num_attention_heads=4,
                 image_size=32, intermediate_size=37, patch_size=1))
             parts["feature_extractor"] = {
                 "crop_size": {"height": 32, "width": 32}, "do_center_crop": True,
@@ -129,9 +133,10 @@ def save_components(parts: dict, path: str | Path) -> Path:
     return root
 
 
-def save_tiny_checkpoint(path: str | Path, image_variation: bool = True, seed: int = 0) -> Path:
+def save_tiny_checkpoint(path: str | Path, image_variation: bool = True, seed: int = 0,
+                         width: int = DIM) -> Path:
     """Build the tiny components and save them to ``path`` in the Karlo layout."""
-    return save_components(build_tiny_components(image_variation, seed), path)
+    return save_components(build_tiny_components(image_variation, seed, width), path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-image-encoder", action="store_true",
                     help="leave out image_encoder/ and feature_extractor/")
+    ap.add_argument("--clip-width", type=int, default=DIM,
+                    help=f"CLIP embedding width (default {DIM}; 768 = Karlo's real ViT-L/14)")
     args = ap.parse_args(argv)
+    if not 8 <= args.clip_width <= 4096 or args.clip_width % 4:
+        ap.error("--clip-width must be a multiple of 4 between 8 and 4096")
     root = save_tiny_checkpoint(args.directory, image_variation=not args.no_image_encoder,
-                                seed=args.seed)
+                                seed=args.seed, width=args.clip_width)
     print(f"wrote a tiny unCLIP checkpoint to {root}; use it with path: {root}")
     return 0
 

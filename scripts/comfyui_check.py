@@ -544,9 +544,9 @@ class Provisioner:
             if (target / "model_index.json").is_file() or not self._new(target):
                 return "present"
             opts = dict(need.rule.options)
-            if kind == "tiny-karlo":
-                self._builder("tiny", str(target))
-                return "tiny Karlo (random)"
+            if kind == "tiny-karlo":  # at Karlo's real CLIP width: fits ComfyUI's ViT-L models
+                self._builder("tiny", str(target), "--clip-width", "768")
+                return "tiny Karlo, 768-d CLIP (random)"
             self._builder("tiny-stable-unclip", str(target), "--layout", opts.get("layout",
                                                                                 "img2img"))
             return f"tiny Stable unCLIP {opts.get('layout', 'img2img')} (random)"
