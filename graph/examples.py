@@ -112,8 +112,11 @@ def title_card(name: str) -> Image.Image:
     side = PREVIEW_SIDE
     card = Image.new("RGB", (side, side), (32, 36, 48))
     draw = ImageDraw.Draw(card)
-    words = name.replace("kandinsky_2_2_", "Kandinsky 2.2 ").replace("sd21", "SD 2.1")
-    words = words.replace("sdxl", "SDXL").replace("_", " ").split(" ")
+    proper = {"clip": "CLIP", "sd21": "SD 2.1", "sdxl": "SDXL", "unclip": "unCLIP",
+              "karlo": "Karlo", "kandinsky": "Kandinsky"}
+    words = [proper.get(w, w) for w in name.replace("kandinsky_2_2_", "kandinsky 2.2 ")
+             .replace("_", " ").split(" ")]
+    words[0] = words[0][:1].upper() + words[0][1:]
     lines, line = [], ""
     for w in words:
         if line and len(line) + len(w) > 16:
