@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from comfy_validator import validate_prompt, with_core
+from test_comfy_contract import shipped_workflow_sets
 from stages_util import tiny_checkpoint  # noqa: F401  (fixture)
 from unclip_nodes.graph import comfy
 from unclip_nodes.graph.cache import Cache
@@ -406,24 +407,11 @@ def pack_object_info() -> dict:
     return info
 
 
-def shipped_sets(path: Path, checkpoint: Path, tmp_path: Path) -> dict:
-    from unclip_nodes.graph.workflow import MISSING, read
-    wf, _ = read(path)
-    out = {}
-    for name, wi in wf.inputs.items():
-        if name == "model":
-            out[name] = str(checkpoint)
-        elif wi.default is MISSING and wi.type == "STRING":
-            Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / f"{name}.png")
-            out[name] = str(tmp_path / f"{name}.png")
-    return out
-
-
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.yaml")))
 def test_shipped_workflows_export_without_replaced_nodes_and_comfy_accepts_them(
         name, tiny_checkpoint, tmp_path):  # noqa: F811
     path = WORKFLOWS / f"{name}.yaml"
-    rs = load(path, shipped_sets(path, tiny_checkpoint, tmp_path))
+    rs = load(path, shipped_workflow_sets(path, tiny_checkpoint, tmp_path))
     api = comfy.to_api(rs)
     ui = comfy.to_ui(rs)
     gone = {declare.comfy_id(t) for t in (*REPLACED, *RENAMED)}
