@@ -199,6 +199,10 @@ class NodeSpec:
     replaced_by: str | None = None
     """The ComfyUI core node that does this node's job inside ComfyUI (GrowMask, ImageScale...):
     the pack does not register this node there, and exports write the core node instead."""
+    old_widget_order: tuple[str, ...] | None = None
+    """The widgets' order before a change reordered them: the deprecated class that keeps old
+    ComfyUI graphs loading (``comfy_mappings``) lists them so, since a saved graph gives widget
+    values by position."""
     comfy_types: Mapping[str, Any] | None = field(default=None, compare=False)
     """A node of ComfyUI itself (``FOREIGN``): its INPUT_TYPES as ComfyUI gives them, in
     ComfyUI's order (sockets and widgets interleaved)."""
@@ -310,7 +314,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
          check: Callable[[dict], None] | None = None,
          infer: Callable[[dict, dict], dict | None] | None = None,
          batch: str | None = None, prefix: str | None = None, files: str | None = None,
-         renamed: Mapping[str, str] | None = None, replaced_by: str | None = None):
+         renamed: Mapping[str, str] | None = None, replaced_by: str | None = None,
+         old_widget_order: tuple[str, ...] | None = None):
     """Declare a node type.  Decorates the function that does the work and registers the spec.
 
     A saver (``output_node``) names the parameter that prefixes its files (``prefix``) and the
@@ -331,7 +336,8 @@ def node(type: str, *, category: str, description: str, inputs: Iterable[Input] 
                         version=version, display_name=display_name, output_node=output_node,
                         cacheable=cacheable, disk_cache=disk_cache, fingerprint=fingerprint,
                         check=check, infer=infer, batch=batch, prefix=prefix, files=files,
-                        renamed=dict(renamed or {}), replaced_by=replaced_by)
+                        renamed=dict(renamed or {}), replaced_by=replaced_by,
+                        old_widget_order=old_widget_order)
         from .types import SOCKET_TYPES  # registered before any node module is imported
         for s in (*spec.inputs, *spec.outputs):
             if s.type not in SOCKET_TYPES:
@@ -535,14 +541,45 @@ def _readable_input(spec: NodeSpec, value: Any) -> bool | str:
 
 
 def comfy_mappings(specs: Iterable[NodeSpec]) -> tuple[dict, dict]:
+    """Our classes for ComfyUI.  A node that ComfyUI's own does the job of (``replaced_by``), and
+    an old name of a renamed node (``TYPE_ALIASES``), get a DEPRECATED class: ComfyUI's search
+    and node library leave it out (no doubles), while a graph saved with it still opens and runs
+    (a prompt of one is turned into ComfyUI's node as it arrives, graph/comfy_prompt.py)."""
     classes, names = {}, {}
     for spec in specs:
-        if spec.replaced_by is not None:
-            continue  # ComfyUI's own node does the job there: no double in its search
         key = comfy_id(spec.type)
+        if spec.replaced_by is not None:
+            classes[key] = _deprecated(spec, f"ComfyUI's {spec.replaced_by}")
+            names[key] = f"{display_name(spec)} (old)"
+            continue
         classes[key] = comfy_class(spec)
         names[key] = display_name(spec)
+    by_type = {spec.type: spec for spec in specs}
+    for old, new in TYPE_ALIASES.items():
+        if new in by_type and comfy_id(old) not in classes:
+            classes[comfy_id(old)] = _deprecated(by_type[new], display_name(by_type[new]))
+            names[comfy_id(old)] = f"{_spaced(old)} (old)"
     return classes, names
+
+
+def _deprecated(spec: NodeSpec, instead: str) -> type:
+    """``spec``'s class, hidden from ComfyUI's search, its widgets in their old order."""
+    base = comfy_class(spec)
+    order = spec.old_widget_order
+
+    def INPUT_TYPES(cls):
+        types = base.INPUT_TYPES()
+        if order:
+            req = types["required"]
+            sockets = {k: v for k, v in req.items() if spec.param(k) is None}
+            types["required"] = {**sockets, **{k: req[k] for k in order},
+                                 **{k: v for k, v in req.items()
+                                    if k not in sockets and k not in order}}
+        return types
+    return type(spec.type, (base,), {
+        "DEPRECATED": True, "INPUT_TYPES": classmethod(INPUT_TYPES),
+        "DESCRIPTION": f"Kept so that graphs saved with it still load; use {instead}. "
+                       + spec.description})
 
 
 _WORD = re.compile(r"UnCLIP|CLIP|Clip|DDIM|PCA|[A-Z][a-z]*|[a-z]+|\d+")
@@ -551,9 +588,11 @@ _WORD = re.compile(r"UnCLIP|CLIP|Clip|DDIM|PCA|[A-Z][a-z]*|[a-z]+|\d+")
 def display_name(spec: NodeSpec) -> str:
     """What ComfyUI's search and title bar show: words, as ComfyUI's own names are ("unCLIP
     Load Prior", "unCLIP DDIM Invert"), the pack's name first so ours are found together."""
-    if spec.display_name:
-        return spec.display_name
-    words = [{"Clip": "CLIP"}.get(w, w) for w in _WORD.findall(spec.type) if w != "UnCLIP"]
+    return spec.display_name or _spaced(spec.type)
+
+
+def _spaced(type: str) -> str:
+    words = [{"Clip": "CLIP"}.get(w, w) for w in _WORD.findall(type) if w != "UnCLIP"]
     return "unCLIP " + " ".join(words)
 
 

@@ -675,7 +675,7 @@ def scale(image: torch.Tensor, width: int, height: int, method: str = "bicubic",
                     tooltip="center: cut the middle to the new aspect ratio instead of "
                             "stretching ('none' is disabled)")],
       outputs=[Output("image", "IMAGE")], renamed={"method": "upscale_method"},
-      replaced_by="ImageScale")
+      replaced_by="ImageScale", old_widget_order=("width", "height", "upscale_method", "crop"))
 def resize_image(image: torch.Tensor, upscale_method: str = "bicubic", width: int = 512,
                  height: int = 512, crop: str = "disabled"):
     """ComfyUI's ImageScale, same widgets (``method`` was renamed ``upscale_method``).  This

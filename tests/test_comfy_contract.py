@@ -65,7 +65,8 @@ IMPORT_AS_COMFY = textwrap.dedent(r"""
                 "output_node": getattr(cls, "OUTPUT_NODE", False), "category": cls.CATEGORY,
                 "description": getattr(cls, "DESCRIPTION", ""),
                 "callable": callable(getattr(cls(), cls.FUNCTION, None)),
-                "display_name": m.NODE_DISPLAY_NAME_MAPPINGS.get(key)}
+                "display_name": m.NODE_DISPLAY_NAME_MAPPINGS.get(key),
+                "deprecated": bool(getattr(cls, "DEPRECATED", False))}
         out[name] = info
     out["modules"] = sorted(k for k in sys.modules if "unclip" in k and "editable" not in k)
     json.dump(out, sys.stdout)
@@ -119,9 +120,13 @@ def test_pack_imports_under_path_derived_names_with_relative_imports_only(comfy_
     folder, data = comfy_import
     path_name, short_name = str(folder).replace(".", "_x_"), "unclip-nodes"
     assert set(data[path_name]) == set(data[short_name])
-    nodes = {k for k in data[path_name] if not k.startswith(PRESET)}
+    nodes = {k for k, v in data[path_name].items()
+             if not k.startswith(PRESET) and not v["deprecated"]}
     assert nodes == {declare.comfy_id(s.type) for s in pack_specs()  # no test node is in the pack
                      if s.replaced_by is None}  # nor ours that ComfyUI has (GrowMask...)
+    old = {k for k, v in data[path_name].items() if v["deprecated"]}  # kept for saved graphs
+    assert old == {declare.comfy_id(s.type) for s in pack_specs() if s.replaced_by} | {
+        declare.comfy_id(t) for t in declare.TYPE_ALIASES}
     assert not any(m.startswith("unclip_nodes") for m in data["modules"])
     assert all(m.startswith((path_name, short_name)) for m in data["modules"])
 
@@ -132,6 +137,10 @@ def test_every_class_id_display_name_and_category_is_ours(object_info):
             assert cls["display_name"] == "unCLIP preset " + key[len(PRESET):]
             assert preset.find_preset(key[len(PRESET):]) or key == PRESET + "shrink"
             assert cls["category"] == "unCLIP/presets"
+        elif cls["deprecated"]:
+            assert cls["display_name"].startswith("unCLIP ") and \
+                cls["display_name"].endswith(" (old)")
+            assert cls["description"].startswith("Kept so that graphs saved with it still load")
         else:
             assert key.startswith("unCLIP ") and declare.get(key[len("unCLIP "):]) is not None
             assert cls["display_name"] == declare.display_name(declare.get(key[len("unCLIP "):]))

@@ -332,7 +332,8 @@ def test_exported_ui_names_only_registered_nodes_and_links_the_chain(tmp_path):
     types = [node["type"] for node in ui["nodes"] if node["type"] != "Note"]
     declare.get("comfy:GrowMask")
     core = {declare.class_type(s) for s in declare.FOREIGN.values()}
-    assert all(t in NODE_CLASS_MAPPINGS or t in core for t in types), types
+    assert all(t in core or (t in NODE_CLASS_MAPPINGS and not getattr(
+        NODE_CLASS_MAPPINGS[t], "DEPRECATED", False)) for t in types), types
     assert types.count("ImageBatch") == 3
     by_id = {node["id"]: node for node in ui["nodes"]}
     for link_id, src, slot, dst, dslot, typ in ui["links"]:
@@ -438,18 +439,36 @@ def test_the_shipped_workflows_use_the_new_names():
     assert checked > 100
 
 
-def test_replaced_nodes_are_not_registered_in_comfyui_and_their_core_nodes_are_what_exports_use():
-    registered = set(NODE_CLASS_MAPPINGS)
+def test_replaced_nodes_are_only_deprecated_in_comfyui_and_their_core_nodes_are_what_exports_use():
+    """ComfyUI leaves DEPRECATED classes out of its search and node library: no doubles there,
+    while a graph saved with the old node still opens."""
+    current = {k for k, c in NODE_CLASS_MAPPINGS.items() if not getattr(c, "DEPRECATED", False)}
     for ours_, core in REPLACED.items():
         spec = declare.get(ours_)
         assert spec.replaced_by == core
-        assert declare.comfy_id(ours_) not in registered
+        assert declare.comfy_id(ours_) not in current
+        assert NODE_CLASS_MAPPINGS[declare.comfy_id(ours_)].DEPRECATED is True
         assert declare.get("comfy:" + core) is not None
         assert ours_ in TO_CORE and FROM_CORE[core][0] == ours_
     for old, new in RENAMED.items():
         assert declare.current_type(old) == new and declare.get(old) is None
-        assert declare.comfy_id(new) in registered and declare.comfy_id(old) not in registered
+        assert declare.comfy_id(new) in current and declare.comfy_id(old) not in current
+        assert NODE_CLASS_MAPPINGS[declare.comfy_id(old)].DEPRECATED is True
         assert declare.get(new).replaced_by is None
+
+
+def test_an_old_ui_graph_gives_resize_image_its_widget_values_in_the_old_order():
+    """A saved graph gives widget values by position: the deprecated ResizeImage lists them as
+    the old node did (width, height, method, crop), so [24, 0, 'nearest', 'none'] still means
+    24 wide, nearest, not cropped."""
+    old = NODE_CLASS_MAPPINGS["unCLIP ResizeImage"]
+    required = old.INPUT_TYPES()["required"]
+    assert list(required) == ["image", "width", "height", "upscale_method", "crop"]
+    values = dict(zip(["width", "height", "upscale_method", "crop"], [24, 0, "nearest", "none"]))
+    assert "nearest" in required["upscale_method"][0] and "none" in required["crop"][0]
+    image = torch.rand(1, 6, 12, 3)
+    (got,) = old().run(image=image, **values)
+    assert got.shape == (1, 12, 24, 3)
     assert not {s.type for s in REGISTRY.values() if s.replaced_by} - set(REPLACED)
 
 
