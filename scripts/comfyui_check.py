@@ -174,8 +174,9 @@ def _links(workflow: dict) -> dict[int, tuple[int, int, int, int, Any]]:
 
 
 def widget_values(node: dict, widgets: list[tuple[str, Any]]) -> tuple[dict, list[str]]:
-    """name -> value for a node's widget inputs, read from its widgets_values; and notes about
-    values that did not fit (too few, too many)."""
+    """name -> value for a node's widget inputs, read from its widgets_values (widgets a graph
+    saved no value for get their defaults, as in the front end); and notes about values that
+    did not fit (too many, or a missing one without a default)."""
     raw = node.get("widgets_values")
     if raw is None:
         return {}, []
@@ -184,8 +185,17 @@ def widget_values(node: dict, widgets: list[tuple[str, Any]]) -> tuple[dict, lis
     values, notes, i = {}, [], 0
     for k, (name, spec) in enumerate(widgets):
         if i >= len(raw):
-            notes.append(f"node {node.get('id')} ({node.get('type')}): no saved value for "
-                         f"{', '.join(n for n, _ in widgets[k:])}")
+            # a graph saved before the node had these widgets: the front end gives them their
+            # defaults, and so do we
+            for later, later_spec in widgets[k:]:
+                kind, opts = _spec_parts(later_spec)
+                if "default" in opts:
+                    values[later] = opts["default"]
+                elif isinstance(kind, list) and kind:
+                    values[later] = kind[0]
+                else:
+                    notes.append(f"node {node.get('id')} ({node.get('type')}): no saved value "
+                                 f"and no default for {later}")
             break
         values[name] = raw[i]
         i += 1

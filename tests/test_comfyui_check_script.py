@@ -207,8 +207,10 @@ def test_conversion_reports_missing_types_and_values_that_do_not_fit(cc):
     assert missing == ["Nowhere"]
     assert any("left over" in n for n in notes)
     g = graph()
-    g["nodes"][3]["widgets_values"] = [7]
-    assert any("no saved value" in n for n in cc.ui_to_api(g, INFO)[2])
+    g["nodes"][3]["widgets_values"] = [7]  # saved before the node had its other widgets
+    prompt, _, notes = cc.ui_to_api(g, INFO)
+    assert prompt["4"]["inputs"]["steps"] == 20  # the widget's default, as the front end gives
+    assert any("no saved value and no default for noise" in n for n in notes)
     g = graph()
     g["links"] = [{"id": i, "origin_id": a, "origin_slot": b, "target_id": c, "target_slot": d,
                    "type": t} for i, a, b, c, d, t in g["links"]]  # schema 1's link objects
