@@ -17,7 +17,7 @@ import torch
 
 from .core.backends import DecoderBackend, UpsamplerBackend
 from .declare import Input, Output, Param, node
-from .decoder import check_links
+from .decoder import check_links, check_width
 from .errors import UserError
 from .image import check_image
 from .mask import fit_mask, grow
@@ -64,6 +64,7 @@ def pair_rows(decoder, image: torch.Tensor, mask: torch.Tensor,
     """Match images and embeddings row by row (equal numbers, or one of them is one), then
     ``count`` results for each pair, consecutive.  Returns (image, mask, Conditioning)."""
     options = options or {}
+    check_width(decoder, image_embeds)  # from outside (ComfyUI's CLIPVisionEncode): said so
     n, b = decoder.conditioning(image_embeds, text, 1, **options).rows, image.shape[0]
     if n == b or b == 1:
         per, rows = count, n * count

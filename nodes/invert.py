@@ -15,7 +15,7 @@ import torch
 from . import runtime
 from .core.sampling import DDIMSampler, make_generator, plain
 from .declare import SEED_MAX, Input, Output, Param, node
-from .decoder import check_links, draw_conditioning
+from .decoder import check_links, check_width, draw_conditioning
 from .errors import UserError
 from .image import check_image
 from .types import ImageEmbeds, TextEmbeds
@@ -71,6 +71,7 @@ def ddim_invert_node(decoder, image: torch.Tensor, image_embeds: ImageEmbeds,
                         f"{decoder.variant} decoder", field="decoder")
     options = conditioning_options(noise_level=noise_level, prompt=prompt,
                                    negative_prompt=negative_prompt)
+    check_width(decoder, image_embeds)
     cond = decoder.conditioning(image_embeds, text, 1, **options)
     b = image.shape[0]
     if cond.rows != b:

@@ -641,3 +641,22 @@ def test_interop_templates_export_to_prompts_comfyui_accepts_and_refuse_to_run_h
         run_workflow(TEMPLATES / f"{name}.yaml", template_sets(name, tiny_checkpoint,
                                                                tiny_kandinsky),
                      cache=Cache.off(), out_dir=tmp_path)
+
+
+def test_inpaint_and_ddim_invert_say_which_clip_an_outside_embedding_is(karlo):
+    """The same run-time width check as the Decoder's, for the other nodes that decode."""
+    vit_h = from_comfy(clip_vision_encode(torch.randn(1, 1024)))
+    dec = karlo[3]
+    picture = image(0, 32)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    with pytest.raises(UserError) as e:
+        REGISTRY["Inpaint"].call(decoder=dec, image=picture, mask=mask, image_embeds=vit_h,
+                                 text=None, upsampler=None, steps=2)
+    assert e.value.field == "image_embeds"
+    assert e.value.message.startswith("image_embeds holds 1024-d CLIP image embeddings, the "
+                                      "width of OpenCLIP ViT-H/14")
+    with pytest.raises(UserError) as e:
+        REGISTRY["DDIMInvert"].call(decoder=dec, image=picture, image_embeds=vit_h, text=None,
+                                    steps=2)
+    assert e.value.field == "image_embeds" and "ViT-H/14" in e.value.message
