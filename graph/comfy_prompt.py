@@ -100,11 +100,35 @@ def problems(prompt: dict) -> dict[str, str]:
     found: dict[str, list[str]] = {}
     for err in errors:
         nid = original.get(err.node, err.node) if err.node else None
-        if nid not in sub or _our_spec(sub[nid]) is None or (nid, err.field) in unknown:
+        if nid not in sub or (nid, err.field) in unknown:
             continue  # not ours to say, or about an input we could not see
         where = f"{err.field}: " if err.field else ""
+        if _our_spec(sub[nid]) is None:  # ComfyUI's node: said on ours that feeds it
+            ours = _ours_upstream(sub, sub[nid]["inputs"].get(err.field))
+            if ours is None:
+                continue
+            nid, where = ours, f"its output reaches {sub[nid]['class_type']} (node {nid}), {where}"
         found.setdefault(nid, []).append(where + err.message)
     return {nid: "; ".join(msgs) for nid, msgs in found.items()}
+
+
+def _ours_upstream(sub: dict[str, dict], link: Any) -> str | None:
+    """The nearest of our nodes that feeds ``link`` through ComfyUI's nodes: only ours can show
+    a problem (in its hidden input), so a mismatch ComfyUI's KSampler would hit is said on our
+    node whose embedding reaches it."""
+    from .comfy import _is_link
+    seen: set[str] = set()
+    todo = [link]
+    while todo:
+        value = todo.pop(0)
+        if not _is_link(value) or str(value[0]) not in sub or str(value[0]) in seen:
+            continue
+        src = str(value[0])
+        seen.add(src)
+        if _our_spec(sub[src]) is not None:
+            return src
+        todo.extend((sub[src].get("inputs") or {}).values())
+    return None
 
 
 _registered = False

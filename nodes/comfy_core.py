@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .comfy_models import checkpoint_facts, clip_vision_facts
+from .core.facts import handle, pass_width, same_width, width
+from .core.handles import COMFY_CLIP_VISION
 from .declare import FOREIGN, FOREIGN_PREFIX, SEED_MAX, Input, NodeSpec, Output, Param
 from .errors import UserError
 from .types import SOCKET_TYPES, socket_type
@@ -49,7 +52,7 @@ def _runs_in_comfyui(type_: str):
 
 
 def core(name: str, fields: list[tuple], outputs: list[tuple[str, str]], *, category: str,
-         description: str, output_node: bool = False) -> NodeSpec:
+         description: str, output_node: bool = False, infer=None) -> NodeSpec:
     """Declare ComfyUI's node ``name``: ``fields`` are (name, type, options) in its order."""
     required: dict[str, tuple] = {}
     inputs, params = [], []
@@ -75,32 +78,71 @@ def core(name: str, fields: list[tuple], outputs: list[tuple[str, str]], *, cate
     spec = NodeSpec(type=FOREIGN_PREFIX + name, fn=_runs_in_comfyui(name), category=category,
                     description=description, inputs=tuple(inputs), params=tuple(params),
                     outputs=tuple(Output(n, t) for n, t in outputs), display_name=name,
-                    output_node=output_node, cacheable=False, comfy_types=types)
+                    output_node=output_node, cacheable=False, comfy_types=types, infer=infer)
     FOREIGN[spec.type] = spec
     return spec
 
 
 _SIDE = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8}
 
+
+# Which CLIP ComfyUI's unCLIP models take and its CLIP vision models give, from their files'
+# headers (inside ComfyUI only; nodes/comfy_models.py), so that our embedding of another CLIP
+# is refused before the prompt runs instead of failing inside KSampler.
+
+def _known(**facts) -> dict:
+    """Only what is known: None from a loader would say the output is missing."""
+    return {name: f for name, f in facts.items() if f is not None}
+
+
+def _infer_checkpoint(params: dict, inputs: dict) -> dict:
+    unet, vision = checkpoint_facts(params.get("ckpt_name"))
+    return _known(MODEL=unet, CLIP_VISION=vision)  # CheckpointLoaderSimple has no CLIP_VISION
+
+
+def _infer_sampler(params: dict, inputs: dict) -> dict:
+    model = handle(inputs, "model")
+    if model is None:
+        return {}
+    for name in ("positive", "negative"):
+        got = width(inputs.get(name))
+        if got is None or (got.clip_dim == model.clip_dim
+                           and not (got.space and model.space and got.space != model.space)):
+            continue
+        theirs = f"{got.clip_dim}-d {got.space}" if got.space else f"{got.clip_dim}-d"
+        vision = COMFY_CLIP_VISION.get(model.space)
+        fix = (f"use a prior or encoder of {model.space}"
+               + (f" (ComfyUI's {vision} into CLIPVisionEncode)" if vision else "")
+               + " or a checkpoint made for the embedding's CLIP")
+        raise UserError(f"{name} carries an unCLIP image embedding ({theirs}, from {got.label}) "
+                        f"but {model.label} takes {model.clip_dim}-d {model.space} ones: {fix}",
+                        field=name)
+    return {}
+
 core("CheckpointLoaderSimple", [("ckpt_name", Files("checkpoints"))],
      [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], category="loaders",
-     description="ComfyUI's checkpoint loader.")
+     description="ComfyUI's checkpoint loader.", infer=_infer_checkpoint)
 core("unCLIPCheckpointLoader", [("ckpt_name", Files("checkpoints"))],
      [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("CLIP_VISION", "CLIP_VISION")],
-     category="loaders", description="ComfyUI's loader for unCLIP checkpoints (SD 2.1 unCLIP).")
+     category="loaders", description="ComfyUI's loader for unCLIP checkpoints (SD 2.1 unCLIP).",
+     infer=_infer_checkpoint)
 core("CLIPVisionLoader", [("clip_name", Files("clip_vision"))],
      [("CLIP_VISION", "CLIP_VISION")], category="loaders",
-     description="ComfyUI's CLIP vision loader (clip_vision_l / _h / _g).")
+     description="ComfyUI's CLIP vision loader (clip_vision_l / _h / _g).",
+     infer=lambda params, inputs: _known(CLIP_VISION=clip_vision_facts(params.get("clip_name"))))
 core("CLIPVisionEncode", [("clip_vision", "CLIP_VISION"), ("image", "IMAGE"),
                           ("crop", ["center", "none"])],
      [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")], category="conditioning",
-     description="ComfyUI's CLIP vision encoder.")
+     description="ComfyUI's CLIP vision encoder.",
+     infer=pass_width("clip_vision", "CLIP_VISION_OUTPUT"))
 core("unCLIPConditioning",
      [("conditioning", "CONDITIONING"), ("clip_vision_output", "CLIP_VISION_OUTPUT"),
       ("strength", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
       ("noise_augmentation", "FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01})],
      [("CONDITIONING", "CONDITIONING")], category="conditioning",
-     description="ComfyUI's unCLIP conditioning: adds an image embedding to a conditioning.")
+     description="ComfyUI's unCLIP conditioning: adds an image embedding to a conditioning.",
+     infer=lambda params, inputs: {"CONDITIONING": same_width(
+         inputs, ("conditioning", "clip_vision_output"))})
 core("CLIPTextEncode", [("text", "STRING", {"multiline": True, "dynamicPrompts": True}),
                         ("clip", "CLIP")],
      [("CONDITIONING", "CONDITIONING")], category="conditioning",
@@ -114,7 +156,8 @@ core("KSampler",
       ("scheduler", Files("schedulers"), {"default": "normal"}),
       ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT"),
       ("denoise", "FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})],
-     [("LATENT", "LATENT")], category="sampling", description="ComfyUI's sampler.")
+     [("LATENT", "LATENT")], category="sampling", description="ComfyUI's sampler.",
+     infer=_infer_sampler)
 core("EmptyLatentImage",
      [("width", "INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
       ("height", "INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
