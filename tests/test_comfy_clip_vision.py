@@ -384,6 +384,8 @@ def test_kandinsky_decoder_refuses_to_guide_without_a_negative_and_takes_clip_vi
     with pytest.raises(UserError, match="guidance needs a negative image embedding") as e:
         decode(dec, bare, width=64, height=64)
     assert e.value.field == "image_embeds"
+    assert ("link the decoder's clip_vision (or a negative) to ClipVisionToImageEmbeds"
+            in e.value.message)  # where a ComfyUI user gets the negative from
     # guidance off needs none
     assert decode(dec, bare, width=64, height=64, guidance_scale=1.0).shape == (1, 64, 64, 3)
     # linking our CLIP vision attaches Kandinsky's own negative: the same as CLIPImageEncode's

@@ -417,8 +417,10 @@ class Decoder(ModelHandle):
         if guidance_scale != 1.0 and cond.negative is None:
             raise UserError("guidance needs a negative image embedding and these embeddings "
                             "carry none; they come with the Prior's and CLIPImageEncode's "
-                            "output of a Kandinsky 2.2 prior folder (with its image_encoder), "
-                            "or set guidance_scale 1", field="image_embeds")
+                            "output of a Kandinsky 2.2 prior folder (with its image_encoder); "
+                            "for ComfyUI's CLIPVisionEncode output, link the decoder's "
+                            "clip_vision (or a negative) to ClipVisionToImageEmbeds; or set "
+                            "guidance_scale 1", field="image_embeds")
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         h = self.round_size(height) if height else self.native_size
