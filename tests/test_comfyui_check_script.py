@@ -229,6 +229,24 @@ def test_compare_prompts_names_each_difference(cc):
     assert any("steps" in d for d in diffs) and any("node 8: only in ours" in d for d in diffs)
 
 
+def test_quick_lowers_comfyuis_sampler_and_latent_size_and_leaves_the_template_alone(cc):
+    prompt = {"3": {"class_type": "KSampler", "inputs": {"steps": 20, "seed": 5,
+                                                          "model": ["1", 0]}},
+              "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 768, "height": 128,
+                                                                  "batch_size": 1}},
+              "5": {"class_type": "KSampler", "inputs": {"steps": ["9", 0]}},
+              "6": {"class_type": "unCLIP Prior", "inputs": {"steps": 25}}}
+    before = json.loads(json.dumps(prompt))
+    quick, changed = cc.quicken(prompt)
+    assert prompt == before  # the web UI step compares against the template's own values
+    assert changed == ["node 3 KSampler steps 20 -> 2", "node 4 EmptyLatentImage width 768 -> 256"]
+    assert quick["3"]["inputs"] == {"steps": 2, "seed": 5, "model": ["1", 0]}
+    assert quick["4"]["inputs"] == {"width": 256, "height": 128, "batch_size": 1}
+    assert quick["5"] == prompt["5"] and quick["6"] == prompt["6"]  # links, our nodes: as they are
+    assert cc.parse_args(["--comfyui", "x", "--quick"]).quick
+    assert not cc.parse_args(["--comfyui", "x"]).quick
+
+
 # ---- models -------------------------------------------------------------------------------------
 
 def needs_of(cc, *nodes):
