@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .comfy_models import checkpoint_facts, clip_vision_facts
-from .core.facts import handle, pass_width, same_width, width
+from .core.facts import handle, pass_width, same_clip, same_width, width
 from .core.handles import COMFY_CLIP_VISION
 from .declare import FOREIGN, FOREIGN_PREFIX, SEED_MAX, Input, NodeSpec, Output, Param
 from .errors import UserError
@@ -106,8 +106,7 @@ def _infer_sampler(params: dict, inputs: dict) -> dict:
         return {}
     for name in ("positive", "negative"):
         got = width(inputs.get(name))
-        if got is None or (got.clip_dim == model.clip_dim
-                           and not (got.space and model.space and got.space != model.space)):
+        if got is None or same_clip(got, model):
             continue
         theirs = f"{got.clip_dim}-d {got.space}" if got.space else f"{got.clip_dim}-d"
         vision = COMFY_CLIP_VISION.get(model.space)

@@ -64,6 +64,12 @@ def pass_width(source: str, output: str):
     return infer
 
 
+def same_clip(a: Facts, b: Facts) -> bool:
+    """Whether two embeddings' facts may be the same CLIP: one width, and one space where both
+    spaces are known."""
+    return a.clip_dim == b.clip_dim and not (a.space and b.space and a.space != b.space)
+
+
 def same_width(inputs: dict, names, expected: Facts | None = None,
                against: str = "") -> Facts | None:
     """Check that the embeddings linked to ``names`` all come from one CLIP (``expected``'s,
@@ -90,4 +96,4 @@ def same_width(inputs: dict, names, expected: Facts | None = None,
     return width(first)
 
 
-__all__ = ["Facts", "handle", "width", "pass_width", "same_width", "replace"]
+__all__ = ["Facts", "handle", "width", "pass_width", "same_clip", "same_width", "replace"]
